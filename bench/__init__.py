@@ -1,0 +1,1 @@
+"""Benchmarks behind every speed claim: each compares ptm against a baseline in the same run."""

