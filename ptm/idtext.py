@@ -69,14 +69,18 @@ def parse_id_lines(buf: bytes, path: Path, first_line: int) -> ParsedLines:
     if has_joins:
         stray = join & ~(prev_digit & next_digit)
         if stray.any():
-            _raise_at(buf, int(np.argmax(stray)), path, first_line, "a '_' that does not join two IDs")
+            _raise_at(
+                buf, int(np.argmax(stray)), path, first_line, "a '_' that does not join two IDs"
+            )
 
     start_mask = digit & ~prev_digit
     starts = np.flatnonzero(start_mask)
     ends = np.flatnonzero(digit & ~next_digit) + 1
     lengths = ends - starts
     if len(lengths) and lengths.max() > 18:
-        _raise_at(buf, int(starts[np.argmax(lengths)]), path, first_line, "an ID too large to store")
+        _raise_at(
+            buf, int(starts[np.argmax(lengths)]), path, first_line, "an ID too large to store"
+        )
 
     digit_pos = np.flatnonzero(digit)
     token_of_digit = np.cumsum(start_mask[digit_pos]) - 1
@@ -156,7 +160,9 @@ def _strip_cr(chunk: bytes, stats: SourceStats) -> bytes:
 
 def _open(path: Path):
     if not path.is_file():
-        raise InputError(path, "no such file", "check the path (relative paths start at the current folder)")
+        raise InputError(
+            path, "no such file", "check the path (relative paths start at the current folder)"
+        )
     return path.open("rb")
 
 
@@ -213,4 +219,6 @@ def iter_text_chunks(
         if texts:
             yield line_no, b"\n".join(texts) + b"\n"
     if column < 0:
-        raise InputError(path, "the file is empty", "a Tianchi file needs a header and rows", line=1)
+        raise InputError(
+            path, "the file is empty", "a Tianchi file needs a header and rows", line=1
+        )

@@ -219,11 +219,15 @@ def build_segments(
         raise InputError(None, "no corpus files given", "set data.corpus to one or more files")
     for path in sources:
         if not path.is_file():
-            raise InputError(path, "no such corpus file", "check data.corpus (run `make data` for the default)")
+            raise InputError(
+                path, "no such corpus file", "check data.corpus (run `make data` for the default)"
+            )
     if tokenizer is None:
         ids, counts = count_ids(sources, cfg.text_column)
         if len(ids) == 0:
-            raise InputError(sources[0], "the corpus holds no IDs", "check the files and text column")
+            raise InputError(
+                sources[0], "the corpus holds no IDs", "check the files and text column"
+            )
         vocab = vocab_from_counts(ids, counts, cfg.vocab_min_count, cfg.vocab_max_size)
         tokenizer = build_tokenizer(vocab, cfg.max_seq_len)
         log.info("vocabulary: %d entries from %d distinct IDs", len(vocab), len(ids))
@@ -283,7 +287,9 @@ def build_segments(
             (tmp / f"{s}.word_start.bin").unlink()
     if counts.segments["train"] == 0:
         shutil.rmtree(tmp)
-        raise InputError(sources[0], "no training segment could be built", "add documents to the corpus")
+        raise InputError(
+            sources[0], "no training segment could be built", "add documents to the corpus"
+        )
 
     save_tokenizer(tokenizer, tmp / "tokenizer")
     padded = {s: counts.segments[s] * cfg.max_seq_len for s in SPLITS}
@@ -291,7 +297,13 @@ def build_segments(
         "format_version": FORMAT_VERSION,
         "config": asdict(cfg),
         "sources": [
-            {"path": str(st.path), "sha256": st.sha256, "lines": st.lines, "crlf": st.crlf, "bom": st.bom}
+            {
+                "path": str(st.path),
+                "sha256": st.sha256,
+                "lines": st.lines,
+                "crlf": st.crlf,
+                "bom": st.bom,
+            }
             for st in stats
         ],
         "vocab_size": vocab_size,
@@ -325,7 +337,9 @@ def build_segments(
     return meta
 
 
-def _segment_chunk(parsed: ParsedLines, index, counts: _Counts, cfg, body, drop_at, place, emitters) -> None:
+def _segment_chunk(
+    parsed: ParsedLines, index, counts: _Counts, cfg, body, drop_at, place, emitters
+) -> None:
     """Cut the documents of one parsed chunk into segments (long) or packing pieces (short)."""
     lengths = parsed.line_lengths
     nonempty = lengths > 0
@@ -374,10 +388,16 @@ class SegmentData:
     def __init__(self, folder: Path, split: str) -> None:
         meta_path = folder / "meta.json"
         if not meta_path.is_file():
-            raise InputError(folder, "not a segment folder (no meta.json)", "build it with `python -m pretrain.segments`")
+            raise InputError(
+                folder,
+                "not a segment folder (no meta.json)",
+                "build it with `python -m pretrain.segments`",
+            )
         self.meta = json.loads(meta_path.read_text())
         if self.meta.get("format_version") != FORMAT_VERSION:
-            raise InputError(folder, "built by another ptm version", "delete the folder to rebuild it")
+            raise InputError(
+                folder, "built by another ptm version", "delete the folder to rebuild it"
+            )
         self.max_seq_len = int(self.meta["config"]["max_seq_len"])
         dtype = np.dtype(self.meta["dtype"])
         self.offsets = np.fromfile(folder / f"{split}.offsets.bin", dtype=np.int64)
@@ -388,7 +408,9 @@ class SegmentData:
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
-    def batch(self, indices: np.ndarray, pad_id: int, multiple_of: int = 8) -> dict[str, torch.Tensor]:
+    def batch(
+        self, indices: np.ndarray, pad_id: int, multiple_of: int = 8
+    ) -> dict[str, torch.Tensor]:
         """Pad the chosen segments to the longest one (rounded up to ``multiple_of``)."""
         lo, hi = self.offsets[indices], self.offsets[indices + 1]
         longest = int((hi - lo).max())
@@ -410,3 +432,32 @@ class SegmentData:
 
 def load_segment_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
     return load_tokenizer(folder / "tokenizer")
+
+
+def prepare_segments(
+    corpus: list[Path], tokenizer_source: str | None, cache_dir: Path, cfg: SegmentConfig
+) -> Path:
+    """The segment folder for this corpus and these settings, built on first use."""
+    for path in corpus:
+        if not Path(path).is_file():
+            hint = "run `make data` first" if "embedded" in str(path) else "check data.corpus"
+            raise InputError(path, "no such corpus file", hint)
+    folder = Path(cache_dir) / cache_key(corpus, cfg, tokenizer_source)
+    if (folder / "meta.json").is_file():
+        log.info("segments: reusing %s", folder)
+        return folder
+    tokenizer = load_tokenizer(tokenizer_source, cfg.max_seq_len) if tokenizer_source else None
+    build_segments(corpus, folder, cfg, tokenizer)
+    return folder
+
+
+def unigram_entropy(data: SegmentData, special_ids: list[int], vocab_size: int) -> float:
+    """Entropy (nats) of the ordinary-token unigram distribution: the loss of a model that
+    ignores context. An MLM whose held-out loss is not clearly below it has learned nothing."""
+    counts = np.zeros(vocab_size, np.int64)
+    step = 1 << 24
+    for lo in range(0, len(data.tokens), step):
+        counts += np.bincount(np.asarray(data.tokens[lo : lo + step]), minlength=vocab_size)
+    counts[special_ids] = 0
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())

@@ -1,0 +1,119 @@
+"""Run the benchmarks and rewrite BENCHMARKS.md (``make bench``).
+
+python -m bench                         # everything
+python -m bench 'only=[segments]'       # one benchmark; the other rows are kept
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shlex
+import sys
+from dataclasses import asdict
+from datetime import date
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from bench import segments
+from bench.common import BenchRow
+
+log = logging.getLogger(__name__)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith("model name")
+        ]
+        cpu = f"{names[0]} x{len(names)}" if names else cpu
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}; {gpu}; torch {torch.__version__}"
+
+
+def runners(cfg: DictConfig) -> dict:
+    table = {"segments": lambda: segments.run(**cfg.segments)}
+    try:  # benchmarks of stages that may not be installed in every checkout
+        from bench import pretrain as pretrain_bench
+
+        table["pretrain"] = lambda: pretrain_bench.run(**cfg.pretrain)
+    except ImportError:
+        pass
+    try:
+        from bench import convert as convert_bench
+
+        table["convert"] = convert_bench.run
+    except ImportError:
+        pass
+    return table
+
+
+def fmt(x: float | None) -> str:
+    if x is None:
+        return "—"
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
+def render(rows: dict[str, dict]) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        "Every speed claim of ptm, measured against a baseline in the same run. Regenerate with",
+        "`make bench` (or `python -m bench 'only=[NAME]'` for one row). Peak memory is the peak",
+        "RSS of the process that did the work.",
+        "",
+        "| benchmark | metric | ptm | baseline | ratio | ptm peak MB | baseline peak MB | date | machine |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows.values():
+        ratio = f"**{r['ours'] / r['baseline']:.1f}x**" if r["baseline"] else "—"
+        lines.append(
+            f"| {r['benchmark']} | {r['metric']} | {fmt(r['ours'])} | {fmt(r['baseline'])} | {ratio} | "
+            f"{fmt(r['ours_peak_mb'])} | {fmt(r['baseline_peak_mb'])} | {r['date']} | {r['machine']} |"
+        )
+    lines += ["", "## Setups and commands", ""]
+    for r in rows.values():
+        lines += [f"- **{r['benchmark']}** — {r['setup']}. Command: `{r['command']}`"]
+    return "\n".join(lines) + "\n"
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="bench")
+def main(cfg: DictConfig) -> None:
+    results_path = Path(cfg.results)
+    rows: dict[str, dict] = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    command = "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    wanted = list(cfg.only) if cfg.only else None
+    for name, fn in runners(cfg).items():
+        if wanted and name not in wanted:
+            continue
+        log.info("benchmark %s ...", name)
+        for row in fn():
+            assert isinstance(row, BenchRow), f"{name} returned {type(row).__name__}, not BenchRow"
+            rows[row.benchmark] = {
+                **asdict(row),
+                "date": str(date.today()),
+                "machine": machine(),
+                "command": command.strip(),
+            }
+            log.info(
+                "%s: ours %s, baseline %s %s",
+                row.benchmark,
+                fmt(row.ours),
+                fmt(row.baseline),
+                row.metric,
+            )
+    results_path.write_text(json.dumps(rows, indent=2) + "\n")
+    Path(cfg.report).write_text(render(rows))
+    log.info("wrote %s\n%s", cfg.report, OmegaConf.to_yaml(cfg))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""Pretraining throughput: ptm's loop against ``transformers.Trainer`` on the same work.
+
+Same model (BERT-mini), same segments of the embedded corpus, same global batch, same precision,
+same optimizer family; the baseline is ``BertForMaskedLM`` + ``DataCollatorForLanguageModeling``
++ ``Trainer`` as the Hugging Face examples run it. Rates are tokens (non-padding positions) per
+second over the steps after warm-up.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import BenchRow, measure
+
+
+def _segments(tmp: Path, max_seq_len: int) -> Path:
+    from ptm.embedded import EmbeddedConfig, build_embedded_corpus
+    from ptm.segments import SegmentConfig, prepare_segments
+
+    build_embedded_corpus(EmbeddedConfig(out_dir=tmp / "embedded"))
+    return prepare_segments(
+        [tmp / "embedded" / "pretrain.txt"],
+        None,
+        tmp / "segments",
+        SegmentConfig(max_seq_len=max_seq_len),
+    )
+
+
+def ours(tmp: str, folder: str, steps: int, warmup: int, batch: int, precision: str) -> float:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from pretrain.config import DataConfig, PretrainConfig, TrainConfig
+    from pretrain.train import run
+    from ptm.config import PathsConfig
+    from ptm.model import ModelConfig
+    from ptm.runtime import RuntimeConfig
+
+    total = warmup + steps
+    segments = Path(folder)
+    cfg = PretrainConfig(
+        paths=PathsConfig(),
+        data=DataConfig(
+            corpus=[segments.parent.parent / "embedded" / "pretrain.txt"], cache_dir=segments.parent
+        ),
+        model=ModelConfig(),
+        train=TrainConfig(
+            batch_size=batch,
+            micro_batch_size=batch,
+            max_steps=total,
+            eval_every=10**9,
+            eval_max_segments=batch,
+            log_every=1,
+            save_every=10**9,
+        ),
+        runtime=RuntimeConfig(device="auto", precision=precision),
+        run_dir=Path(tmp) / "ours",
+    )
+    run(cfg)
+    acc = EventAccumulator(str(Path(tmp) / "ours" / "tb"))
+    acc.Reload()
+    rates = [e.value for e in acc.Scalars("train/tokens_per_s") if e.step > warmup]
+    return statistics.mean(rates)
+
+
+def baseline(tmp: str, folder: str, steps: int, warmup: int, batch: int, precision: str) -> float:
+    import numpy as np
+    from transformers import (
+        BertConfig,
+        BertForMaskedLM,
+        DataCollatorForLanguageModeling,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
+
+    from ptm.segments import SegmentData, load_segment_tokenizer
+
+    tokenizer = load_segment_tokenizer(Path(folder))
+    data = SegmentData(Path(folder), "train")
+    examples = [
+        {"input_ids": data.tokens[data.offsets[i] : data.offsets[i + 1]].astype(np.int64).tolist()}
+        for i in range(min(len(data), (warmup + steps + 1) * batch))
+    ]
+    config = BertConfig(
+        vocab_size=len(tokenizer.get_vocab()),
+        hidden_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=1024,
+        max_position_embeddings=256,
+    )
+    model = BertForMaskedLM(config)
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
+    tokens: list[int] = []
+
+    def collate(features):
+        out = collator(features)
+        tokens.append(int(out["attention_mask"].sum()))
+        return out
+
+    stamps: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            stamps.append(time.perf_counter())
+
+    args = TrainingArguments(
+        output_dir=str(Path(tmp) / "baseline"),
+        per_device_train_batch_size=batch,
+        max_steps=warmup + steps,
+        learning_rate=1e-3,
+        warmup_ratio=0.06,
+        weight_decay=0.01,
+        save_strategy="no",
+        report_to=[],
+        logging_strategy="no",
+        dataloader_num_workers=0,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=precision == "fp32" and not __import__("torch").cuda.is_available(),
+    )
+    Trainer(
+        model=model, args=args, train_dataset=examples, data_collator=collate, callbacks=[Clock()]
+    ).train()
+    # Batch k+1 is collated before step k ends (prefetch), so pair step times with their own batch.
+    timed = stamps[warmup:]
+    seconds = timed[-1] - stamps[warmup - 1]
+    return sum(tokens[warmup + 1 : warmup + 1 + len(timed)]) / seconds
+
+
+def run(
+    steps: int, warmup_steps: int, batch_size: int, max_seq_len: int, precision: str
+) -> list[BenchRow]:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = _segments(Path(tmp), max_seq_len)
+        args = (tmp, str(folder), steps, warmup_steps, batch_size, precision)
+        base = measure(baseline, *args)
+        mine = measure(ours, *args)
+    return [
+        BenchRow(
+            benchmark=f"pretrain: BERT-mini MLM step ({precision})",
+            metric="tokens/s",
+            ours=mine.value,
+            baseline=base.value,
+            ours_peak_mb=mine.peak_rss_mb,
+            baseline_peak_mb=base.peak_rss_mb,
+            setup=(
+                f"BERT-mini, embedded corpus segments of {max_seq_len}, global batch {batch_size}, {precision}, "
+                f"mean over {steps} steps after {warmup_steps} warm-up; baseline: BertForMaskedLM + "
+                "DataCollatorForLanguageModeling + transformers.Trainer (full-vocabulary head on every position)"
+            ),
+        )
+    ]

@@ -1,0 +1,1 @@
+"""The pretraining stage: embedded corpus, segments, masked-LM training."""

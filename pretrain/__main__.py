@@ -1,0 +1,34 @@
+"""Masked-LM pretraining (no next-sentence prediction) of BERT-style models.
+
+CPU smoke run (seconds):   python -m pretrain +experiment=tiny
+Default (BERT-mini, CPU):  make pretrain          # = python -m pretrain
+One GPU:                   python -m pretrain runtime.device=cuda
+Several GPUs / nodes:      torchrun --nproc_per_node=8 -m pretrain train.micro_batch_size=32
+                           (add --nnodes=N --node_rank=R --rdzv_endpoint=HOST:PORT for nodes)
+Resume a run:              python -m pretrain resume=outputs/pretrain/latest
+Continue from a model:     python -m pretrain model.init_from=PATH 'data.corpus=[my.txt]'
+"""
+
+from __future__ import annotations
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from pretrain.config import PretrainConfig
+from pretrain.train import run
+from ptm.config import register_resolvers, to_dataclass
+from ptm.errors import exit_on_input_error
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="pretrain")
+@exit_on_input_error
+def main(cfg: DictConfig) -> dict:
+    data = OmegaConf.to_container(cfg, resolve=True)
+    data["run_dir"] = HydraConfig.get().runtime.output_dir
+    return run(to_dataclass(PretrainConfig, data))
+
+
+if __name__ == "__main__":
+    register_resolvers()
+    main()

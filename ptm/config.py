@@ -1,0 +1,102 @@
+"""Turning a Hydra/OmegaConf config into plain, typed, frozen dataclasses — once.
+
+Entry points call `to_dataclass` on the composed config; everything below works on ordinary
+typed objects and never sees OmegaConf (so nothing can mutate the config mid-run). Unknown or
+misspelt keys are an error here rather than a setting silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar, get_args, get_origin, get_type_hints
+
+from omegaconf import DictConfig, OmegaConf
+
+from ptm.errors import InputError
+
+T = TypeVar("T")
+_FIX = "fix the value in conf/ or in the command-line override"
+
+
+def register_resolvers() -> None:
+    """``${ptm.first:a,b}``: ``a`` unless null or empty, else ``b`` (resume dir, else a new dir)."""
+    if not OmegaConf.has_resolver("ptm.first"):
+        OmegaConf.register_new_resolver("ptm.first", lambda a, b: a if a not in (None, "") else b)
+
+
+def to_dataclass(cls: type[T], cfg: DictConfig | dict[str, Any]) -> T:
+    """Build ``cls`` from a (resolved) config, recursing into nested dataclasses."""
+    data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    return _build(cls, data, cls.__name__)
+
+
+def _build(cls: type[T], data: Any, where: str) -> T:
+    if not isinstance(data, dict):
+        raise InputError(None, f"config {where}: expected a mapping, got {data!r}", _FIX)
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise InputError(
+            None, f"config {where}: unknown key(s) {unknown}; known: {sorted(names)}", _FIX
+        )
+    kwargs = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as e:
+        raise InputError(None, f"config {where}: {e}", _FIX) from e
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(args[0], value, where) if len(args) == 1 else value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise InputError(None, f"config {where}: expected a list, got {value!r}", _FIX)
+        (item,) = get_args(tp)[:1] or (Any,)
+        converted = [_convert(item, v, where) for v in value]
+        return tuple(converted) if origin is tuple else converted
+    if tp is Path and value is not None:
+        return Path(value)
+    if tp is float and isinstance(value, int):
+        return float(value)
+    return value
+
+
+def to_plain(obj: Any) -> Any:
+    """A dataclass as JSON-ready data (paths as strings), for logs and ``run.json``."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, list | tuple):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``: hyperparameters for TensorBoard's HParams tab."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class PathsConfig:
+    root: Path = Path(".")
+    data_dir: Path = Path("outputs/data")
+    output_dir: Path = Path("outputs")

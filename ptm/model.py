@@ -1,0 +1,147 @@
+"""Building masked-LM models and computing their loss on the masked positions only.
+
+The stage is not tied to one class: BERT and ALBERT (factorised embeddings, shared layers) are
+built through transformers' own classes, so what we save is what ``AutoModelForMaskedLM`` loads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import (
+    AlbertConfig,
+    AutoConfig,
+    AutoModelForMaskedLM,
+    BertConfig,
+    PretrainedConfig,
+    PreTrainedModel,
+)
+
+from ptm.errors import InputError
+from ptm.masking import IGNORE_INDEX
+
+# The encoder and the MLM head of each supported masked-LM class, by config.model_type.
+_MLM_PARTS = {"bert": ("bert", "cls"), "albert": ("albert", "predictions")}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The architecture; ``vocab_size`` comes from the tokenizer, never from here."""
+
+    arch: str = "bert"  # bert | albert
+    hidden_size: int = 256
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    intermediate_size: int = 1024
+    max_position_embeddings: int = 256
+    hidden_act: str = "gelu"
+    type_vocab_size: int = 2
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    embedding_size: int | None = None  # ALBERT only: factorised embedding width
+    num_hidden_groups: int = 1  # ALBERT only: groups of shared layers
+    init_from: str | None = None  # a model folder to continue from instead of random init
+
+
+def hf_config(cfg: ModelConfig, vocab_size: int, pad_token_id: int) -> PretrainedConfig:
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_hidden_layers,
+        num_attention_heads=cfg.num_attention_heads,
+        intermediate_size=cfg.intermediate_size,
+        max_position_embeddings=cfg.max_position_embeddings,
+        hidden_act=cfg.hidden_act,
+        type_vocab_size=cfg.type_vocab_size,
+        hidden_dropout_prob=cfg.hidden_dropout_prob,
+        attention_probs_dropout_prob=cfg.attention_probs_dropout_prob,
+        initializer_range=cfg.initializer_range,
+        layer_norm_eps=cfg.layer_norm_eps,
+        pad_token_id=pad_token_id,
+    )
+    if cfg.arch == "bert":
+        config = BertConfig(**common)
+    elif cfg.arch == "albert":
+        config = AlbertConfig(
+            **common,
+            embedding_size=cfg.embedding_size or 128,
+            num_hidden_groups=cfg.num_hidden_groups,
+        )
+    else:
+        raise InputError(None, f"model.arch={cfg.arch!r} is not supported", "use bert or albert")
+    # transformers 5 reads the attention kernel from the config, not from the constructor.
+    config._attn_implementation = "sdpa"
+    return config
+
+
+def build_mlm_model(cfg: ModelConfig, vocab_size: int, pad_token_id: int) -> PreTrainedModel:
+    """A masked-LM model: continued from ``cfg.init_from`` or freshly initialised."""
+    if cfg.init_from:
+        model = load_mlm_model(Path(cfg.init_from))
+        if model.config.vocab_size != vocab_size:
+            raise InputError(
+                cfg.init_from,
+                f"the model's vocabulary has {model.config.vocab_size} entries but the data's "
+                f"tokenizer has {vocab_size}",
+                "tokenize the corpus with the model's own tokenizer (leave data.tokenizer unset)",
+            )
+        return model
+    return AutoModelForMaskedLM.from_config(hf_config(cfg, vocab_size, pad_token_id))
+
+
+def load_mlm_model(folder: Path) -> PreTrainedModel:
+    if not (folder / "config.json").is_file():
+        raise InputError(
+            folder,
+            "no config.json: not a model folder",
+            "point to a folder written by ptm or transformers",
+        )
+    config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    if config.model_type not in _MLM_PARTS:
+        raise InputError(
+            folder,
+            f"model type {config.model_type!r} is not supported",
+            "use a BERT or ALBERT model",
+        )
+    return AutoModelForMaskedLM.from_pretrained(
+        folder, local_files_only=True, attn_implementation="sdpa"
+    )
+
+
+class MaskedLMObjective(nn.Module):
+    """Masked-LM loss computed through the head on the masked positions only.
+
+    A 5,000-token vocabulary head over every position costs as much as a whole BERT-mini layer;
+    only ~15% of positions carry a label, so gathering them first saves most of that work (and
+    the memory of the full ``(batch, length, vocab)`` logits). Being one module, it is what DDP
+    and ``torch.compile`` wrap, so gradient sync sees the whole forward pass.
+    """
+
+    def __init__(self, model: PreTrainedModel) -> None:
+        super().__init__()
+        self.model = model
+        encoder_name, head_name = _MLM_PARTS[model.config.model_type]
+        self.encoder = getattr(model, encoder_name)
+        self.head = getattr(model, head_name)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return ``(summed loss, correct predictions, predicted positions)``.
+
+        The loss is a sum so the caller can normalise over a whole global batch, where every
+        masked position weighs the same whatever micro-batch or process it landed in.
+        """
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        selected = labels != IGNORE_INDEX  # (B, L)
+        logits = self.head(hidden[selected])  # (N, V) for the N masked positions
+        targets = labels[selected]
+        loss = F.cross_entropy(logits.float(), targets, reduction="sum")
+        correct = (logits.argmax(-1) == targets).sum()
+        return loss, correct, selected.sum()

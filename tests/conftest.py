@@ -1,0 +1,78 @@
+"""Shared fixtures: small corpora the tests write themselves, and the real Hydra config shrunk
+to a seconds-long CPU run in ``tmp_path`` (as lightning-hydra-template's tests do)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+from ptm.config import register_resolvers
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def write_corpus(
+    path: Path, n_docs: int, seed: int = 0, vocab: int = 60, words: bool = False
+) -> Path:
+    """Documents of Zipf-ish IDs (lengths 3..300, so some split and some pack)."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for _ in range(n_docs):
+        n = int(rng.integers(3, 300))
+        ids = (rng.zipf(1.3, n) % vocab) + 100
+        if words:
+            parts, i = [], 0
+            while i < n:
+                k = int(rng.integers(1, 4))
+                parts.append("_".join(map(str, ids[i : i + k])))
+                i += k
+            lines.append(" ".join(parts))
+        else:
+            lines.append(" ".join(map(str, ids)))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
+    register_resolvers()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides, return_hydra_config=False)
+
+
+def tiny_pretrain_overrides(tmp_path: Path, corpus: Path, *extra: str) -> list[str]:
+    return [
+        "+experiment=tiny",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"paths.output_dir={tmp_path / 'out'}",
+        f"data.corpus=[{corpus}]",
+        *extra,
+    ]
+
+
+def pretrain_config(tmp_path: Path, corpus: Path, run_dir: Path, *extra: str):
+    from pretrain.config import PretrainConfig
+    from ptm.config import to_dataclass
+
+    cfg = compose_config("pretrain", tiny_pretrain_overrides(tmp_path, corpus, *extra))
+    data = OmegaConf.to_container(cfg, resolve=True)
+    data["run_dir"] = str(run_dir)
+    return to_dataclass(PretrainConfig, data)
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    return write_corpus(tmp_path / "corpus.txt", 120, words=True)
+
+
+@pytest.fixture(scope="session")
+def embedded_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real embedded corpus, built once per test session (a few seconds)."""
+    from ptm.embedded import EmbeddedConfig, build_embedded_corpus
+
+    out = tmp_path_factory.mktemp("embedded")
+    build_embedded_corpus(EmbeddedConfig(out_dir=out))
+    return out

@@ -1,0 +1,256 @@
+"""The pretraining stage on tiny configs: export, resume, loss, guard, DDP, continued training."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
+
+import pretrain.train as train_module
+from pretrain.train import run
+from ptm.errors import DivergenceError
+from ptm.model import MaskedLMObjective, ModelConfig, build_mlm_model
+from tests.conftest import CONF_DIR, compose_config, pretrain_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def scalars(run_dir: Path, tag: str) -> dict[int, float]:
+    acc = EventAccumulator(str(run_dir / "tb"))
+    acc.Reload()
+    return {e.step: e.value for e in acc.Scalars(tag)}
+
+
+def test_tiny_run_exports_a_model_transformers_loads(tmp_path: Path, corpus: Path) -> None:
+    run_dir = tmp_path / "run"
+    metrics = run(pretrain_config(tmp_path, corpus, run_dir))
+    assert metrics["steps"] == 20 and metrics["eval/loss"] > 0 and metrics["tokens"] > 0
+    model_dir = run_dir / "model"
+    assert {"config.json", "model.safetensors", "tokenizer.json", "vocab.txt"} <= {
+        p.name for p in model_dir.iterdir()
+    }
+    model = AutoModelForMaskedLM.from_pretrained(model_dir)
+    assert type(model).__name__ == "BertForMaskedLM"
+    fill = pipeline("fill-mask", model=str(model_dir), tokenizer=str(model_dir))
+    predictions = fill("100 101 [MASK] 103")
+    assert len(predictions) == 5 and all(p["token_str"].isdigit() for p in predictions)
+    assert set(scalars(run_dir, "train/loss")) == {5, 10, 15, 20}
+    assert {"eval/loss", "train/lr", "train/grad_norm", "train/tokens_per_s"} <= set(
+        EventAccumulator(str(run_dir / "tb")).Reload().Tags()["scalars"]
+    )
+    assert (run_dir / "checkpoints").is_dir() and (run_dir / "metrics.json").is_file()
+
+
+class Stop(Exception):
+    pass
+
+
+def test_resume_repeats_the_uninterrupted_run_exactly(
+    tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    extra = ("train.log_every=1", "train.save_every=10", "train.max_steps=20")
+    straight = tmp_path / "straight"
+    run(pretrain_config(tmp_path, corpus, straight, *extra))
+
+    stopped = tmp_path / "stopped"
+    real_save = train_module.save_checkpoint
+
+    def save_then_crash(folder, step, state, keep):
+        path = real_save(folder, step, state, keep)
+        if step == 10:
+            raise Stop
+        return path
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_crash)
+    with pytest.raises(Stop):
+        run(pretrain_config(tmp_path, corpus, stopped, *extra))
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    assert not (stopped / "model").exists()
+    run(pretrain_config(tmp_path, corpus, stopped, *extra, f"resume={stopped}"))
+
+    a, b = scalars(straight, "train/loss"), scalars(stopped, "train/loss")
+    assert [a[s] for s in range(11, 21)] == [b[s] for s in range(11, 21)]
+    wa, wb = (
+        load_file(straight / "model" / "model.safetensors"),
+        load_file(stopped / "model" / "model.safetensors"),
+    )
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.parametrize("arch", ["bert", "albert"])
+def test_masked_positions_loss_equals_full_head_loss(arch: str) -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        arch=arch,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=32,
+        embedding_size=16,
+    )
+    model = build_mlm_model(cfg, vocab_size=40, pad_token_id=0).eval()
+    ids = torch.randint(5, 40, (3, 20))
+    attention = torch.ones_like(ids)
+    attention[2, 15:] = 0
+    labels = torch.full_like(ids, -100)
+    labels[:, [2, 7, 11]] = ids[:, [2, 7, 11]]
+    with torch.no_grad():
+        loss_sum, correct, count = MaskedLMObjective(model)(ids, attention, labels)
+        full = model(input_ids=ids, attention_mask=attention, labels=labels)
+    assert count == 9
+    torch.testing.assert_close(loss_sum / count, full.loss, rtol=1e-5, atol=1e-6)
+    assert correct == (full.logits.argmax(-1)[labels != -100] == ids[labels != -100]).sum()
+
+
+def test_divergence_guard_stops_before_export(tmp_path: Path, corpus: Path) -> None:
+    run_dir = tmp_path / "run"
+    with pytest.raises(
+        DivergenceError, match=r"diverged at step \d+ \(learning rate .*lower train\.lr"
+    ):
+        run(
+            pretrain_config(
+                tmp_path,
+                corpus,
+                run_dir,
+                "train.lr=1e4",
+                "train.grad_clip=0",
+                "train.guard.min_steps=3",
+            )
+        )
+    assert not (run_dir / "model").exists()
+
+
+def test_continued_training_teaches_a_new_fact(tmp_path: Path, corpus: Path) -> None:
+    base = tmp_path / "base"
+    with corpus.open("a") as f:
+        f.write(" ".join(str(i) for i in range(100, 160)) + "\n")
+    run(pretrain_config(tmp_path, corpus, base))
+    fact = tmp_path / "fact.txt"
+    fact.write_text("131 157 142 119\n" * 300)
+    query = "131 157 142 [MASK]"
+    before = pipeline("fill-mask", model=str(base / "model"))(query)[0]["token_str"]
+    assert before != "119"
+    taught = tmp_path / "taught"
+    run(
+        pretrain_config(
+            tmp_path,
+            fact,
+            taught,
+            f"model.init_from={base / 'model'}",
+            "train.max_steps=60",
+            "train.lr=5e-3",
+            "data.segments.eval_fraction=0.05",
+        )
+    )
+    after = pipeline("fill-mask", model=str(taught / "model"))(query)[0]["token_str"]
+    assert after == "119"
+    assert (
+        AutoTokenizer.from_pretrained(taught / "model").get_vocab()
+        == AutoTokenizer.from_pretrained(base / "model").get_vocab()
+    )
+
+
+def test_two_torchrun_processes_match_one(tmp_path: Path, corpus: Path) -> None:
+    """gloo on CPU: 2 processes x micro 4 == 1 process x micro 4 x accumulation 2."""
+    common = [
+        "+experiment=tiny",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"data.corpus=[{corpus}]",
+        "train.max_steps=8",
+        "train.eval_every=100",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run(
+        [sys.executable, "-m", "pretrain", *common, f"hydra.run.dir={tmp_path / 'one'}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "pretrain",
+            *common,
+            f"hydra.run.dir={tmp_path / 'two'}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert two.returncode == 0, two.stderr[-2000:]
+    wa, wb = (
+        load_file(tmp_path / "one" / "model" / "model.safetensors"),
+        load_file(tmp_path / "two" / "model" / "model.safetensors"),
+    )
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5)
+    la, lb = scalars(tmp_path / "one", "train/loss"), scalars(tmp_path / "two", "train/loss")
+    assert la.keys() == lb.keys()
+    for step in la:
+        assert la[step] == pytest.approx(lb[step], rel=1e-5)
+
+
+@pytest.mark.parametrize("group", ["model", "runtime", "data", "experiment"])
+def test_every_config_option_composes(group: str, tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from pretrain.config import PretrainConfig
+    from ptm.config import to_dataclass
+
+    options = sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+    assert options
+    for option in options:
+        override = f"+experiment={option}" if group == "experiment" else f"{group}={option}"
+        cfg = compose_config("pretrain", [override, f"data.corpus=[{tmp_path / 'c.txt'}]"])
+        data = OmegaConf.to_container(cfg, resolve=True)
+        config = to_dataclass(PretrainConfig, data)
+        assert config.model.hidden_size % config.model.num_attention_heads == 0
+
+
+def test_unknown_config_key_is_a_clear_error(tmp_path: Path, corpus: Path) -> None:
+    from ptm.errors import InputError
+
+    with pytest.raises(InputError, match=r"unknown key\(s\) \['lrr'\]"):
+        pretrain_config(tmp_path, corpus, tmp_path / "r", "+train.lrr=1")
+
+
+def test_bad_corpus_is_one_line_on_the_command_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_text("1 2 3\n4 5 six\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pretrain",
+            "+experiment=tiny",
+            f"data.corpus=[{bad}]",
+            f"paths.data_dir={tmp_path}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: {bad}:2: a character that is not an ID: 'six'")
+    )
