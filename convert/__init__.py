@@ -239,7 +239,7 @@ def tf_to_hf(cfg: ConvertConfig, tmp: Path) -> dict:
         raise InputError(
             vocab_path, "no vocab.txt next to the checkpoint", "pass vocab=<path to vocab.txt>"
         )
-    tokenizer = load_tokenizer(vocab_path, max_seq_len=kwargs["max_position_embeddings"])
+    tokenizer = _tokenizer_from_vocab_txt(vocab_path, kwargs["max_position_embeddings"])
     n_vocab = len(tokenizer.get_vocab())
     if n_vocab > kwargs["vocab_size"]:
         raise InputError(
@@ -264,6 +264,23 @@ def tf_to_hf(cfg: ConvertConfig, tmp: Path) -> dict:
     summary = _summary("tf2hf", str(prefix), arch, used, skipped, sum(t.nbytes for t in items))
     summary["shards"] = reader.header.num_shards
     return {"summary": summary, "notes": notes, "variables": sorted(rows, key=lambda r: r["tf"])}
+
+
+def _tokenizer_from_vocab_txt(path: Path, max_seq_len: int):
+    """The tokenizer for ``vocab.txt``, checked to hold exactly its lines in order (token i = line i)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    seen: dict[str, int] = {}
+    for number, token in enumerate(lines, 1):
+        if token in seen:
+            raise InputError(
+                path, f"{token!r} repeats line {seen[token]}", "keep each token once", line=number
+            )
+        seen[token] = number
+    tokenizer = load_tokenizer(path, max_seq_len=max_seq_len)
+    assert vocab_list(tokenizer) == lines, (
+        f"load_tokenizer({path}) lost or reordered vocabulary entries"
+    )
+    return tokenizer
 
 
 def _tf_reader(reader: CheckpointReader, p: Param) -> Callable[[], np.ndarray]:
@@ -385,7 +402,14 @@ def hf_to_tf(cfg: ConvertConfig, tmp: Path) -> dict:
             src, "not a model folder", "hf2tf reads a folder written by save_pretrained"
         )
     config_path = src / "config.json"
-    hf = _read_json(config_path)
+    raw = _read_json(config_path)
+    if raw.get("model_type") != "bert":
+        raise InputError(
+            config_path,
+            f"model_type is {raw.get('model_type')!r}, not 'bert'",
+            "convert a BERT model",
+        )
+    hf = BertConfig.from_dict(raw).to_dict()  # with BertConfig's defaults for keys left out
     google, notes = google_config(hf, config_path)
     tensors = _open_safetensors(src)
     known = {p.hf: p for p in parameters(google["num_hidden_layers"])}

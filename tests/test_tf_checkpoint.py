@@ -298,3 +298,15 @@ def test_tensorflow_reads_what_we_write(tmp_path):
         if dtype == "bfloat16":
             got = np.asarray(got).view(np.uint16)
         assert np.asarray(got).tobytes() == value.tobytes(), name
+
+
+def test_big_endian_bundles_are_read(tmp_path):
+    value = np.array([1.5, -2.0, 3.25], dtype=np.float32)
+    raw = value.astype(">f4").tobytes()
+    entry = TensorEntry("x", 1, (3,), 0, 0, len(raw), mask_crc(crc32c(raw)))
+    header = bytes([0x08, 0x01, 0x10, 0x01, 0x1A, 0x02, 0x08, 0x01])  # 1 shard, BIG, version 1
+    table = _encode_table([(b"", header), (b"x", _encode_entry(entry))], 1 << 20)
+    Path(f"{tmp_path / 'm'}.index").write_bytes(table)
+    Path(f"{tmp_path / 'm'}.data-00000-of-00001").write_bytes(raw)
+    got = CheckpointReader(tmp_path / "m").read("x")
+    assert got.dtype == np.float32 and got.tolist() == value.tolist()
