@@ -155,6 +155,7 @@ def _train(cfg: PretrainConfig, info: dist.DistInfo) -> dict:
         scaler.load_state_dict(state["scaler"])
         guard.load_state_dict(state["guard"])
         step, tokens, elapsed = state["step"], state["tokens"], state["elapsed"]
+        torch.set_rng_state(state["rng"]["torch"])
         log.info("resumed from %s at step %d", resume_from, step)
 
     entropy = unigram_entropy(train_set, special_ids, vocab_size)
@@ -178,10 +179,11 @@ def _train(cfg: PretrainConfig, info: dist.DistInfo) -> dict:
             json.dumps({"summary": summary, "config": to_plain(cfg)}, indent=2)
         )
 
+    n_eval = min(len(eval_set), t.eval_max_segments)
+
     def evaluate() -> dict[str, float]:
         objective.eval()
         sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, predicted
-        n_eval = min(len(eval_set), t.eval_max_segments)
         mine = np.arange(
             info.rank * t.micro_batch_size, n_eval, t.micro_batch_size * info.world_size
         )
@@ -219,7 +221,7 @@ def _train(cfg: PretrainConfig, info: dist.DistInfo) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = lr
 
-        if (step % t.eval_every == 0 and step > 0) or last_step:
+        if ((step % t.eval_every == 0 and step > 0) or last_step) and n_eval > 0:
             metrics = evaluate()
             tb.scalars(step, metrics)
             log.info(
