@@ -198,13 +198,7 @@ def tf_to_hf(cfg: ConvertConfig, tmp: Path) -> dict:
             f"if they are extra layers, check num_hidden_layers in {config_path.name}",
         )
     parts = _check_parts(mapped.values(), set(known.values()), index, config_path)
-    arch = (
-        "BertForPreTraining"
-        if "nsp" in parts
-        else "BertForMaskedLM"
-        if "mlm" in parts
-        else "BertModel"
-    )
+    arch = _architecture(parts)
     shapes = _expected_shapes(kwargs, config_path)
     items, used = [], []
     for name, p in sorted(mapped.items(), key=lambda kv: kv[1].hf):
@@ -289,6 +283,17 @@ def _tf_reader(reader: CheckpointReader, p: Param) -> Callable[[], np.ndarray]:
         return value.T if p.transposed else value
 
     return read
+
+
+def _architecture(parts: set[str]) -> str:
+    """The transformers class that holds exactly the parts present (no randomly initialized head)."""
+    return (
+        "BertForPreTraining"
+        if "nsp" in parts
+        else "BertForMaskedLM"
+        if "mlm" in parts
+        else "BertModel"
+    )
 
 
 def _check_parts(found, everything: set[Param], where: Path, config_path: Path) -> set[str]:
@@ -416,14 +421,14 @@ def hf_to_tf(cfg: ConvertConfig, tmp: Path) -> dict:
     rows, mapped, skipped, unmapped, tied = [], {}, Counter(), [], []
     for key in sorted(tensors):
         name = f"bert.{key}" if key.split(".")[0] in ("embeddings", "encoder", "pooler") else key
-        reason = None if name in known or name in HF_TIED else skip_reason(name, cfg.skip)
+        reason = None if name in known else skip_reason(name, cfg.skip)
         if name in known:
             mapped[name] = (known[name], key)
-        elif name in HF_TIED:
-            tied.append((name, key))
         elif reason:
             skipped[reason] += 1
             rows.append({"hf": key, "skipped": reason})
+        elif name in HF_TIED:
+            tied.append((name, key))
         else:
             unmapped.append(key)
     if unmapped:
@@ -446,13 +451,7 @@ def hf_to_tf(cfg: ConvertConfig, tmp: Path) -> dict:
         skipped["tied copy"] += 1
         rows.append({"hf": key, "skipped": f"tied copy of {source}"})
     parts = _check_parts((p for p, _ in mapped.values()), set(known.values()), src, config_path)
-    arch = (
-        "BertForPreTraining"
-        if "nsp" in parts
-        else "BertForMaskedLM"
-        if "mlm" in parts
-        else "BertModel"
-    )
+    arch = _architecture(parts)
     shapes = _expected_shapes(hf_config_kwargs(google, config_path, None)[0], config_path)
 
     tokenizer = load_tokenizer(Path(cfg.vocab) if cfg.vocab else src)

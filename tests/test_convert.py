@@ -203,6 +203,11 @@ def test_hf2tf_refuses_pickles_and_untied_decoders(tmp_path):
     ):
         run(ConvertConfig(input=str(src), output=str(tmp_path / "x"), direction="hf2tf"))
     assert not (tmp_path / "x").exists() and not (tmp_path / ".x.tmp").exists()
+    drop = ("cls.predictions.decoder.weight",)
+    summary = run(
+        ConvertConfig(input=str(src), output=str(tmp_path / "x"), direction="hf2tf", skip=drop)
+    )
+    assert summary["skipped_by_reason"] == {"skip pattern cls.predictions.decoder.weight": 1}
 
 
 # --- Bad TF inputs ----------------------------------------------------------------------------
