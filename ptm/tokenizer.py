@@ -140,7 +140,9 @@ def load_tokenizer(path: str | Path, max_seq_len: int | None = None) -> PreTrain
 def _from_vocab_txt(path: Path, max_seq_len: int | None) -> PreTrainedTokenizerBase:
     vocab = path.read_text(encoding="utf-8").splitlines()
     if any(t.startswith("##") for t in vocab):
-        return BertTokenizer(vocab_file=str(path), model_max_length=max_seq_len or 512)
+        # transformers 5 ignores ``vocab_file=`` here and would keep only the special tokens.
+        index = {token: i for i, token in enumerate(vocab)}
+        return BertTokenizer(vocab=index, model_max_length=max_seq_len or 512)
     return build_tokenizer(vocab, max_seq_len or 512)
 
 

@@ -100,11 +100,6 @@ def test_loads_with_plain_transformers(converted):
     assert len(predictions) == 5 and all(p["token_str"] for p in predictions)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ptm.tokenizer._from_vocab_txt passes vocab_file=, which transformers 5's BertTokenizer "
-    "ignores (it takes vocab=<dict>): WordPiece vocabularies load as the 5 special tokens",
-)
 def test_wordpiece_vocab_of_the_chinese_releases(tmp_path):
     ckpt = copy_fixture(tmp_path)
     pieces = [*"的一是不了在人有我他这个们中来", "##的", "##s", "hello", "world", *"abcdef"]

@@ -15,7 +15,10 @@ from ptm.idtext import SourceStats, iter_text_chunks, parse_id_lines
 
 def reference(text: str) -> tuple[list[int], list[bool], list[int]]:
     ids, starts, lengths = [], [], []
-    for line in text.split("\n")[: -1 if text.endswith("\n") else None]:
+    rows = text.split("\n")
+    if text == "" or text.endswith("\n"):
+        rows = rows[:-1]  # an empty buffer has no line; a final newline ends the last one
+    for line in rows:
         n = 0
         for word in line.split():
             pieces = word.split("_")
