@@ -1,0 +1,1 @@
+"""Fine-tuning stage: classification, sentence pairs, token tagging and multi-task."""

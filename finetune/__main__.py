@@ -1,0 +1,39 @@
+"""Fine-tune a pretrained model on labelled tasks: classification, sentence pairs, BIO tagging,
+or several at once over one shared encoder.
+
+CPU smoke run (seconds):   python -m finetune +experiment=finetune_tiny
+Default (CPU, minutes):    make finetune        # = python -m finetune: embedded review sentiment,
+                                                #   from outputs/pretrain/latest/model
+One GPU:                   python -m finetune runtime.device=cuda
+Several GPUs:              torchrun --nproc_per_node=4 -m finetune train.micro_batch_size=8
+Other tasks:               python -m finetune task=names | task=multitask
+Your Tianchi data:         python -m finetune task=tianchi tasks.tianchi.train=/data/train_set.csv \\
+                               tasks.tianchi.test=/data/test_a.csv
+From scratch (baseline):   python -m finetune model.init=scratch
+A sweep:                   python -m finetune -m train.lr=5e-5,1e-4,2e-4 train.seed=1,2,3
+"""
+
+from __future__ import annotations
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from finetune.config import build_config
+from finetune.train import run
+from ptm.config import register_resolvers
+from ptm.errors import exit_on_input_error
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="finetune")
+@exit_on_input_error
+def main(cfg: DictConfig) -> float:
+    data = OmegaConf.to_container(cfg, resolve=True)
+    data["run_dir"] = HydraConfig.get().runtime.output_dir
+    metrics = run(build_config(data))
+    return metrics["best"]["dev_score"]  # what a Hydra sweeper optimises
+
+
+if __name__ == "__main__":
+    register_resolvers()
+    main()

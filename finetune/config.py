@@ -1,0 +1,98 @@
+"""The fine-tuning stage's typed configuration, mirroring ``conf/finetune.yaml``'s groups."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ptm.collapse import CollapseConfig
+from ptm.config import PathsConfig, to_dataclass
+from ptm.errors import InputError
+from ptm.guard import GuardConfig
+from ptm.heads import HeadConfig
+from ptm.runtime import RuntimeConfig
+from ptm.tasks import TaskConfig
+
+INITS = ("pretrained", "scratch")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the encoder comes from: its weights, or a random init of its config (baseline)."""
+
+    path: Path
+    init: str = "pretrained"  # pretrained | scratch
+    tokenizer: Path | None = None  # null: the tokenizer saved in the model folder
+
+    def __post_init__(self) -> None:
+        if self.init not in INITS:
+            raise ValueError(f"init={self.init!r} is unknown; use one of {list(INITS)}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 42
+    epochs: float = 3.0
+    max_steps: int | None = None  # caps the epochs when set
+    max_minutes: float | None = None  # ends the run (warm-up and decay follow) when set
+    batch_size: int = 32  # global, in examples
+    micro_batch_size: int = 32  # per process per forward pass
+    eval_batch_size: int = 128
+    lr: float = 1e-4
+    layer_decay: float = 1.0  # layer-wise LR decay; 1 turns it off
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_fraction: float = 0.1
+    decay: str = "linear"
+    min_lr_fraction: float = 0.0
+    grad_clip: float = 1.0
+    eval_every: int | None = None  # steps; null: once per epoch (and always at the end)
+    patience: int | None = 2  # evaluations without a better dev score before stopping
+    min_delta: float = 0.0  # what counts as better
+    group_by_length: bool = True
+    length_group: int = 50  # batches per length-sorted mega-batch
+    mix_temperature: float = 1.0  # multi-task: P(task) ~ batches^(1/T); 1 proportional
+    log_every: int = 20
+    limit_examples: int | None = None  # keep only the first rows of every file (smoke runs)
+    guard: GuardConfig = field(default_factory=GuardConfig)
+    collapse: CollapseConfig = field(default_factory=CollapseConfig)
+
+    def __post_init__(self) -> None:
+        if self.epochs <= 0 and self.max_steps is None and self.max_minutes is None:
+            raise ValueError("set a budget: train.epochs, train.max_steps or train.max_minutes")
+        if self.mix_temperature <= 0:
+            raise ValueError(f"mix_temperature={self.mix_temperature}; use a positive number")
+        if not 0.0 < self.layer_decay <= 1.0:
+            raise ValueError(f"layer_decay={self.layer_decay}; use a value in (0, 1]")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    paths: PathsConfig
+    model: ModelSource
+    tasks: list[TaskConfig]
+    head: HeadConfig
+    train: TrainConfig
+    runtime: RuntimeConfig
+    run_dir: Path = Path(".")  # Hydra's run folder; set by the entry point, not in conf/
+
+
+def build_config(data: dict[str, Any]) -> FinetuneConfig:
+    """The typed config from the resolved Hydra one; ``tasks`` is a mapping name -> settings in
+    the YAML (so task files compose) and a list with the names inside here."""
+    tasks = data.get("tasks") or {}
+    if not isinstance(tasks, dict) or not tasks:
+        raise InputError(
+            None,
+            "no task configured",
+            "choose one with task=sentiment (or names, multitask, tianchi, pair)",
+        )
+    for name, settings in tasks.items():
+        if not isinstance(settings, dict):
+            raise InputError(
+                None, f"tasks.{name} is {settings!r}, not a mapping", "see conf/task/*.yaml"
+            )
+    data = {**data, "tasks": [{"name": name, **s} for name, s in tasks.items()]}
+    return to_dataclass(FinetuneConfig, data)

@@ -1,0 +1,163 @@
+"""Saving a fine-tuned model so transformers loads it, and loading it back into ptm.
+
+What a folder written by `export` holds:
+
+* one task with a head transformers has a class for — ``config.json`` + ``model.safetensors``
+  of ``<Arch>ForSequenceClassification`` or ``<Arch>ForTokenClassification`` with
+  ``id2label``/``label2id`` set, so ``AutoModelFor...Classification.from_pretrained(folder)``
+  and ``pipeline(...)`` work with no ptm code;
+* otherwise (mean pooling, several tasks, another architecture) — the shared encoder as
+  ``AutoModel`` loads it; the heads are in ``heads.safetensors`` and only `load_finetuned`
+  (ptm) assembles the whole model;
+* always: the tokenizer, ``heads.safetensors`` (the exact head weights) and ``finetune.json``
+  (tasks, label order, pooling, truncation and how the folder loads).
+
+The ``[CLS]``-state head and ``BertForSequenceClassification``: that class always classifies
+``tanh(W_p h + b_p)``, the pooler output. We export the pooler as ``W_p = eps * I``, ``b_p = 0``
+and the classifier as ``W / eps``: then ``(W / eps) tanh(eps h) = W h (1 - (eps h)^2 / 3 + ...)``.
+``eps`` is chosen from the final LayerNorm's weights so that ``|eps h| <= 1e-3`` for every
+possible state, which bounds the relative error of every logit by 3.3e-7 — below float32
+rounding. The transformers class thus computes our head to float precision. The exported pooler
+is meant for inference: to fine-tune that folder further, start from it with ptm (which reloads
+the encoder only) rather than training the scaled pooler.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    PreTrainedTokenizerBase,
+)
+
+from ptm.errors import InputError
+from ptm.heads import HeadConfig, TaskModel, build_head, load_encoder, quiet_transformers
+from ptm.tokenizer import load_tokenizer, save_tokenizer
+
+log = logging.getLogger(__name__)
+FORMAT = 1
+META = "finetune.json"
+HEADS = "heads.safetensors"
+# Architectures whose transformers classification classes we write: the attribute holding the
+# encoder, and the pooler's weight names inside it.
+_HF = {"bert": ("bert", "pooler.dense"), "albert": ("albert", "pooler")}
+TANH_LINEAR_RANGE = 1e-3
+
+
+def pooler_scale(encoder: nn.Module) -> float:
+    """``eps`` with ``|eps * h| <= 1e-3`` for every final state ``h`` (see the module docstring).
+
+    A LayerNorm output is ``gamma * z + beta`` with ``sum(z^2) <= H``, so ``|h_i| <= |gamma_i|
+    sqrt(H) + |beta_i|``. The last LayerNorm of BERT and ALBERT is their final operation.
+    """
+    norms = [m for m in encoder.modules() if isinstance(m, nn.LayerNorm)]
+    gamma, beta = norms[-1].weight.detach(), norms[-1].bias.detach()
+    bound = (gamma.abs() * math.sqrt(gamma.numel()) + beta.abs()).max()
+    return TANH_LINEAR_RANGE / float(bound)
+
+
+def hf_class_for(model: TaskModel, meta: dict) -> str | None:
+    """The transformers class that computes this model exactly, or None (see `export`)."""
+    tasks = meta["tasks"]
+    if len(tasks) != 1 or model.encoder.config.model_type not in _HF:
+        return None
+    (task,) = tasks.values()
+    prefix = type(model.encoder).__name__.removesuffix("Model")
+    if task["kind"] == "tokens":
+        return f"{prefix}ForTokenClassification"
+    if task["pooling"] in ("cls", "pooler"):
+        return f"{prefix}ForSequenceClassification"
+    return None
+
+
+def export(
+    model: TaskModel, tokenizer: PreTrainedTokenizerBase, meta: dict, out: Path
+) -> str | None:
+    """Write the folder (aside, then renamed, so it is never half there); return the HF class."""
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    meta = copy.deepcopy(meta)
+    hf_class = hf_class_for(model, meta)
+    model = copy.deepcopy(model).float().cpu().eval()  # the caller's model stays where it is
+    if hf_class is None:
+        with quiet_transformers():
+            model.encoder.save_pretrained(tmp)
+        loads = (
+            "AutoModel (the shared encoder only); the heads load with ptm.finetuned.load_finetuned"
+        )
+    else:
+        _save_hf(model, meta, tmp)
+        auto = "Token" if hf_class.endswith("TokenClassification") else "Sequence"
+        loads = f"AutoModelFor{auto}Classification ({hf_class}) and ptm.finetuned.load_finetuned"
+    save_file({k: v.contiguous() for k, v in model.heads.state_dict().items()}, tmp / HEADS)
+    tokenizer.model_max_length = max(t["max_seq_len"] for t in meta["tasks"].values())
+    save_tokenizer(tokenizer, tmp)
+    full = {"format": FORMAT, "hf_class": hf_class, "loads_with": loads, **meta}
+    (tmp / META).write_text(json.dumps(full, indent=2, ensure_ascii=False) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return hf_class
+
+
+def _save_hf(model: TaskModel, meta: dict, folder: Path) -> None:
+    ((name, task),) = meta["tasks"].items()
+    config = model.encoder.config.__class__.from_dict(model.encoder.config.to_dict())
+    config.num_labels = len(task["labels"])
+    config.id2label = dict(enumerate(task["labels"]))
+    config.label2id = {label: i for i, label in enumerate(task["labels"])}
+    tokens = task["kind"] == "tokens"
+    auto = AutoModelForTokenClassification if tokens else AutoModelForSequenceClassification
+    with quiet_transformers():
+        hf = auto.from_config(config)
+    encoder_attr, pooler = _HF[config.model_type]
+    state = {f"{encoder_attr}.{k}": v for k, v in model.encoder.state_dict().items()}
+    head = model.heads[name].classifier
+    weight, bias = head.weight.detach().clone(), head.bias.detach().clone()
+    if not tokens and task["pooling"] == "cls":
+        eps = pooler_scale(model.encoder)
+        hidden = config.hidden_size
+        state[f"{encoder_attr}.{pooler}.weight"] = torch.eye(hidden) * eps
+        state[f"{encoder_attr}.{pooler}.bias"] = torch.zeros(hidden)
+        weight = weight / eps
+        task["pooler_scale"] = eps
+    state["classifier.weight"], state["classifier.bias"] = weight, bias
+    hf.load_state_dict(state, strict=True)
+    with quiet_transformers():
+        hf.save_pretrained(folder)
+
+
+def load_finetuned(folder: Path) -> tuple[TaskModel, PreTrainedTokenizerBase, dict]:
+    """A folder written by `export` -> the same model, its tokenizer and its ``finetune.json``."""
+    folder = Path(folder)
+    meta_path = folder / META
+    if not meta_path.is_file():
+        raise InputError(
+            folder, f"no {META}: not a folder written by ptm's fine-tuning", "check the path"
+        )
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != FORMAT:
+        raise InputError(meta_path, f"format {meta.get('format')} is not {FORMAT}", "re-export")
+    tasks = meta["tasks"]
+    with_pooler = any(t.get("pooling") == "pooler" for t in tasks.values())
+    encoder = load_encoder(folder, pretrained=True, with_pooler=with_pooler)
+    heads = {  # token heads have no pooling (null in finetune.json)
+        name: build_head(
+            t["kind"], encoder.config, len(t["labels"]), HeadConfig(pooling=t["pooling"] or "cls")
+        )
+        for name, t in tasks.items()
+    }
+    model = TaskModel(encoder, heads)
+    model.heads.load_state_dict(load_file(folder / HEADS), strict=True)
+    return model.eval(), load_tokenizer(folder), meta

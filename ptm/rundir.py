@@ -1,0 +1,17 @@
+"""Run folders: the ``latest`` link that names a stage's newest run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def point_latest(run_dir: Path) -> None:
+    """``<runs>/latest`` -> ``run_dir``, replaced atomically (readers never see it missing)."""
+    link = run_dir.parent / "latest"
+    if link.resolve() == run_dir.resolve():
+        return
+    tmp = run_dir.parent / f".latest-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(run_dir.resolve(), target_is_directory=True)
+    os.replace(tmp, link)

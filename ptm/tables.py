@@ -1,0 +1,170 @@
+"""Reading tab-separated task tables and encoding their text, with errors naming file and line.
+
+Text is encoded by the fast numpy parser of `ptm.idtext` when the tokenizer is an ID vocabulary
+(the tokenizer's Python bindings are ~100x slower on 200,000 long documents), and by the tokenizer
+itself otherwise (a WordPiece model on real text).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from transformers import PreTrainedTokenizerBase
+
+from ptm.errors import InputError
+from ptm.idtext import parse_id_lines
+from ptm.tokenizer import SPECIAL_TOKENS, id_lookup
+
+_BATCH_ROWS = 4096
+_FIX_ROW = "every row needs one value per header column, separated by single tabs"
+
+
+class Table:
+    """A tab-separated file with a header, read in batches of rows with their line numbers."""
+
+    def __init__(self, path: Path) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(
+                path, "no such file", "check the path (run `make data` for the embedded corpus)"
+            )
+        self.path = path
+        with self._open() as f:
+            first = f.readline()
+        if not first.strip():
+            raise InputError(
+                path, "the file is empty", "a Tianchi file starts with a header line", line=1
+            )
+        self.header = first.rstrip("\n").split("\t")
+
+    def _open(self):
+        # utf-8-sig drops a byte-order mark; universal newlines turn CRLF into LF.
+        return self.path.open(encoding="utf-8-sig", newline=None)
+
+    def column(self, name: str) -> int:
+        if name not in self.header:
+            raise InputError(
+                self.path,
+                f"no '{name}' column in the header {self.header[:6]}",
+                f"the first line must name the columns, tab-separated, including '{name}' "
+                "(or set the task's *_column to the name the file uses)",
+                line=1,
+            )
+        return self.header.index(name)
+
+    def count_rows(self) -> int:
+        with self._open() as f:
+            return sum(1 for line in f if line.strip()) - 1
+
+    def spread(self, limit: int | None) -> np.ndarray | None:
+        """``limit`` row numbers spread evenly over the file (order kept), or None for all rows.
+
+        Evenly spread rather than the first ``limit``: files sorted by label would otherwise
+        give a smoke run a single class.
+        """
+        if limit is None:
+            return None
+        n = self.count_rows()
+        return None if limit >= n else np.unique(np.linspace(0, n - 1, limit).round().astype(int))
+
+    def batches(
+        self, keep: np.ndarray | None = None
+    ) -> Iterator[tuple[np.ndarray, list[list[str]]]]:
+        """``(file line numbers, rows of fields)`` of every row (or the rows numbered in ``keep``,
+        counted from 0 after the header); trailing blank lines are ignored."""
+        n_fields = len(self.header)
+        lines: list[int] = []
+        rows: list[list[str]] = []
+        blank_at = 0
+        wanted = None if keep is None else set(keep.tolist())
+        row_no = -1
+        try:
+            with self._open() as f:
+                f.readline()
+                for line_no, raw in enumerate(f, start=2):
+                    text = raw.rstrip("\n")
+                    if not text.strip():
+                        blank_at = blank_at or line_no
+                        continue
+                    if blank_at:
+                        raise InputError(
+                            self.path, "an empty row", "delete the empty line", line=blank_at
+                        )
+                    row_no += 1
+                    if wanted is not None and row_no not in wanted:
+                        continue
+                    fields = text.split("\t")
+                    if len(fields) != n_fields:
+                        raise InputError(
+                            self.path,
+                            f"{len(fields)} tab-separated fields where the header has {n_fields}",
+                            _FIX_ROW,
+                            line=line_no,
+                        )
+                    lines.append(line_no)
+                    rows.append(fields)
+                    if len(rows) == _BATCH_ROWS:
+                        yield np.array(lines), rows
+                        lines, rows = [], []
+        except UnicodeDecodeError as e:
+            raise InputError(self.path, f"not UTF-8 text ({e.reason})", "save it as UTF-8") from e
+        if rows:
+            yield np.array(lines), rows
+
+
+def is_id_vocabulary(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """True for ptm's ID tokenizers: every entry but the special tokens is an integer."""
+    return all(t.isdigit() for t in tokenizer.get_vocab() if t not in SPECIAL_TOKENS)
+
+
+class TextEncoder:
+    """Text field -> vocabulary indices (no special tokens), by the fastest correct route."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.tokenizer = tokenizer
+        self.ids_only = is_id_vocabulary(tokenizer)
+        self.unk = tokenizer.unk_token_id
+        self.raw, self.index = id_lookup(tokenizer) if self.ids_only else (None, None)
+
+    def texts(self, texts: list[str], path: Path, lines: np.ndarray) -> list[np.ndarray]:
+        for text, line in zip(texts, lines, strict=True):
+            if not text.strip():
+                raise InputError(
+                    path, "empty text", "every row needs at least one ID; drop the row", int(line)
+                )
+        if not self.ids_only:
+            ids = self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False)
+            return [np.asarray(x, np.int32) for x in ids["input_ids"]]
+        if np.any(np.diff(lines) != 1):  # a subset of rows: parse each on its own line number
+            return [self.texts([t], path, lines[i : i + 1])[0] for i, t in enumerate(texts)]
+        parsed = parse_id_lines("\n".join(texts).encode(), path, int(lines[0]))
+        mapped = self._map(parsed.ids)
+        return np.split(mapped, np.cumsum(parsed.line_lengths)[:-1])
+
+    def words(
+        self, texts: list[str], path: Path, lines: np.ndarray
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per row: token indices and the first token of each word (-1: the word has none)."""
+        if self.ids_only:
+            return [(ids, np.arange(len(ids))) for ids in self.texts(texts, path, lines)]
+        self.texts(texts, path, lines)  # the empty-text check
+        words = [t.split() for t in texts]
+        enc = self.tokenizer(
+            words, is_split_into_words=True, add_special_tokens=False, return_attention_mask=False
+        )
+        out = []
+        for i, w in enumerate(words):
+            word_ids = np.array([-1 if x is None else x for x in enc.word_ids(i)], np.int64)
+            first = np.full(len(w), -1, np.int64)
+            starts = np.flatnonzero(np.r_[True, word_ids[1:] != word_ids[:-1]])
+            first[word_ids[starts]] = starts
+            out.append((np.asarray(enc["input_ids"][i], np.int32), first))
+        return out
+
+    def _map(self, ids: np.ndarray) -> np.ndarray:
+        if len(self.raw) == 0:
+            return np.full(len(ids), self.unk, np.int32)
+        pos = np.clip(np.searchsorted(self.raw, ids), 0, len(self.raw) - 1)
+        return np.where(self.raw[pos] == ids, self.index[pos], self.unk).astype(np.int32)

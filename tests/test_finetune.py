@@ -1,0 +1,436 @@
+"""The fine-tuning stage on tiny configs: every task kind, outputs, export/reload, selection,
+early stopping, guards and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from transformers import (
+    AutoModel,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+)
+
+import finetune.train as train_module
+from finetune.train import run
+from ptm.errors import DivergenceError, InputError
+from ptm.finetuned import load_finetuned
+from ptm.heads import TaskModel
+from ptm.llrd import layer_decay_groups
+from tests.conftest import CONF_DIR, compose_config
+from tests.finetune_helpers import (
+    finetune_config,
+    task_overrides,
+    tiny_model_dir,
+    write_classification,
+    write_pairs,
+    write_tags,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run ~50x faster on one thread when the CPU is shared (no OpenMP spinning)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    return tiny_model_dir(tmp_path / "base")
+
+
+def read_column(path: Path) -> tuple[list[str], list[str]]:
+    rows = list(csv.reader(path.open(), delimiter="\t"))
+    return rows[0], [r[0] for r in rows[1:]]
+
+
+def texts_of(path: Path, column: int = 0) -> list[str]:
+    return [line.split("\t")[column] for line in path.read_text().splitlines()[1:]]
+
+
+def cls_config(tmp_path: Path, model_dir: Path, *extra: str, name: str = "cls"):
+    files = write_classification(tmp_path / "data")
+    overrides = task_overrides(name, files, "classification", max_seq_len=64)
+    return finetune_config(tmp_path, model_dir, tmp_path / "run", *overrides, *extra), files
+
+
+def test_classification_outputs_and_a_model_transformers_loads(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    cfg, files = cls_config(tmp_path, model_dir)
+    metrics = run(cfg)
+    run_dir = tmp_path / "run"
+    entry = metrics["tasks"]["cls"]
+    assert entry["metric"] == "macro_f1" and entry["labels"] == ["neg", "pos"]
+    assert entry["dev"]["macro_f1"] > 0.8 and entry["test"]["macro_f1"] > 0.8
+    assert set(entry["dev"]["per_class"]["pos"]) == {"precision", "recall", "f1", "support"}
+    assert (
+        json.loads((run_dir / "metrics.json").read_text())["tasks"]["cls"]["test"] == entry["test"]
+    )
+
+    # Submission: the competition's format, one row per test row, in order.
+    header, labels = read_column(run_dir / "predictions" / "cls" / "submission.csv")
+    test_texts = texts_of(files["test"])
+    assert header == ["label"] and len(labels) == len(test_texts) == 30
+    probs = np.loadtxt(run_dir / "predictions" / "cls" / "probabilities.csv", skiprows=1)
+    assert probs.shape == (30, 2) and np.allclose(probs.sum(1), 1, atol=1e-4)
+    assert [["neg", "pos"][i] for i in probs.argmax(1)] == labels
+
+    # The folder is a BertForSequenceClassification computing our [CLS]-state head.
+    model_out = run_dir / "model"
+    hf = AutoModelForSequenceClassification.from_pretrained(model_out).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_out)
+    assert type(hf).__name__ == "BertForSequenceClassification"
+    assert hf.config.id2label == {0: "neg", 1: "pos"}
+    ours, _, meta = load_finetuned(model_out)
+    assert meta["hf_class"] == "BertForSequenceClassification"
+    for i in (0, 7, 29):  # row by row: the submission is in file order
+        enc = tokenizer(test_texts[i], return_tensors="pt")
+        with torch.no_grad():
+            hf_logits = hf(**enc).logits[0]
+            our_logits = ours("cls", **enc)[0]
+        torch.testing.assert_close(hf_logits, our_logits, rtol=1e-5, atol=1e-5)
+        assert hf.config.id2label[int(hf_logits.argmax())] == labels[i]
+        np.testing.assert_allclose(torch.softmax(hf_logits, -1).numpy(), probs[i], atol=1e-5)
+
+    acc = EventAccumulator(str(run_dir / "tb"))
+    acc.Reload()
+    tags = acc.Tags()
+    assert {"dev/cls/macro_f1", "dev/cls/accuracy", "train/loss", "train/lr"} <= set(
+        tags["scalars"]
+    )
+    assert "dev/cls/confusion_matrix" in tags["images"]
+    assert (run_dir / "run.json").is_file() and (tmp_path / "latest").is_symlink()
+
+
+@pytest.mark.parametrize("pooling", ["pooler", "mean"])
+def test_other_poolings_export_faithfully(tmp_path: Path, model_dir: Path, pooling: str) -> None:
+    cfg, files = cls_config(tmp_path, model_dir, f"head={pooling}", "train.epochs=2")
+    metrics = run(cfg)
+    folder = tmp_path / "run" / "model"
+    ours, tokenizer, meta = load_finetuned(folder)
+    enc = tokenizer(texts_of(files["test"])[:4], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = torch.softmax(ours("cls", **enc), -1)
+    probs = np.loadtxt(tmp_path / "run" / "predictions" / "cls" / "probabilities.csv", skiprows=1)
+    np.testing.assert_allclose(expected.numpy(), probs[:4], atol=1e-5)
+    if pooling == "pooler":
+        assert metrics["model"]["hf_class"] == "BertForSequenceClassification"
+        hf = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(torch.softmax(hf(**enc).logits, -1), expected)
+    else:  # transformers has no mean-pooling classifier: the encoder loads, the head is ptm's
+        assert metrics["model"]["hf_class"] is None and meta["hf_class"] is None
+        assert "AutoModel (the shared encoder only)" in meta["loads_with"]
+        assert type(AutoModel.from_pretrained(folder)).__name__ == "BertModel"
+
+
+def test_token_task_windows_long_rows_and_exports(tmp_path: Path, model_dir: Path) -> None:
+    files = write_tags(tmp_path / "tags", long_every=5)  # dev/test rows of 100 IDs > 32 positions
+    cfg = finetune_config(
+        tmp_path,
+        model_dir,
+        tmp_path / "run",
+        *task_overrides("ner", files, "tokens", label_column="tags", max_seq_len=32),
+        "train.epochs=10",
+    )
+    metrics = run(cfg)
+    entry = metrics["tasks"]["ner"]
+    assert entry["metric"] == "entity_f1" and entry["dev"]["entity_f1"] > 0.8
+    assert set(entry["test"]["per_type"]) == {"LOC", "PER"}
+    header, rows = read_column(tmp_path / "run" / "predictions" / "ner" / "submission.csv")
+    texts = texts_of(files["test"])
+    assert header == ["tags"] and len(rows) == len(texts)
+    assert [len(r.split()) for r in rows] == [len(t.split()) for t in texts]
+    assert len(texts[0].split()) == 100  # a windowed row got a tag for every ID
+    hf = AutoModelForTokenClassification.from_pretrained(tmp_path / "run" / "model")
+    assert type(hf).__name__ == "BertForTokenClassification"
+    assert set(hf.config.label2id) == set(entry["labels"])
+
+
+def test_pair_task_learns_which_text_holds_the_marker(tmp_path: Path, model_dir: Path) -> None:
+    files = write_pairs(tmp_path / "pairs")
+    cfg = finetune_config(
+        tmp_path,
+        model_dir,
+        tmp_path / "run",
+        *task_overrides("nli", files, "pair", text_column="text_a", max_seq_len=32),
+        "train.epochs=10",
+    )
+    metrics = run(cfg)
+    assert metrics["tasks"]["nli"]["dev"]["macro_f1"] > 0.9
+    assert "test" not in metrics["tasks"]["nli"]  # no answers for the test file
+    _, rows = read_column(tmp_path / "run" / "predictions" / "nli" / "submission.csv")
+    assert len(rows) == 20 and set(rows) <= {"first", "second"}
+    hf = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "model").eval()
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "run" / "model")
+    a, b = texts_of(files["dev"], 0)[1], texts_of(files["dev"], 1)[1]
+    enc = tokenizer(a, b, return_tensors="pt")
+    assert enc["token_type_ids"][0, -1] == 1
+    with torch.no_grad():
+        assert hf.config.id2label[int(hf(**enc).logits.argmax())] == "second"
+
+
+def test_multitask_shares_one_encoder_and_scores_each_task(tmp_path: Path, model_dir: Path) -> None:
+    cls_files = write_classification(tmp_path / "cls")
+    tag_files = write_tags(tmp_path / "tags")
+    cfg = finetune_config(
+        tmp_path,
+        model_dir,
+        tmp_path / "run",
+        *task_overrides("cls", cls_files, "classification", max_seq_len=64),
+        *task_overrides("ner", tag_files, "tokens", label_column="tags", max_seq_len=32),
+        "train.epochs=6",
+        "train.mix_temperature=1000",  # ~uniform over the two tasks
+    )
+    metrics = run(cfg)
+    assert metrics["tasks"]["cls"]["metric"] == "macro_f1"
+    assert metrics["tasks"]["ner"]["metric"] == "entity_f1"
+    assert metrics["tasks"]["cls"]["dev"]["macro_f1"] > 0.8
+    assert metrics["tasks"]["ner"]["dev"]["entity_f1"] > 0.5
+    assert "mean" in metrics["selected_on"]
+    run_json = json.loads((tmp_path / "run" / "run.json").read_text())
+    mix = {k: v["mix"] for k, v in run_json["summary"]["tasks"].items()}
+    assert mix["cls"] == pytest.approx(0.5, abs=0.01)
+
+    folder = tmp_path / "run" / "model"
+    ours, tokenizer, meta = load_finetuned(folder)
+    assert meta["hf_class"] is None and set(meta["tasks"]) == {"cls", "ner"}
+    assert isinstance(ours, TaskModel) and set(ours.heads) == {"cls", "ner"}
+    enc = tokenizer(texts_of(cls_files["test"])[:3], padding=True, return_tensors="pt")
+    probs = np.loadtxt(tmp_path / "run" / "predictions" / "cls" / "probabilities.csv", skiprows=1)
+    with torch.no_grad():
+        np.testing.assert_allclose(
+            torch.softmax(ours("cls", **enc), -1).numpy(), probs[:3], atol=1e-5
+        )
+    acc = EventAccumulator(str(tmp_path / "run" / "tb"))
+    acc.Reload()
+    assert {"train/cls/loss", "train/ner/loss", "dev/ner/entity_f1"} <= set(acc.Tags()["scalars"])
+
+
+def test_the_best_checkpoint_is_chosen_on_dev_macro_f1(
+    tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Macro-F1 peaks at the 3rd evaluation; accuracy and loss are best elsewhere."""
+    macro = [0.2, 0.3, 0.9, 0.4, 0.5, 0.6, 0.7, 0.8]
+    accuracy = [0.9, 0.95, 0.5, 0.96, 0.97, 0.98, 0.99, 0.995]
+    heads_at: list[dict] = []
+    real_score, real_predict = train_module.score, train_module._predict
+
+    def scripted(kind, split, prediction, labels):
+        out = real_score(kind, split, prediction, labels)
+        if split.name == "dev":
+            i = len(heads_at) - 1
+            out |= {"macro_f1": macro[i], "accuracy": accuracy[i], "loss": 1.0 - accuracy[i]}
+        return out
+
+    def spying(model, task, split, *args):
+        if split == "dev":
+            heads_at.append({k: v.clone() for k, v in model.heads.state_dict().items()})
+        return real_predict(model, task, split, *args)
+
+    monkeypatch.setattr(train_module, "score", scripted)
+    monkeypatch.setattr(train_module, "_predict", spying)
+    cfg, _ = cls_config(tmp_path, model_dir, "train.eval_every=5", "train.epochs=4")
+    metrics = run(cfg)
+    assert len(heads_at) == 8
+    assert metrics["best"]["step"] == 15 and metrics["best"]["dev_score"] == 0.9
+    assert metrics["tasks"]["cls"]["dev"]["macro_f1"] == 0.9
+    exported = load_file(tmp_path / "run" / "model" / "heads.safetensors")
+    for k, v in exported.items():
+        torch.testing.assert_close(v, heads_at[2][k])
+        assert not torch.equal(v, heads_at[-1][k])
+
+
+def test_early_stopping_after_patience_evaluations(
+    tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_score = train_module.score
+    calls = []
+
+    def worse_and_worse(kind, split, prediction, labels):
+        out = real_score(kind, split, prediction, labels)
+        calls.append(1)
+        return out | {"macro_f1": 1.0 / len(calls)} if split.name == "dev" else out
+
+    monkeypatch.setattr(train_module, "score", worse_and_worse)
+    cfg, _ = cls_config(tmp_path, model_dir, "train.eval_every=5", "train.patience=2")
+    metrics = run(cfg)
+    assert metrics["stopped"] == "early_stopping"
+    assert metrics["steps"] == 15 and metrics["best"]["step"] == 5
+
+
+def test_from_scratch_baseline_reinitialises_the_encoder(tmp_path: Path, model_dir: Path) -> None:
+    cfg, _ = cls_config(tmp_path, model_dir, "model.init=scratch", "train.epochs=1")
+    run(cfg)
+    base = AutoModel.from_pretrained(model_dir)
+    ours, _, meta = load_finetuned(tmp_path / "run" / "model")
+    assert meta["init"] == "scratch"
+    name = "embeddings.word_embeddings.weight"
+    assert not torch.allclose(base.state_dict()[name], ours.encoder.state_dict()[name], atol=1e-2)
+
+
+def test_a_learning_rate_of_0_01_stops_with_a_clear_message(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    """The tiny model learns, then collapses to one class at chance loss (no NaN)."""
+    cfg, _ = cls_config(
+        tmp_path,
+        model_dir,
+        "train.lr=0.01",
+        "train.epochs=10",
+        "train.collapse.min_steps=30",
+        "train.collapse.window=20",
+    )
+    with pytest.raises(DivergenceError) as caught:
+        run(cfg)
+    message = str(caught.value)
+    assert "training collapsed at step" in message and "peak train.lr=0.01" in message
+    assert "no better than predicting the class frequencies" in message
+    assert "lower train.lr=0.01 (try 1e-4 or below" in message
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_a_diverging_loss_stops_before_export(tmp_path: Path, model_dir: Path) -> None:
+    cfg, _ = cls_config(
+        tmp_path, model_dir, "train.lr=1e4", "train.grad_clip=0", "train.guard.min_steps=3"
+    )
+    with pytest.raises(DivergenceError, match=r"diverged at step \d+ .*lower train\.lr"):
+        run(cfg)
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_a_tokenizer_that_does_not_match_the_model_is_refused(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    other = tiny_model_dir(tmp_path / "other", vocab_extra=300)
+    cfg, _ = cls_config(tmp_path, model_dir, f"model.tokenizer={other}")
+    with pytest.raises(InputError, match=r"the tokenizer has 365 entries but the model's vocab"):
+        run(cfg)
+
+
+def test_a_missing_pretrained_model_says_to_run_make_pretrain(tmp_path: Path) -> None:
+    cfg, _ = cls_config(tmp_path, tmp_path / "out" / "pretrain" / "latest" / "model")
+    with pytest.raises(InputError, match=r"no such model folder — run `make pretrain` first"):
+        run(cfg)
+
+
+def test_bad_input_is_one_line_on_the_command_line(tmp_path: Path, model_dir: Path) -> None:
+    files = write_classification(tmp_path / "data")
+    files["test"].write_text("label\ttext\nneg\t100 150\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "finetune",
+            "+experiment=finetune_tiny",
+            "~task",
+            f"model.path={model_dir}",
+            *task_overrides("cls", files, "classification"),
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {files['test']}:1: the test file has a 'label' column")
+
+
+def test_layer_wise_lr_decay_scales_each_depth(model_dir: Path) -> None:
+    from ptm.heads import HeadConfig, build_head, load_encoder
+
+    encoder = load_encoder(model_dir, pretrained=True, with_pooler=False)
+    model = TaskModel(encoder, {"t": build_head("classification", encoder.config, 2, HeadConfig())})
+    groups = layer_decay_groups(model, n_layers=2, decay=0.5, weight_decay=0.01)
+    scale = {}
+    for g in groups:
+        for p in g["params"]:
+            scale[id(p)] = (g["lr_scale"], g["weight_decay"])
+    named = dict(model.named_parameters())
+    assert scale[id(named["heads.t.classifier.weight"])] == (1.0, 0.01)
+    assert scale[id(named["heads.t.classifier.bias"])] == (1.0, 0.0)
+    assert scale[id(named["encoder.encoder.layer.1.output.dense.weight"])] == (0.5, 0.01)
+    assert scale[id(named["encoder.encoder.layer.0.output.dense.weight"])] == (0.25, 0.01)
+    assert scale[id(named["encoder.embeddings.word_embeddings.weight"])] == (0.125, 0.01)
+    assert scale[id(named["encoder.embeddings.LayerNorm.weight"])] == (0.125, 0.0)
+    assert sum(len(g["params"]) for g in groups) == len(named)
+    plain = layer_decay_groups(model, n_layers=2, decay=1.0, weight_decay=0.01)
+    assert len(plain) == 2 and all(g["lr_scale"] == 1.0 for g in plain)
+
+
+@pytest.mark.parametrize("group", ["task", "head", "experiment"])
+def test_every_finetune_config_option_composes(group: str, tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from finetune.config import build_config
+
+    options = sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+    if group == "experiment":
+        options = [o for o in options if o.startswith("finetune")]
+    assert options
+    for option in options:
+        override = f"+experiment={option}" if group == "experiment" else f"{group}={option}"
+        extra = []
+        if option in ("tianchi", "pair"):
+            extra = [f"tasks.{option}.train={tmp_path / 'train.csv'}"]
+        cfg = compose_config("finetune", [override, *extra])
+        config = build_config(OmegaConf.to_container(cfg, resolve=True))
+        assert config.tasks and config.train.lr > 0
+        if option == "multitask":
+            assert [t.name for t in config.tasks] == ["sentiment", "names"]
+
+
+@pytest.mark.slow
+def test_two_torchrun_processes_finetune(tmp_path: Path, model_dir: Path) -> None:
+    """gloo on CPU: 2 processes x micro 8 share the global batch of 16, multi-task included."""
+    cls_files = write_classification(tmp_path / "cls")
+    tag_files = write_tags(tmp_path / "tags")
+    common = [
+        "+experiment=finetune_tiny",
+        "~task",
+        f"model.path={model_dir}",
+        *task_overrides("cls", cls_files, "classification", max_seq_len=64),
+        *task_overrides("ner", tag_files, "tokens", label_column="tags", max_seq_len=32),
+        "train.limit_examples=null",
+        "train.batch_size=16",
+        "train.micro_batch_size=8",
+        "train.epochs=2",
+    ]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "finetune",
+            *common,
+            f"hydra.run.dir={tmp_path / 'two'}",
+        ],
+        cwd=ROOT,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert set(metrics["tasks"]) == {"cls", "ner"} and metrics["steps"] > 0
