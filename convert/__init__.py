@@ -32,7 +32,7 @@ import os
 import shutil
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -95,16 +95,6 @@ class ConvertConfig:
             raise InputError(None, f"prefix={self.prefix!r}", "use a file name such as model.ckpt")
         if self.gelu_approximation not in (None, "tanh", "none"):
             raise InputError(None, f"gelu_approximation={self.gelu_approximation}", fix)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ConvertConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError(
-                None, f"unknown convert option(s) {unknown}", f"known: {sorted(known)}"
-            )
-        return cls(**{**data, "skip": tuple(data.get("skip") or ())})
 
 
 def run(cfg: ConvertConfig) -> dict:

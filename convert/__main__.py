@@ -20,10 +20,10 @@ import logging
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
 
 from convert import ConvertConfig, run
-from ptm.errors import InputError, exit_on_input_error
+from ptm.config import to_dataclass
+from ptm.errors import exit_on_input_error
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +32,7 @@ log = logging.getLogger(__name__)
 @exit_on_input_error
 def main(cfg: DictConfig) -> dict:
     log.info("config:\n%s", OmegaConf.to_yaml(cfg))
-    try:
-        data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    except MissingMandatoryValue as e:
-        raise InputError(
-            None,
-            f"{e.full_key}= is required",
-            "python -m convert input=<checkpoint> output=<folder>",
-        ) from e
-    return run(ConvertConfig.from_dict(data))
+    return run(to_dataclass(ConvertConfig, cfg))
 
 
 if __name__ == "__main__":

@@ -13,18 +13,18 @@ from __future__ import annotations
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from pretrain.config import PretrainConfig
 from pretrain.train import run
-from ptm.config import register_resolvers, to_dataclass
+from ptm.config import register_resolvers, resolve, to_dataclass
 from ptm.errors import exit_on_input_error
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="pretrain")
 @exit_on_input_error
 def main(cfg: DictConfig) -> dict:
-    data = OmegaConf.to_container(cfg, resolve=True)
+    data = resolve(cfg)
     data["run_dir"] = HydraConfig.get().runtime.output_dir
     return run(to_dataclass(PretrainConfig, data))
 

@@ -21,6 +21,10 @@ class DataConfig:
     segments: SegmentConfig = field(default_factory=SegmentConfig)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
 
+    def __post_init__(self) -> None:
+        if not self.corpus:
+            raise ValueError("data.corpus lists no file: set data.corpus=[file1,file2,...]")
+
 
 @dataclass(frozen=True)
 class TrainConfig:

@@ -7,9 +7,9 @@ python -m pretrain.corpus seed=7 out_dir=/tmp/corpus
 from __future__ import annotations
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from ptm.config import to_dataclass
+from ptm.config import resolve, to_dataclass
 from ptm.embedded import EmbeddedConfig, build_embedded_corpus
 from ptm.errors import exit_on_input_error
 
@@ -17,7 +17,7 @@ from ptm.errors import exit_on_input_error
 @hydra.main(version_base="1.3", config_path="../conf", config_name="corpus")
 @exit_on_input_error
 def main(cfg: DictConfig) -> None:
-    data = OmegaConf.to_container(cfg, resolve=True)
+    data = resolve(cfg)
     data.pop("paths")
     build_embedded_corpus(to_dataclass(EmbeddedConfig, data))
 

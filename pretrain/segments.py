@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from pretrain.config import DataConfig
 from ptm.config import register_resolvers, to_dataclass
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 @hydra.main(version_base="1.3", config_path="../conf", config_name="pretrain")
 @exit_on_input_error
 def main(cfg: DictConfig) -> str:
-    data = to_dataclass(DataConfig, OmegaConf.to_container(cfg.data, resolve=True))
+    data = to_dataclass(DataConfig, cfg.data)
     tokenizer = data.tokenizer or cfg.model.init_from
     folder = prepare_segments(data.corpus, tokenizer, data.cache_dir, data.segments)
     log.info("segment folder: %s (see its meta.json)", folder)

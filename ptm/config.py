@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from ptm.errors import InputError
 
@@ -27,9 +28,19 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("ptm.first", lambda a, b: a if a not in (None, "") else b)
 
 
+def resolve(cfg: DictConfig) -> dict[str, Any]:
+    """The config as plain data; a required value left at ``???`` is a one-line error."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as e:
+        raise InputError(
+            None, f"{e.full_key} is required", f"set it on the command line: {e.full_key}=..."
+        ) from e
+
+
 def to_dataclass(cls: type[T], cfg: DictConfig | dict[str, Any]) -> T:
-    """Build ``cls`` from a (resolved) config, recursing into nested dataclasses."""
-    data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    """Build ``cls`` from a config, recursing into nested dataclasses."""
+    data = resolve(cfg) if isinstance(cfg, DictConfig) else cfg
     return _build(cls, data, cls.__name__)
 
 

@@ -295,7 +295,7 @@ def test_entry_point_one_line_error(tmp_path, capsys):
         main.__wrapped__(cfg)  # what @hydra.main calls
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err == "error: input= is required — python -m convert input=<checkpoint> output=<folder>"
+    assert err == "error: input is required — set it on the command line: input=..."
 
 
 def test_command_line(tmp_path):

@@ -257,3 +257,16 @@ def test_bad_corpus_is_one_line_on_the_command_line(tmp_path: Path) -> None:
         .splitlines()[-1]
         .startswith(f"error: {bad}:2: a character that is not an ID: 'six'")
     )
+
+
+def test_required_values_left_unset_are_clear_errors() -> None:
+    from pretrain.config import PretrainConfig
+    from ptm.config import to_dataclass
+    from ptm.errors import InputError
+
+    cfg = compose_config("pretrain", ["data=tianchi"])
+    with pytest.raises(InputError, match=r"data\.corpus lists no file: set data\.corpus=\["):
+        to_dataclass(PretrainConfig, cfg)
+    cfg = compose_config("pretrain", ["data.corpus=???"])
+    with pytest.raises(InputError, match=r"data\.corpus is required — set it on the command line"):
+        to_dataclass(PretrainConfig, cfg)
