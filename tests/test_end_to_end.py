@@ -1,0 +1,79 @@
+"""The whole pipeline on the embedded corpus, tiny: pretrain -> fine-tune from the command line ->
+metrics, submission and model checked, as `make pretrain && make finetune` does at full size."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pretrain.train import run as pretrain
+from tests.conftest import pretrain_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_pretrain_then_finetune_on_the_embedded_corpus(tmp_path: Path, embedded_dir: Path) -> None:
+    pretrained = tmp_path / "pretrain"
+    pretrain(pretrain_config(tmp_path, embedded_dir / "pretrain.txt", pretrained))
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    (data / "embedded").symlink_to(embedded_dir, target_is_directory=True)
+
+    run_dir = tmp_path / "finetune"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "finetune",
+            "+experiment=finetune_tiny",
+            f"paths.data_dir={data}",
+            f"model.path={pretrained / 'model'}",
+            "tasks.sentiment.max_seq_len=64",  # the tiny model has 64 positions
+            "train.limit_examples=null",
+            "train.max_steps=150",
+            "train.batch_size=16",
+            "train.micro_batch_size=16",
+            "train.lr=3e-3",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    for where in ("model:", "metrics:", "submission:", "probabilities:", "tensorboard:"):
+        assert where in output  # the run says where everything went
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    sentiment = metrics["tasks"]["sentiment"]
+    assert metrics["steps"] == 150 and sentiment["labels"] == ["0", "1"]
+    for split in ("dev", "test"):  # a tiny model already beats chance on reviews
+        assert sentiment[split]["macro_f1"] > 0.55, sentiment[split]
+        assert sentiment[split]["per_class"]["1"]["support"] > 800
+
+    test_rows = (embedded_dir / "sentiment" / "test.csv").read_text().splitlines()[1:]
+    with (run_dir / "predictions" / "sentiment" / "submission.csv").open() as f:
+        submission = list(csv.reader(f, delimiter="\t"))
+    assert submission[0] == ["label"] and len(submission) - 1 == len(test_rows)
+    assert {row[0] for row in submission[1:]} <= {"0", "1"}
+    assert (run_dir / "model" / "config.json").is_file()
+    assert json.loads((run_dir / "model" / "config.json").read_text())["architectures"] == [
+        "BertForSequenceClassification"
+    ]
