@@ -15,6 +15,21 @@ from ptm.config import register_resolvers
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """One intra-op thread for the whole session, subprocesses included.
+
+    The tests train models of a few thousand parameters, where threads only add overhead; and
+    when another process shares the cores, OpenMP's spin-waiting made a 1-second test take 80
+    (measured on 2 cores). Deterministic timing matters more here than parallel kernels.
+    """
+    import os
+
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
+
 def write_corpus(
     path: Path, n_docs: int, seed: int = 0, vocab: int = 60, words: bool = False
 ) -> Path:

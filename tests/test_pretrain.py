@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -167,11 +166,9 @@ def test_two_torchrun_processes_match_one(tmp_path: Path, corpus: Path) -> None:
         "train.max_steps=8",
         "train.eval_every=100",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run(
         [sys.executable, "-m", "pretrain", *common, f"hydra.run.dir={tmp_path / 'one'}"],
         cwd=ROOT,
-        env=env,
         capture_output=True,
         text=True,
     )
@@ -189,7 +186,6 @@ def test_two_torchrun_processes_match_one(tmp_path: Path, corpus: Path) -> None:
             f"hydra.run.dir={tmp_path / 'two'}",
         ],
         cwd=ROOT,
-        env=env,
         capture_output=True,
         text=True,
     )
