@@ -9,6 +9,8 @@ the stage entry points turn it into a one-line message and a non-zero exit
 from __future__ import annotations
 
 import functools
+import json
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +18,8 @@ from typing import ParamSpec, TypeVar
 
 P = ParamSpec("P")
 R = TypeVar("R")
+log = logging.getLogger(__name__)
+STATUS_FILE = "status.json"
 
 
 class InputError(ValueError):
@@ -34,15 +38,42 @@ class DivergenceError(RuntimeError):
     """Training diverged; the message names the step, the learning rate and the likely fix."""
 
 
-def exit_on_input_error(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn an `InputError` or `DivergenceError` escaping ``fn`` into one line on stderr, exit 2."""
+def exit_on_input_error(fn: Callable[P, R]) -> Callable[P, R | None]:
+    """Report an `InputError` or `DivergenceError` escaping a Hydra job as one line.
+
+    A single run prints ``error: ...`` on stderr and exits with status 2. In a multirun sweep the
+    failure is logged and written to the job's ``status.json`` instead, so one diverging job
+    does not stop the others and the sweep summary can mark it failed.
+    """
 
     @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | None:
+        job_dir = _multirun_job_dir()
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
         except (InputError, DivergenceError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            raise SystemExit(2) from e
+            if job_dir is None:
+                print(f"error: {e}", file=sys.stderr)
+                raise SystemExit(2) from e
+            log.error("job failed: %s", e)
+            _write_status(job_dir, {"status": "failed", "error": str(e)})
+            return None
+        if job_dir is not None:
+            _write_status(job_dir, {"status": "ok"})
+        return result
 
     return wrapper
+
+
+def _multirun_job_dir() -> Path | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def _write_status(job_dir: Path, status: dict[str, str]) -> None:
+    job_dir.mkdir(parents=True, exist_ok=True)
+    (job_dir / STATUS_FILE).write_text(json.dumps(status) + "\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -266,3 +267,21 @@ def test_required_values_left_unset_are_clear_errors() -> None:
     cfg = compose_config("pretrain", ["data.corpus=???"])
     with pytest.raises(InputError, match=r"data\.corpus is required — set it on the command line"):
         to_dataclass(PretrainConfig, cfg)
+
+
+def test_multirun_survives_a_diverging_job(tmp_path: Path, corpus: Path) -> None:
+    """Hydra multirun: the diverging job is marked failed in its status.json, the other runs."""
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "pretrain", "-m", "+experiment=tiny",
+            f"data.corpus=[{corpus}]", f"paths.data_dir={tmp_path / 'data'}", f"paths.output_dir={tmp_path}",
+            "train.lr=1e-3,1e4", "train.grad_clip=0", "train.guard.min_steps=3",
+        ],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    (sweep,) = (tmp_path / "pretrain-multirun").iterdir()
+    ok, failed = (json.loads((sweep / n / "status.json").read_text()) for n in ("0", "1"))
+    assert ok == {"status": "ok"} and (sweep / "0" / "model" / "config.json").is_file()
+    assert failed["status"] == "failed" and "diverged" in failed["error"]
+    assert not (sweep / "1" / "model").exists()
