@@ -25,7 +25,7 @@ from ptm.errors import InputError
 
 CHUNK_BYTES = 8 << 20
 _BOM = b"\xef\xbb\xbf"
-_POW10 = 10 ** np.arange(19, dtype=np.int64)
+_POW10 = 10 ** np.arange(19, dtype=np.int64)  # 10**18 still fits in int64
 _FIX_IDS = "the text must be integer IDs separated by spaces (anonymize raw text first)"
 
 
@@ -50,53 +50,91 @@ class SourceStats:
     bom: bool = False
 
 
+_ALLOWED_RARE = np.array([9, 95], dtype=np.uint8)  # tab, "_"
+# Indexed by an ID's digit count (1..8): the mask of its bytes in a little-endian word, the ASCII
+# zeros under that mask, and the factor that moves its digits to the top bytes (256**(8-width)).
+_WIDTHS = np.arange(9, dtype=np.uint64)
+_KEEP = np.array([(1 << (8 * int(w))) - 1 for w in _WIDTHS], dtype=np.uint64)
+_ZEROS = _KEEP & np.uint64(0x3030303030303030)
+_TO_TOP = np.array([256 ** (8 - int(w)) if w else 0 for w in _WIDTHS], dtype=np.uint64)
+
+
+def _swar_values(b: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Values of IDs of at most 8 digits: each ID's first 8 bytes read as one little-endian
+    uint64, the bytes past the ID masked off, the digits moved to the top (leading zeros) and
+    folded pairwise in three multiply-and-mask steps (the SWAR digit-parsing trick)."""
+    padded = np.concatenate([b, np.zeros(8, np.uint8)])
+    # A uint64 starting at every byte (unaligned, strides of one byte): one gather per ID.
+    at_every_byte = np.ndarray(shape=(len(b),), dtype="<u8", buffer=padded, strides=(1,))
+    v = ((at_every_byte[starts] & _KEEP[lengths]) - _ZEROS[lengths]) * _TO_TOP[lengths]
+    v = ((v & np.uint64(0x0F0F0F0F0F0F0F0F)) * np.uint64(2561)) >> np.uint64(8)
+    v = ((v & np.uint64(0x00FF00FF00FF00FF)) * np.uint64(6553601)) >> np.uint64(16)
+    v = ((v & np.uint64(0x0000FFFF0000FFFF)) * np.uint64(42949672960001)) >> np.uint64(32)
+    return v.astype(np.int64)
+
+
 def parse_id_lines(buf: bytes, path: Path, first_line: int) -> ParsedLines:
-    """Parse newline-separated lines of IDs; ``first_line`` is the file line number of line 0."""
+    """Parse newline-separated lines of IDs; ``first_line`` is the file line number of line 0.
+
+    Work is per ID, not per byte, wherever it can be: token edges come from one difference of
+    the digit mask, values from 8-byte words (`_swar_values`), line lengths from looking the few
+    newlines up among the many token starts.
+    """
     b = np.frombuffer(buf, dtype=np.uint8)
     digit = (b - 48) < 10  # uint8 wrap-around makes every non-digit >= 10
-    newline = b == 10
-    join = b == 95  # "_"
-    ok = digit | newline | join | (b == 32) | (b == 9)
-    if not ok.all():
-        _raise_at(buf, int(np.argmin(ok)), path, first_line, "a character that is not an ID")
-
-    n_lines = int(newline.sum()) + (0 if len(b) == 0 or b[-1] == 10 else 1)
-    prev_digit = np.zeros_like(digit)
-    prev_digit[1:] = digit[:-1]
-    next_digit = np.zeros_like(digit)
-    next_digit[:-1] = digit[1:]
-    has_joins = bool(join.any())
-    if has_joins:
-        stray = join & ~(prev_digit & next_digit)
-        if stray.any():
+    common = digit | (b == 32) | (b == 10)
+    if not common.all():
+        others = np.flatnonzero(~common)
+        bad = ~np.isin(b[others], _ALLOWED_RARE)
+        if bad.any():
             _raise_at(
-                buf, int(np.argmax(stray)), path, first_line, "a '_' that does not join two IDs"
+                buf, int(others[np.argmax(bad)]), path, first_line, "a character that is not an ID"
+            )
+    edges = np.diff(digit.view(np.int8), prepend=np.int8(0), append=np.int8(0))
+    starts = np.flatnonzero(edges == 1)
+    lengths = np.flatnonzero(edges == -1) - starts
+
+    joins = np.flatnonzero(b == 95) if b"_" in buf else np.zeros(0, np.int64)
+    if len(joins):
+        inner = (joins > 0) & (joins < len(b) - 1)
+        around = np.zeros(len(joins), dtype=bool)
+        around[inner] = digit[joins[inner] - 1] & digit[joins[inner] + 1]
+        if not around.all():
+            _raise_at(
+                buf,
+                int(joins[np.argmin(around)]),
+                path,
+                first_line,
+                "a '_' that does not join two IDs",
             )
 
-    start_mask = digit & ~prev_digit
-    starts = np.flatnonzero(start_mask)
-    ends = np.flatnonzero(digit & ~next_digit) + 1
-    lengths = ends - starts
-    if len(lengths) and lengths.max() > 18:
-        _raise_at(
-            buf, int(starts[np.argmax(lengths)]), path, first_line, "an ID too large to store"
-        )
-
-    digit_pos = np.flatnonzero(digit)
-    token_of_digit = np.cumsum(start_mask[digit_pos]) - 1
-    exponent = ends[token_of_digit] - 1 - digit_pos
-    contrib = (b[digit_pos].astype(np.int64) - 48) * _POW10[exponent]
-    ids = (
-        np.add.reduceat(contrib, np.flatnonzero(start_mask[digit_pos]))
-        if len(starts)
-        else np.zeros(0, np.int64)
-    )
+    ids = np.zeros(len(starts), dtype=np.int64)
+    if len(starts):
+        longest = int(lengths.max())
+        if longest > 18:
+            _raise_at(
+                buf, int(starts[np.argmax(lengths)]), path, first_line, "an ID too large to store"
+            )
+        if longest <= 8:
+            ids = _swar_values(b, starts, lengths)
+        else:  # rare: some IDs of 9 to 18 digits
+            short = lengths <= 8
+            ids[short] = _swar_values(b, starts[short], lengths[short])
+            for width in np.unique(lengths[~short]).tolist():
+                group = np.flatnonzero(lengths == width)
+                digits = b[starts[group, None] + np.arange(width)].astype(np.int64) - 48
+                ids[group] = digits @ _POW10[width - 1 :: -1]
     word_start = np.ones(len(starts), dtype=bool)
-    if has_joins:
-        word_start[starts > 0] = b[starts[starts > 0] - 1] != 95
-    line_of_id = np.searchsorted(np.flatnonzero(newline), starts)
-    line_lengths = np.bincount(line_of_id, minlength=n_lines).astype(np.int64)
-    return ParsedLines(ids, word_start, line_lengths, has_joins)
+    if len(joins):
+        after = starts > 0
+        word_start[after] = b[starts[after] - 1] != 95
+    newlines = np.flatnonzero(b == 10)
+    n_lines = len(newlines) + (0 if not buf or buf.endswith(b"\n") else 1)
+    ends_at = np.searchsorted(starts, newlines)  # IDs before each newline
+    if n_lines > len(newlines):
+        ends_at = np.append(ends_at, len(starts))
+    line_lengths = np.diff(ends_at, prepend=0).astype(np.int64)
+    return ParsedLines(ids, word_start, line_lengths, bool(len(joins)))
 
 
 def _raise_at(buf: bytes, pos: int, path: Path, first_line: int, what: str) -> None:

@@ -51,6 +51,7 @@ from ptm.tokenizer import (
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "eval")
+DENSE_LIMIT = 1 << 24  # IDs below this are counted with one bincount per chunk
 FORMAT_VERSION = 1
 
 
@@ -104,16 +105,26 @@ def _stream(sources: list[Path], text_column: str, stats: list[SourceStats]):
 
 def count_ids(sources: list[Path], text_column: str) -> tuple[np.ndarray, np.ndarray]:
     """Distinct raw IDs and how often each occurs, over all sources, in one streaming pass."""
-    uniq = np.zeros(0, np.int64)
-    counts = np.zeros(0, np.int64)
+    dense = np.zeros(0, np.int64)  # counts of IDs below DENSE_LIMIT, indexed by ID
+    rare_ids, rare_counts = np.zeros(0, np.int64), np.zeros(0, np.int64)
     stats = [SourceStats(p) for p in sources]
     for _, _, parsed in _stream(sources, text_column, stats):
-        u, c = np.unique(parsed.ids, return_counts=True)
-        merged = np.concatenate([uniq, u])
-        uniq, inverse = np.unique(merged, return_inverse=True)
-        counts = np.bincount(inverse, weights=np.concatenate([counts, c]), minlength=len(uniq))
-        counts = counts.astype(np.int64)
-    return uniq, counts
+        small = parsed.ids < DENSE_LIMIT
+        ids = parsed.ids if small.all() else parsed.ids[small]
+        chunk = np.bincount(ids, minlength=len(dense))
+        chunk[: len(dense)] += dense
+        dense = chunk
+        if not small.all():  # huge IDs: sort-based counting, only for those
+            u, c = np.unique(np.concatenate([rare_ids, parsed.ids[~small]]), return_counts=True)
+            weights = np.concatenate([rare_counts, np.ones(int((~small).sum()), np.int64)])
+            order = np.searchsorted(u, np.concatenate([rare_ids, parsed.ids[~small]]))
+            rare_ids, rare_counts = (
+                u,
+                np.bincount(order, weights=weights, minlength=len(u)).astype(np.int64),
+            )
+            del c
+    present = np.flatnonzero(dense)
+    return np.concatenate([present, rare_ids]), np.concatenate([dense[present], rare_counts])
 
 
 class _IdMapper:
@@ -165,6 +176,14 @@ class _SplitWriter:
         self.word_start.write(word_start.astype(np.uint8).tobytes())
         self.end += len(tokens)
         self.offsets.write(np.array([self.end], np.int64).tobytes())
+
+    def write_rows(self, tokens: np.ndarray, word_start: np.ndarray) -> None:
+        """Many segments of one length at once: rows of a (segments, length) array."""
+        n, width = tokens.shape
+        self.tokens.write(tokens.astype(self.dtype).tobytes())
+        self.word_start.write(word_start.astype(np.uint8).tobytes())
+        self.offsets.write((self.end + width * np.arange(1, n + 1, dtype=np.int64)).tobytes())
+        self.end += n * width
 
     def close(self) -> None:
         for f in (self.tokens, self.word_start, self.offsets):
@@ -257,10 +276,17 @@ def build_segments(
         return emit
 
     emitters = {s: emit_to(s) for s in SPLITS}
+
+    def emit_rows(split: str, ids: np.ndarray, starts: np.ndarray) -> None:
+        n = len(ids)
+        tokens = np.concatenate([np.full((n, 1), cls_id), ids, np.full((n, 1), sep_id)], axis=1)
+        marks = np.concatenate([np.ones((n, 1), bool), starts, np.ones((n, 1), bool)], axis=1)
+        writers[split].write_rows(tokens, marks)
+        counts.segments[split] += n
+        counts.positions[split] += tokens.size
+
     capacity = cfg.max_seq_len - 1  # [CLS] opens every segment
     packers = {s: _Packer(capacity, cfg.pack_window, emitters[s]) for s in SPLITS}
-    body = cfg.max_seq_len - 2
-    drop_at = cfg.tail_drop_fraction * cfg.max_seq_len
     to_index = _IdMapper(tokenizer)
     stats = [SourceStats(p) for p in sources]
     has_words = False
@@ -271,13 +297,12 @@ def build_segments(
         else:
             emitters[split]([(ids, starts)])
 
-    for path, first_line, parsed in _stream(sources, cfg.text_column, stats):
+    for _path, _first_line, parsed in _stream(sources, cfg.text_column, stats):
         has_words |= parsed.has_word_joins
         index = to_index(parsed.ids)
         counts.unknown_ids += int((index == tokenizer.unk_token_id).sum())
         counts.ids += len(index)
-        _segment_chunk(parsed, index, counts, cfg, body, drop_at, place, emitters)
-        del path, first_line
+        _segment_chunk(parsed, index, counts, cfg, place, emit_rows)
     for packer in packers.values():
         packer.flush()
     for w in writers.values():
@@ -338,36 +363,40 @@ def build_segments(
 
 
 def _segment_chunk(
-    parsed: ParsedLines, index, counts: _Counts, cfg, body, drop_at, place, emitters
+    parsed: ParsedLines, index: np.ndarray, counts: _Counts, cfg: SegmentConfig, place, emit_rows
 ) -> None:
-    """Cut the documents of one parsed chunk into segments (long) or packing pieces (short)."""
+    """Cut the documents of one parsed chunk: every full-length piece of a long document becomes
+    a segment (cut for the whole chunk at once, as one 2-D gather); short documents and the
+    tails worth keeping go to ``place`` one by one, to be packed."""
+    body = cfg.max_seq_len - 2
     lengths = parsed.line_lengths
     nonempty = lengths > 0
     counts.empty_lines += int((~nonempty).sum())
     doc_numbers = counts.documents + np.cumsum(nonempty) - 1
     counts.documents += int(nonempty.sum())
     eval_doc = _is_eval(doc_numbers, cfg.seed, cfg.eval_fraction)
-    ends = np.cumsum(lengths)
-    for line, n in enumerate(lengths.tolist()):
-        if n == 0:
-            continue
-        split = "eval" if eval_doc[line] else "train"
-        hi = int(ends[line])
-        lo = hi - n
-        ids, starts = index[lo:hi], parsed.word_start[lo:hi]
-        if n <= body:
-            place(split, ids, starts)
-            continue
-        n_full, rest = divmod(n, body)
-        for k in range(n_full):
-            emitters[split]([(ids[k * body : (k + 1) * body], starts[k * body : (k + 1) * body])])
-        if rest == 0:
-            continue
-        if rest + 2 <= drop_at:
-            counts.dropped_tails += 1
-            counts.dropped_tail_ids += rest
-        else:
-            place(split, ids[n_full * body :], starts[n_full * body :])
+    doc_start = np.cumsum(lengths) - lengths
+
+    long_doc = lengths > body
+    n_full = np.where(long_doc, lengths // body, 0)
+    if n_full.any():
+        seg_doc = np.repeat(np.arange(len(lengths)), n_full)
+        k = np.arange(len(seg_doc)) - np.repeat(np.cumsum(n_full) - n_full, n_full)
+        cols = (doc_start[seg_doc] + k * body)[:, None] + np.arange(body)  # (segments, body)
+        ids, starts, in_eval = index[cols], parsed.word_start[cols], eval_doc[seg_doc]
+        for split, rows in (("train", ~in_eval), ("eval", in_eval)):
+            if rows.any():
+                emit_rows(split, ids[rows], starts[rows])
+
+    rest = np.where(long_doc, lengths % body, lengths)
+    drop = long_doc & (rest > 0) & (rest + 2 <= cfg.tail_drop_fraction * cfg.max_seq_len)
+    counts.dropped_tails += int(drop.sum())
+    counts.dropped_tail_ids += int(rest[drop].sum())
+    piece_start = doc_start + lengths - rest
+    for line in np.flatnonzero((rest > 0) & ~drop).tolist():
+        lo = int(piece_start[line])
+        hi = lo + int(rest[line])
+        place("eval" if eval_doc[line] else "train", index[lo:hi], parsed.word_start[lo:hi])
 
 
 def cache_key(sources: list[Path], cfg: SegmentConfig, tokenizer_source: str | None) -> str:
