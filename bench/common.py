@@ -7,6 +7,7 @@ process; that also keeps one measurement's caches and threads from colouring the
 from __future__ import annotations
 
 import multiprocessing as mp
+import queue as queues
 import resource
 import time
 from collections.abc import Callable
@@ -55,8 +56,15 @@ def measure(fn: Callable[..., Any], *args: Any) -> Measurement:
     queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(queue, fn, args))
     proc.start()
-    result = queue.get()
+    while True:  # a child that dies never puts a result: notice instead of waiting forever
+        try:
+            result = queue.get(timeout=1.0)
+            break
+        except queues.Empty:
+            if not proc.is_alive():
+                raise RuntimeError(
+                    f"benchmark process for {fn.__name__} died (exit code {proc.exitcode}); "
+                    "its traceback is above"
+                ) from None
     proc.join()
-    if proc.exitcode != 0:
-        raise RuntimeError(f"benchmark process for {fn.__name__} exited with {proc.exitcode}")
     return result

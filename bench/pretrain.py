@@ -112,7 +112,7 @@ def baseline(tmp: str, folder: str, steps: int, warmup: int, batch: int, precisi
         per_device_train_batch_size=batch,
         max_steps=warmup + steps,
         learning_rate=1e-3,
-        warmup_ratio=0.06,
+        warmup_steps=1,
         weight_decay=0.01,
         save_strategy="no",
         report_to=[],
