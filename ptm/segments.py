@@ -103,12 +103,48 @@ def _stream(sources: list[Path], text_column: str, stats: list[SourceStats]):
             yield path, first_line, parsed
 
 
-def count_ids(sources: list[Path], text_column: str) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct raw IDs and how often each occurs, over all sources, in one streaming pass."""
+def _spill(folder: Path, k: int, parsed: ParsedLines) -> None:
+    """Keep a parsed chunk for the second pass: reading it back beats parsing the text again."""
+    narrow = len(parsed.ids) == 0 or parsed.ids.max() < 1 << 32
+    np.savez(
+        folder / f"{k:06d}.npz",
+        ids=parsed.ids.astype(np.uint32) if narrow else parsed.ids,
+        word_start=parsed.word_start,
+        line_lengths=parsed.line_lengths,
+        has_word_joins=np.array(parsed.has_word_joins),
+    )
+
+
+def _replay(folder: Path, total_ids: int):
+    """The chunks `_spill` kept, in order, with the same progress line as `_stream`."""
+    progress = Progress("segmenting", total_ids, log)
+    done = 0
+    for path in sorted(folder.glob("*.npz")):
+        with np.load(path, allow_pickle=False) as z:
+            parsed = ParsedLines(
+                z["ids"].astype(np.int64),
+                z["word_start"],
+                z["line_lengths"],
+                bool(z["has_word_joins"]),
+            )
+        path.unlink()
+        done += len(parsed.ids)
+        progress.update(done)
+        yield parsed
+
+
+def count_ids(
+    sources: list[Path], text_column: str, stats: list[SourceStats], spill: Path | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct raw IDs and how often each occurs, over all sources, in one streaming pass.
+
+    With ``spill``, every parsed chunk is also kept there for `_replay`.
+    """
     dense = np.zeros(0, np.int64)  # counts of IDs below DENSE_LIMIT, indexed by ID
     rare_ids, rare_counts = np.zeros(0, np.int64), np.zeros(0, np.int64)
-    stats = [SourceStats(p) for p in sources]
-    for _, _, parsed in _stream(sources, text_column, stats):
+    for k, (_, _, parsed) in enumerate(_stream(sources, text_column, stats)):
+        if spill is not None:
+            _spill(spill, k, parsed)
         small = parsed.ids < DENSE_LIMIT
         ids = parsed.ids if small.all() else parsed.ids[small]
         chunk = np.bincount(ids, minlength=len(dense))
@@ -241,8 +277,38 @@ def build_segments(
             raise InputError(
                 path, "no such corpus file", "check data.corpus (run `make data` for the default)"
             )
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        meta = _fill(tmp, sources, cfg, tokenizer)
+    except BaseException:  # cleanup only: the error goes on to the caller
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp, out_dir)
+    log.info(
+        "segments: %d train / %d eval, packing efficiency %s, %d tails dropped (%d IDs) -> %s",
+        meta["counts"]["segments"]["train"],
+        meta["counts"]["segments"]["eval"],
+        meta["packing_efficiency"]["train"],
+        meta["counts"]["dropped_tails"],
+        meta["counts"]["dropped_tail_ids"],
+        out_dir,
+    )
+    return meta
+
+
+def _fill(
+    tmp: Path, sources: list[Path], cfg: SegmentConfig, tokenizer: PreTrainedTokenizerBase | None
+) -> dict:
+    """Everything `build_segments` writes, into the temporary folder ``tmp``."""
+    stats = [SourceStats(p) for p in sources]
+    spill = None
     if tokenizer is None:
-        ids, counts = count_ids(sources, cfg.text_column)
+        spill = tmp / "spill"
+        spill.mkdir()
+        ids, counts = count_ids(sources, cfg.text_column, stats, spill)
         if len(ids) == 0:
             raise InputError(
                 sources[0], "the corpus holds no IDs", "check the files and text column"
@@ -250,11 +316,9 @@ def build_segments(
         vocab = vocab_from_counts(ids, counts, cfg.vocab_min_count, cfg.vocab_max_size)
         tokenizer = build_tokenizer(vocab, cfg.max_seq_len)
         log.info("vocabulary: %d entries from %d distinct IDs", len(vocab), len(ids))
+        total_ids = int(counts.sum())
     tokenizer.model_max_length = cfg.max_seq_len
 
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     vocab_size = len(tokenizer.get_vocab())
     dtype = np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.int32)
     writers = {s: _SplitWriter(tmp, s, dtype) for s in SPLITS}
@@ -288,7 +352,6 @@ def build_segments(
     capacity = cfg.max_seq_len - 1  # [CLS] opens every segment
     packers = {s: _Packer(capacity, cfg.pack_window, emitters[s]) for s in SPLITS}
     to_index = _IdMapper(tokenizer)
-    stats = [SourceStats(p) for p in sources]
     has_words = False
 
     def place(split: str, ids: np.ndarray, starts: np.ndarray) -> None:
@@ -297,7 +360,11 @@ def build_segments(
         else:
             emitters[split]([(ids, starts)])
 
-    for _path, _first_line, parsed in _stream(sources, cfg.text_column, stats):
+    if spill is not None:
+        chunks = _replay(spill, total_ids)
+    else:
+        chunks = (parsed for _, _, parsed in _stream(sources, cfg.text_column, stats))
+    for parsed in chunks:
         has_words |= parsed.has_word_joins
         index = to_index(parsed.ids)
         counts.unknown_ids += int((index == tokenizer.unk_token_id).sum())
@@ -305,13 +372,14 @@ def build_segments(
         _segment_chunk(parsed, index, counts, cfg, place, emit_rows)
     for packer in packers.values():
         packer.flush()
+    if spill is not None:
+        spill.rmdir()
     for w in writers.values():
         w.close()
     if not has_words:
         for s in SPLITS:
             (tmp / f"{s}.word_start.bin").unlink()
     if counts.segments["train"] == 0:
-        shutil.rmtree(tmp)
         raise InputError(
             sources[0], "no training segment could be built", "add documents to the corpus"
         )
@@ -348,17 +416,6 @@ def build_segments(
         log.warning("skipped %d empty lines (no IDs) in the corpus", counts.empty_lines)
     if counts.unknown_ids:
         log.warning("%d IDs are not in the vocabulary and became [UNK]", counts.unknown_ids)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
-    log.info(
-        "segments: %d train / %d eval, packing efficiency %s, %d tails dropped (%d IDs) -> %s",
-        counts.segments["train"],
-        counts.segments["eval"],
-        meta["packing_efficiency"]["train"],
-        counts.dropped_tails,
-        counts.dropped_tail_ids,
-        out_dir,
-    )
     return meta
 
 
