@@ -1,0 +1,1 @@
+"""Tools over finished and running jobs: sweep summaries, TensorBoard, the configuration reference."""
