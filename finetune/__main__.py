@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from finetune.config import build_config
 from finetune.train import run
-from ptm.config import register_resolvers
+from ptm.config import register_resolvers, resolve
 from ptm.errors import exit_on_input_error
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="finetune")
 @exit_on_input_error
 def main(cfg: DictConfig) -> float:
-    data = OmegaConf.to_container(cfg, resolve=True)
+    data = resolve(cfg)  # a required value left at ??? is a one-line error
     data["run_dir"] = HydraConfig.get().runtime.output_dir
     metrics = run(build_config(data))
     return metrics["best"]["dev_score"]  # what a Hydra sweeper optimises

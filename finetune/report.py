@@ -31,11 +31,11 @@ from typing import Any
 import hydra
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from finetune.config import build_config
 from finetune.train import run as finetune
-from ptm.config import PathsConfig, register_resolvers, to_dataclass
+from ptm.config import PathsConfig, register_resolvers, resolve, to_dataclass
 from ptm.errors import InputError, exit_on_input_error
 from ptm.metrics import classification_metrics, primary, token_metrics
 from ptm.rundir import point_latest
@@ -321,12 +321,11 @@ def _window_tagger(rows: dict[str, list[list[str]]], seed: int) -> dict[str, flo
 @hydra.main(version_base="1.3", config_path="../conf", config_name="report")
 @exit_on_input_error
 def main(cfg: DictConfig) -> None:
-    data = OmegaConf.to_container(cfg, resolve=True)
+    data = resolve(cfg)
     data["run_dir"] = HydraConfig.get().runtime.output_dir
 
     def compose(overrides: list[str]) -> dict[str, Any]:
-        composed = hydra.compose(config_name="finetune", overrides=overrides)
-        return OmegaConf.to_container(composed, resolve=True)
+        return resolve(hydra.compose(config_name="finetune", overrides=overrides))
 
     run(to_dataclass(ReportConfig, data), compose)
 
