@@ -9,9 +9,11 @@ PY := $(VENV)/bin/python
 # --system-site-packages to see it; otherwise .venv is isolated).
 TORCH_SPEC ?= torch==2.13.0
 ARGS ?=
+# The default fine-tuning sweep: learning rate x seed, 150 steps a job.
+SWEEP ?= train.lr=1e-4,3e-4 train.seed=1,2 train.max_steps=150
 
 .DEFAULT_GOAL := help
-.PHONY: help install data pretrain convert bench test test-full lint format clean
+.PHONY: help install data pretrain finetune report convert sweep summary tensorboard docs bench test test-full lint format clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -33,6 +35,20 @@ pretrain: data ## Pretrain BERT-mini with masked-LM on the embedded corpus (ARGS
 
 convert: install ## Convert a TF BERT checkpoint to a HF folder, or back (CKPT=, OUT=, ARGS=)
 	$(PY) -m convert input=$(CKPT) output=$(OUT) $(ARGS)
+
+sweep: data ## Fine-tuning sweep on review sentiment (SWEEP= grid, ARGS= extra), then its summary
+	@test -d outputs/pretrain/latest/model || { echo "error: no pretrained model — run make pretrain first"; exit 2; }
+	$(PY) -m finetune -m $(SWEEP) $(ARGS)
+	$(PY) -m sweeps.summary
+
+summary: install ## Rank the jobs of the newest sweep (ARGS="dir=... metric=... mode=min|max")
+	$(PY) -m sweeps.summary $(ARGS)
+
+tensorboard: install ## Serve TensorBoard over outputs/ on http://127.0.0.1:6006 only (ARGS="port=... logdir=...")
+	$(PY) -m sweeps.serve_tensorboard $(ARGS)
+
+docs: install ## Regenerate docs/CONFIGURATION.md from conf/
+	$(PY) -m sweeps.config_reference
 
 bench: install ## Run the benchmarks and write BENCHMARKS.md
 	$(PY) -m bench $(ARGS)

@@ -369,6 +369,8 @@ def _export(model: torch.nn.Module, tokenizer, out: Path) -> None:
 
 def _point_latest(run_dir: Path) -> None:
     """``<runs>/latest`` names the newest run, for `make finetune` and ``resume=``."""
+    if (run_dir.parent / "multirun.yaml").is_file():
+        return  # a sweep job: the sweep summary names the best one
     link = run_dir.parent / "latest"
     if link.resolve() == run_dir.resolve():
         return

@@ -1,8 +1,8 @@
 """TensorBoard logging from rank 0 only, with hyperparameters in the same run.
 
 ``SummaryWriter.add_hparams`` writes to a new sub-run, which splits one run in two in the UI;
-writing the hparams summaries into the run's own event file keeps one row per run in the
-HParams tab, with its scalars beside it.
+writing the hparams session summaries into the run's own event file keeps one row per run in
+the HParams tab, with its scalars beside it.
 """
 
 from __future__ import annotations
@@ -32,8 +32,11 @@ class TensorBoard:
             k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in params.items()
         }
         tagged = {f"hparam/{k}": float(v) for k, v in metrics.items()}
-        experiment, start, end = hparams(clean, tagged)
-        for summary in (experiment, start, end):
+        _experiment, start, end = hparams(clean, tagged)
+        # No experiment summary: TensorBoard takes the HParams columns from the first run that has
+        # one (hiding other runs' keys, marking none as differing); from the session summaries
+        # alone it builds the table over every run.
+        for summary in (start, end):
             self.writer.file_writer.add_summary(summary)
         for tag, value in tagged.items():
             self.writer.add_scalar(tag, value)
