@@ -83,6 +83,7 @@ def run(cfg: ReportConfig, compose: Compose) -> dict:
     ``compose`` turns fine-tuning overrides into the resolved fine-tuning config (Hydra's compose
     API in the entry point, the test helper in tests)."""
     run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     results: list[dict] = []
     for task_name in cfg.tasks:
         for mode in cfg.modes:
@@ -107,7 +108,6 @@ def run(cfg: ReportConfig, compose: Compose) -> dict:
                 if mode == "tfidf":
                     scores = classical_baseline(task, seed, ft.train.limit_examples)
                 else:
-                    Path(data["run_dir"]).mkdir(parents=True, exist_ok=True)
                     metrics = finetune(ft)["tasks"][task_name]
                     scores = {
                         s: metrics[s][metrics["metric"]] for s in ("dev", "test") if s in metrics

@@ -178,6 +178,7 @@ def _train(cfg: FinetuneConfig, info: dist.DistInfo) -> dict:
         "pooling": cfg.head.pooling,
     }
     if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
         point_latest(run_dir)
         log.info("run summary: %s", json.dumps(summary))
         (run_dir / "run.json").write_text(
@@ -284,24 +285,25 @@ def _train(cfg: FinetuneConfig, info: dist.DistInfo) -> dict:
         task = tasks[k]
         train = task.splits["train"]
         positions = streams[k].next()
-        micro = []
-        for a in range(accum):
-            chunk = a * info.world_size + info.rank
-            idx = positions[chunk * t.micro_batch_size : (chunk + 1) * t.micro_batch_size]
-            micro.append(
-                {
-                    k2: v.to(device, non_blocking=True)
-                    for k2, v in collate(train, idx, pad_id, multiple).items()
-                }
+        chunks = [a * info.world_size + info.rank for a in range(accum)]
+        micro = [
+            collate(
+                train,
+                positions[c * t.micro_batch_size : (c + 1) * t.micro_batch_size],
+                pad_id,
+                multiple,
             )
+            for c in chunks
+        ]
+        # Items and tokens of the whole global batch, counted before the copy to the device.
         counted = torch.tensor(
             [
                 sum(int((m["labels"] != IGNORE).sum()) for m in micro),
                 sum(int(m["attention_mask"].sum()) for m in micro),
             ],
-            device=device,
             dtype=torch.float64,
-        )
+        ).to(device)
+        micro = [{k2: v.to(device, non_blocking=True) for k2, v in m.items()} for m in micro]
         dist.all_reduce_sum(counted)
         n_items, step_tokens = max(counted[0].item(), 1.0), int(counted[1].item())
 
