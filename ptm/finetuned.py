@@ -59,12 +59,16 @@ def pooler_scale(encoder: nn.Module) -> float:
     """``eps`` with ``|eps * h| <= 1e-3`` for every final state ``h`` (see the module docstring).
 
     A LayerNorm output is ``gamma * z + beta`` with ``sum(z^2) <= H``, so ``|h_i| <= |gamma_i|
-    sqrt(H) + |beta_i|``. The last LayerNorm of BERT and ALBERT is their final operation.
+    sqrt(H) + |beta_i|``. BERT and ALBERT end on a LayerNorm; taking the largest bound over all of
+    them covers the final one without depending on module order (ALBERT registers its final
+    LayerNorm before the attention's).
     """
-    norms = [m for m in encoder.modules() if isinstance(m, nn.LayerNorm)]
-    gamma, beta = norms[-1].weight.detach(), norms[-1].bias.detach()
-    bound = (gamma.abs() * math.sqrt(gamma.numel()) + beta.abs()).max()
-    return TANH_LINEAR_RANGE / float(bound)
+    bound = max(
+        float((m.weight.detach().abs() * math.sqrt(m.weight.numel()) + m.bias.detach().abs()).max())
+        for m in encoder.modules()
+        if isinstance(m, nn.LayerNorm)
+    )
+    return TANH_LINEAR_RANGE / bound
 
 
 def hf_class_for(model: TaskModel, meta: dict) -> str | None:

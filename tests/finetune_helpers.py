@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import OmegaConf
-from transformers import BertConfig, BertForMaskedLM
+from transformers import AlbertConfig, AlbertForMaskedLM, BertConfig, BertForMaskedLM
 
 from ptm.tokenizer import SPECIAL_TOKENS, build_tokenizer, save_tokenizer
 from tests.conftest import compose_config
@@ -21,13 +21,13 @@ PLACE = 145  # a one-ID place: B-LOC
 
 
 def tiny_model_dir(
-    folder: Path, vocab_extra: int = 0, max_positions: int = 64, seed: int = 0
+    folder: Path, vocab_extra: int = 0, max_positions: int = 64, seed: int = 0, arch: str = "bert"
 ) -> Path:
-    """A random tiny BertForMaskedLM + its ID tokenizer, laid out as `make pretrain` writes it."""
+    """A random tiny masked LM + its ID tokenizer, laid out as `make pretrain` writes it."""
     torch.manual_seed(seed)
     vocab = [*SPECIAL_TOKENS, *(str(i) for i in range(FIRST_ID, FIRST_ID + N_IDS + vocab_extra))]
     tokenizer = build_tokenizer(vocab, max_positions)
-    config = BertConfig(
+    config = (BertConfig if arch == "bert" else AlbertConfig)(
         vocab_size=len(vocab),
         hidden_size=32,
         num_hidden_layers=2,
@@ -35,8 +35,10 @@ def tiny_model_dir(
         intermediate_size=64,
         max_position_embeddings=max_positions,
         pad_token_id=tokenizer.pad_token_id,
+        **({"embedding_size": 16} if arch == "albert" else {}),
     )
-    BertForMaskedLM(config).save_pretrained(folder)
+    model_class = BertForMaskedLM if arch == "bert" else AlbertForMaskedLM
+    model_class(config).save_pretrained(folder)
     save_tokenizer(tokenizer, folder)
     return folder
 

@@ -140,6 +140,18 @@ def test_other_poolings_export_faithfully(tmp_path: Path, model_dir: Path, pooli
         assert type(AutoModel.from_pretrained(folder)).__name__ == "BertModel"
 
 
+def test_an_albert_cls_head_exports_to_its_transformers_class(tmp_path: Path) -> None:
+    model_dir = tiny_model_dir(tmp_path / "albert", arch="albert")
+    cfg, files = cls_config(tmp_path, model_dir, "train.epochs=2")
+    assert run(cfg)["model"]["hf_class"] == "AlbertForSequenceClassification"
+    folder = tmp_path / "run" / "model"
+    ours, tokenizer, _ = load_finetuned(folder)
+    hf = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    enc = tokenizer(texts_of(files["test"])[:4], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(hf(**enc).logits, ours("cls", **enc), rtol=1e-5, atol=1e-5)
+
+
 def test_token_task_windows_long_rows_and_exports(tmp_path: Path, model_dir: Path) -> None:
     files = write_tags(tmp_path / "tags", long_every=5)  # dev/test rows of 100 IDs > 32 positions
     cfg = finetune_config(
