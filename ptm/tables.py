@@ -27,9 +27,8 @@ class Table:
     def __init__(self, path: Path) -> None:
         path = Path(path)
         if not path.is_file():
-            raise InputError(
-                path, "no such file", "check the path (run `make data` for the embedded corpus)"
-            )
+            hint = "run `make data` first" if "embedded" in str(path) else "check the path"
+            raise InputError(path, "no such file", hint)
         self.path = path
         with self._open() as f:
             first = f.readline()
