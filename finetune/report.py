@@ -14,7 +14,7 @@ The classical baselines (scikit-learn):
 
 python -m finetune.report                                   # = make report
 python -m finetune.report 'seeds=[1,2,3,4,5]' 'tasks=[sentiment]'
-python -m finetune.report 'finetune_overrides=[train.epochs=2]' model_path=/path/to/model
+python -m finetune.report 'finetune_overrides=["train.epochs=2","head=mean"]' model_path=PATH
 """
 
 from __future__ import annotations
