@@ -74,8 +74,9 @@ def predict(
             scored = predicted[batch["attention_mask"].bool()] if tokens else predicted
         counts += np.bincount(scored.cpu().numpy(), minlength=n_labels)
         if tokens:
+            on_host = predicted.cpu().numpy()  # one copy per batch, not one per row
             for row, i in enumerate(idx):
-                per_example[i] = predicted[row, : len(split.input_ids[i])].cpu().numpy()
+                per_example[i] = on_host[row, : len(split.input_ids[i])]
         else:
             probs[idx] = torch.softmax(logits, -1).cpu().numpy()
     model.train(was_training)
