@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 KINDS = ("classification", "pair", "tokens")
 TRUNCATIONS = ("head", "tail", "head_tail")
+UNKNOWN_WARNING = 0.05  # share of [UNK] tokens in a split above which the run warns
 IGNORE = -100  # label of positions that carry no answer (specials, padding, sub-word pieces)
 
 
@@ -280,6 +281,15 @@ def load_task(
             split.path,
             "".join(f"; {k} {v}" for k, v in split.stats.items() if k not in ("rows", "examples")),
         )
+        unknown = split.stats.get("unknown_tokens", 0) / max(split.stats.get("tokens", 0), 1)
+        if unknown > UNKNOWN_WARNING:
+            log.warning(
+                "task %s, %s: %.0f%% of the tokens are unknown to the tokenizer — was the model "
+                "pretrained on other data? (set model.tokenizer only to the model's own)",
+                cfg.name,
+                name,
+                100 * unknown,
+            )
     return TaskData(cfg, labels, splits, chance_loss=entropy(counts))
 
 
