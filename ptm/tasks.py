@@ -285,7 +285,7 @@ def load_task(
         if unknown > UNKNOWN_WARNING:
             log.warning(
                 "task %s, %s: %.0f%% of the tokens are unknown to the tokenizer — was the model "
-                "pretrained on other data? (set model.tokenizer only to the model's own)",
+                "pretrained on other data, or is model.tokenizer not the model's own?",
                 cfg.name,
                 name,
                 100 * unknown,
