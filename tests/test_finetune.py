@@ -446,3 +446,17 @@ def test_two_torchrun_processes_finetune(tmp_path: Path, model_dir: Path) -> Non
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert set(metrics["tasks"]) == {"cls", "ner"} and metrics["steps"] > 0
+
+
+def test_latest_names_the_newest_run_but_not_inside_a_sweep(tmp_path: Path) -> None:
+    from ptm.rundir import point_latest
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        point_latest(tmp_path / name)
+    assert (tmp_path / "latest").resolve() == (tmp_path / "b").resolve()
+    sweep = tmp_path / "sweep"
+    (sweep / "0").mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text("{}\n")
+    point_latest(sweep / "0")
+    assert not (sweep / "latest").exists()
