@@ -48,6 +48,12 @@ def runners(cfg: DictConfig) -> dict:
     except ImportError:
         pass
     try:
+        from bench import finetune as finetune_bench
+
+        table["finetune"] = lambda: finetune_bench.run(**cfg.finetune)
+    except ImportError:
+        pass
+    try:
         from bench import convert as convert_bench
 
         table["convert"] = convert_bench.run
