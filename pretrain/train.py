@@ -34,6 +34,7 @@ from ptm.masking import Masker, MaskingConfig
 from ptm.model import MaskedLMObjective, build_mlm_model
 from ptm.optim import build_adamw, lr_factor, param_groups
 from ptm.progress import format_count, format_duration
+from ptm.rundir import point_latest
 from ptm.runtime import autocast, grad_scaler, maybe_compile, resolve_precision, setup_backends
 from ptm.segments import SegmentData, load_segment_tokenizer, prepare_segments, unigram_entropy
 from ptm.tb import TensorBoard
@@ -164,7 +165,7 @@ def _train(cfg: PretrainConfig, info: dist.DistInfo) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     tb = TensorBoard(run_dir / "tb" if info.is_main else None)
     if info.is_main:
-        _point_latest(run_dir)
+        point_latest(run_dir)
         summary = {
             "run_dir": str(run_dir),
             "device": str(device),
@@ -365,16 +366,3 @@ def _export(model: torch.nn.Module, tokenizer, out: Path) -> None:
     save_tokenizer(tokenizer, tmp)
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
-
-
-def _point_latest(run_dir: Path) -> None:
-    """``<runs>/latest`` names the newest run, for `make finetune` and ``resume=``."""
-    if (run_dir.parent / "multirun.yaml").is_file():
-        return  # a sweep job: the sweep summary names the best one
-    link = run_dir.parent / "latest"
-    if link.resolve() == run_dir.resolve():
-        return
-    tmp = run_dir.parent / f".latest-{os.getpid()}"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(run_dir.resolve(), target_is_directory=True)
-    os.replace(tmp, link)
