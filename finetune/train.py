@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from finetune.config import FinetuneConfig
-from ptm import dist
+from ptm import dist, runtime
 from ptm.batching import batch_order, collate
 from ptm.collapse import CollapseGuard
 from ptm.config import flatten, to_plain
@@ -41,7 +41,7 @@ from ptm.metrics import confusion_image, primary
 from ptm.optim import build_adamw, lr_factor
 from ptm.progress import format_count, format_duration
 from ptm.rundir import point_latest
-from ptm.runtime import autocast, grad_scaler, maybe_compile, resolve_precision, setup_backends
+from ptm.runtime import autocast, grad_scaler, maybe_compile
 from ptm.tasks import IGNORE, TaskData, load_task
 from ptm.tb import TensorBoard
 from ptm.tokenizer import load_tokenizer
@@ -82,21 +82,15 @@ class Best:
 
 def run(cfg: FinetuneConfig) -> dict:
     """Fine-tune; returns the metrics (also written to ``metrics.json`` in the run folder)."""
-    info = dist.setup(cfg.runtime.device)
-    try:
+    with dist.process_group(cfg.runtime.device) as info:
         return _train(cfg, info)
-    finally:
-        dist.teardown()
 
 
 def _train(cfg: FinetuneConfig, info: dist.DistInfo) -> dict:
     t = cfg.train
     device = info.device
     run_dir = Path(cfg.run_dir)
-    if not info.is_main:
-        logging.getLogger().setLevel(logging.WARNING)
-    precision = resolve_precision(cfg.runtime.precision, device)
-    setup_backends(cfg.runtime, device)
+    precision = runtime.prepare(cfg.runtime, device)
 
     # Model folder, tokenizer and data, checked against each other before anything trains.
     folder = Path(cfg.model.path)

@@ -25,7 +25,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from pretrain.config import PretrainConfig
-from ptm import dist
+from ptm import dist, runtime
 from ptm.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ptm.config import flatten, to_plain
 from ptm.errors import InputError
@@ -35,7 +35,7 @@ from ptm.model import MaskedLMObjective, build_mlm_model
 from ptm.optim import build_adamw, lr_factor, param_groups
 from ptm.progress import format_count, format_duration
 from ptm.rundir import point_latest
-from ptm.runtime import autocast, grad_scaler, maybe_compile, resolve_precision, setup_backends
+from ptm.runtime import autocast, grad_scaler, maybe_compile
 from ptm.segments import SegmentData, load_segment_tokenizer, prepare_segments, unigram_entropy
 from ptm.tb import TensorBoard
 from ptm.tokenizer import save_tokenizer
@@ -86,21 +86,15 @@ class Budget:
 
 def run(cfg: PretrainConfig) -> dict:
     """Pretrain with masked-LM only; returns the final metrics (also written to metrics.json)."""
-    info = dist.setup(cfg.runtime.device)
-    try:
+    with dist.process_group(cfg.runtime.device) as info:
         return _train(cfg, info)
-    finally:
-        dist.teardown()
 
 
 def _train(cfg: PretrainConfig, info: dist.DistInfo) -> dict:
     t = cfg.train
     device = info.device
     run_dir = Path(cfg.run_dir)
-    if not info.is_main:
-        logging.getLogger().setLevel(logging.WARNING)
-    precision = resolve_precision(cfg.runtime.precision, device)
-    setup_backends(cfg.runtime, device)
+    precision = runtime.prepare(cfg.runtime, device)
 
     # Data: rank 0 builds the segments once; the others wait and read the same folder.
     tokenizer_source = cfg.data.tokenizer or cfg.model.init_from

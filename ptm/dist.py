@@ -5,7 +5,10 @@ No home-made launcher: ``torchrun`` sets RANK / WORLD_SIZE / LOCAL_RANK and we o
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -54,6 +57,21 @@ def setup(preference: str) -> DistInfo:
             torch.cuda.set_device(device)
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return DistInfo(rank, local_rank, world, device)
+
+
+@contextmanager
+def process_group(preference: str) -> Iterator[DistInfo]:
+    """The process's place in a ``torchrun`` job (or rank 0 of 1) for the length of a run.
+
+    Ranks other than 0 log warnings only; the group is left however the run ends.
+    """
+    info = setup(preference)
+    if not info.is_main:
+        logging.getLogger().setLevel(logging.WARNING)
+    try:
+        yield info
+    finally:
+        teardown()
 
 
 def teardown() -> None:

@@ -44,6 +44,12 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     return requested
 
 
+def prepare(cfg: RuntimeConfig, device: torch.device) -> str:
+    """Set the backends up for ``device`` and return the precision the run will use."""
+    setup_backends(cfg, device)
+    return resolve_precision(cfg.precision, device)
+
+
 def setup_backends(cfg: RuntimeConfig, device: torch.device) -> None:
     if device.type == "cuda" and cfg.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
