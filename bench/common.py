@@ -68,3 +68,46 @@ def measure(fn: Callable[..., Any], *args: Any) -> Measurement:
                 ) from None
     proc.join()
     return result
+
+
+def timed_trainer(
+    model: Any,
+    examples: list[dict],
+    collator: Callable[[list[dict]], dict],
+    out_dir: str,
+    batch: int,
+    steps: int,
+    lr: float,
+    precision: str,
+    use_cpu: bool,
+) -> list[float]:
+    """Train with ``transformers.Trainer`` as its examples do — no saving, logging or evaluation —
+    and return the wall-clock time at the end of every optimizer step: the baseline's clock."""
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    stamps: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            stamps.append(time.perf_counter())
+
+    args = TrainingArguments(
+        output_dir=out_dir,
+        per_device_train_batch_size=batch,
+        max_steps=steps,
+        learning_rate=lr,
+        warmup_steps=0.1,  # a fraction of max_steps in transformers 5
+        weight_decay=0.01,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to=[],
+        logging_strategy="no",
+        dataloader_num_workers=0,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=use_cpu,
+    )
+    Trainer(
+        model=model, args=args, train_dataset=examples, data_collator=collator, callbacks=[Clock()]
+    ).train()
+    return stamps

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
-from bench.common import BenchRow, measure
+from bench.common import BenchRow, measure, timed_trainer
 
 
 def _setup(tmp: Path, max_seq_len: int) -> tuple[Path, Path]:
@@ -105,9 +104,6 @@ def baseline(
         AutoTokenizer,
         BertForSequenceClassification,
         DataCollatorWithPadding,
-        Trainer,
-        TrainerCallback,
-        TrainingArguments,
     )
 
     tokenizer = AutoTokenizer.from_pretrained(model)
@@ -128,34 +124,17 @@ def baseline(
 
     with quiet_transformers():  # the expected "new classifier weights" report
         classifier = BertForSequenceClassification.from_pretrained(model, num_labels=2)
-    stamps: list[float] = []
-
-    class Clock(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            stamps.append(time.perf_counter())
-
-    args = TrainingArguments(
-        output_dir=str(Path(tmp) / "baseline"),
-        per_device_train_batch_size=batch,
-        max_steps=warmup + steps,
-        learning_rate=1e-4,
-        warmup_steps=0.1,  # a fraction of max_steps in transformers 5
-        weight_decay=0.01,
-        save_strategy="no",
-        eval_strategy="no",
-        report_to=[],
-        logging_strategy="no",
-        dataloader_num_workers=0,
-        bf16=precision == "bf16",
+    stamps = timed_trainer(
+        classifier,
+        examples,
+        DataCollatorWithPadding(tokenizer),
+        str(Path(tmp) / "baseline"),
+        batch,
+        warmup + steps,
+        1e-4,
+        precision,
         use_cpu=device == "cpu",
     )
-    Trainer(
-        model=classifier,
-        args=args,
-        train_dataset=examples,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        callbacks=[Clock()],
-    ).train()
     return steps * batch / (stamps[-1] - stamps[warmup - 1])
 
 

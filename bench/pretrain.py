@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
-from bench.common import BenchRow, measure
+from bench.common import BenchRow, measure, timed_trainer
 
 
 def _segments(tmp: Path, max_seq_len: int) -> Path:
@@ -67,13 +66,11 @@ def ours(tmp: str, folder: str, steps: int, warmup: int, batch: int, precision: 
 
 def baseline(tmp: str, folder: str, steps: int, warmup: int, batch: int, precision: str) -> float:
     import numpy as np
+    import torch
     from transformers import (
         BertConfig,
         BertForMaskedLM,
         DataCollatorForLanguageModeling,
-        Trainer,
-        TrainerCallback,
-        TrainingArguments,
     )
 
     from ptm.segments import SegmentData, load_segment_tokenizer
@@ -101,30 +98,18 @@ def baseline(tmp: str, folder: str, steps: int, warmup: int, batch: int, precisi
         tokens.append(int(out["attention_mask"].sum()))
         return out
 
-    stamps: list[float] = []
-
-    class Clock(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            stamps.append(time.perf_counter())
-
-    args = TrainingArguments(
-        output_dir=str(Path(tmp) / "baseline"),
-        per_device_train_batch_size=batch,
-        max_steps=warmup + steps,
-        learning_rate=1e-3,
-        warmup_steps=1,
-        weight_decay=0.01,
-        save_strategy="no",
-        report_to=[],
-        logging_strategy="no",
-        dataloader_num_workers=0,
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        use_cpu=precision == "fp32" and not __import__("torch").cuda.is_available(),
+    use_cpu = precision == "fp32" and not torch.cuda.is_available()
+    stamps = timed_trainer(
+        model,
+        examples,
+        collate,
+        str(Path(tmp) / "baseline"),
+        batch,
+        warmup + steps,
+        1e-3,
+        precision,
+        use_cpu,
     )
-    Trainer(
-        model=model, args=args, train_dataset=examples, data_collator=collate, callbacks=[Clock()]
-    ).train()
     # Batch k+1 is collated before step k ends (prefetch), so pair step times with their own batch.
     timed = stamps[warmup:]
     seconds = timed[-1] - stamps[warmup - 1]
