@@ -91,7 +91,7 @@ def run(
             baseline_peak_mb=base.peak_rss_mb,
             setup=(
                 f"{documents:,} docs x ~{mean_len} IDs ({mine.value['ids'] / 1e6:.0f}M IDs, {distinct:,} distinct, "
-                f"Zipf), max_seq_len {max_seq_len}; ours: vocab pass + segments + packing (two reads); "
+                f"Zipf), max_seq_len {max_seq_len}; ours: one parse (vocabulary pass, parsed chunks kept for the build) + segments + packing; "
                 f"baseline: run_mlm.py tokenize + group_texts on the first {baseline_documents:,} docs "
                 "(its memory grows with the corpus)"
             ),
