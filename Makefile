@@ -34,7 +34,6 @@ pretrain: data ## Pretrain BERT-mini with masked-LM on the embedded corpus (ARGS
 	$(PY) -m pretrain $(ARGS)
 
 finetune: data ## Fine-tune the latest pretrained model on review sentiment (ARGS= for overrides)
-	@test -d outputs/pretrain/latest/model || { echo "error: no pretrained model in outputs/pretrain/latest — run make pretrain first"; exit 2; }
 	$(PY) -m finetune $(ARGS)
 
 report: data ## Honest evaluation: pretrained vs from scratch vs TF-IDF, several seeds (writes report.md)
