@@ -41,8 +41,8 @@ from ptm.progress import Progress, format_count
 from ptm.tokenizer import (
     CLS,
     SEP,
+    IdMapper,
     build_tokenizer,
-    id_lookup,
     load_tokenizer,
     save_tokenizer,
     vocab_from_counts,
@@ -161,29 +161,6 @@ def count_ids(
             del c
     present = np.flatnonzero(dense)
     return np.concatenate([present, rare_ids]), np.concatenate([dense[present], rare_counts])
-
-
-class _IdMapper:
-    """Raw corpus ID -> vocabulary index, through a dense table when the IDs are small."""
-
-    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
-        self.raw, self.index = id_lookup(tokenizer)
-        self.unk = tokenizer.unk_token_id
-        top = int(self.raw[-1]) + 1 if len(self.raw) else 0
-        self.table = None
-        if top <= 1 << 24:
-            self.table = np.full(top, self.unk, dtype=np.int64)
-            self.table[self.raw] = self.index
-
-    def __call__(self, ids: np.ndarray) -> np.ndarray:
-        if self.table is not None:
-            inside = ids < len(self.table)
-            out = np.full(len(ids), self.unk, dtype=np.int64)
-            out[inside] = self.table[ids[inside]]
-            return out
-        pos = np.clip(np.searchsorted(self.raw, ids), 0, max(len(self.raw) - 1, 0))
-        found = self.raw[pos] == ids if len(self.raw) else np.zeros(len(ids), bool)
-        return np.where(found, self.index[pos], self.unk)
 
 
 def _is_eval(doc_index: np.ndarray, seed: int, fraction: float) -> np.ndarray:
@@ -351,7 +328,7 @@ def _fill(
 
     capacity = cfg.max_seq_len - 1  # [CLS] opens every segment
     packers = {s: _Packer(capacity, cfg.pack_window, emitters[s]) for s in SPLITS}
-    to_index = _IdMapper(tokenizer)
+    to_index = IdMapper(tokenizer)
     has_words = False
 
     def place(split: str, ids: np.ndarray, starts: np.ndarray) -> None:

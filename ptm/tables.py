@@ -15,7 +15,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ptm.errors import InputError
 from ptm.idtext import parse_id_lines
-from ptm.tokenizer import SPECIAL_TOKENS, id_lookup
+from ptm.tokenizer import SPECIAL_TOKENS, IdMapper
 
 _BATCH_ROWS = 4096
 _FIX_ROW = "every row needs one value per header column, separated by single tabs"
@@ -124,8 +124,7 @@ class TextEncoder:
     def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
         self.tokenizer = tokenizer
         self.ids_only = is_id_vocabulary(tokenizer)
-        self.unk = tokenizer.unk_token_id
-        self.raw, self.index = id_lookup(tokenizer) if self.ids_only else (None, None)
+        self.to_index = IdMapper(tokenizer) if self.ids_only else None
 
     def texts(self, texts: list[str], path: Path, lines: np.ndarray) -> list[np.ndarray]:
         for text, line in zip(texts, lines, strict=True):
@@ -139,7 +138,7 @@ class TextEncoder:
         if np.any(np.diff(lines) != 1):  # a subset of rows: parse each on its own line number
             return [self.texts([t], path, lines[i : i + 1])[0] for i, t in enumerate(texts)]
         parsed = parse_id_lines("\n".join(texts).encode(), path, int(lines[0]))
-        mapped = self._map(parsed.ids)
+        mapped = self.to_index(parsed.ids).astype(np.int32)
         return np.split(mapped, np.cumsum(parsed.line_lengths)[:-1])
 
     def words(
@@ -161,9 +160,3 @@ class TextEncoder:
             first[word_ids[starts]] = starts
             out.append((np.asarray(enc["input_ids"][i], np.int32), first))
         return out
-
-    def _map(self, ids: np.ndarray) -> np.ndarray:
-        if len(self.raw) == 0:
-            return np.full(len(ids), self.unk, np.int32)
-        pos = np.clip(np.searchsorted(self.raw, ids), 0, len(self.raw) - 1)
-        return np.where(self.raw[pos] == ids, self.index[pos], self.unk).astype(np.int32)

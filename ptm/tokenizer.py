@@ -152,3 +152,27 @@ def id_lookup(tokenizer: PreTrainedTokenizerBase) -> tuple[np.ndarray, np.ndarra
     raw = np.array([p[0] for p in pairs], dtype=np.int64)
     index = np.array([p[1] for p in pairs], dtype=np.int64)
     return raw, index
+
+
+class IdMapper:
+    """Raw corpus ID -> vocabulary index (``[UNK]`` when absent), through a dense table when
+    the IDs are small enough (a gather instead of a binary search per ID)."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.raw, self.index = id_lookup(tokenizer)
+        self.unk = tokenizer.unk_token_id
+        top = int(self.raw[-1]) + 1 if len(self.raw) else 0
+        self.table = None
+        if top <= 1 << 24:
+            self.table = np.full(top, self.unk, dtype=np.int64)
+            self.table[self.raw] = self.index
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        if self.table is not None:
+            inside = ids < len(self.table)
+            out = np.full(len(ids), self.unk, dtype=np.int64)
+            out[inside] = self.table[ids[inside]]
+            return out
+        pos = np.clip(np.searchsorted(self.raw, ids), 0, max(len(self.raw) - 1, 0))
+        found = self.raw[pos] == ids if len(self.raw) else np.zeros(len(ids), bool)
+        return np.where(found, self.index[pos], self.unk)
