@@ -5,26 +5,14 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
-import torch
 
 from pretrain.train import run as pretrain
 from tests.conftest import pretrain_config
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_pretrain_then_finetune_on_the_embedded_corpus(tmp_path: Path, embedded_dir: Path) -> None:
@@ -52,7 +40,6 @@ def test_pretrain_then_finetune_on_the_embedded_corpus(tmp_path: Path, embedded_
             f"hydra.run.dir={run_dir}",
         ],
         cwd=ROOT,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
         capture_output=True,
         text=True,
     )

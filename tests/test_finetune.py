@@ -40,15 +40,6 @@ from tests.finetune_helpers import (
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run ~50x faster on one thread when the CPU is shared (no OpenMP spinning)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def model_dir(tmp_path: Path) -> Path:
     return tiny_model_dir(tmp_path / "base")
@@ -439,7 +430,6 @@ def test_two_torchrun_processes_finetune(tmp_path: Path, model_dir: Path) -> Non
             f"hydra.run.dir={tmp_path / 'two'}",
         ],
         cwd=ROOT,
-        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
         capture_output=True,
         text=True,
     )

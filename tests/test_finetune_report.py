@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from omegaconf import OmegaConf
 from transformers import BertConfig, BertForMaskedLM
@@ -16,14 +15,6 @@ from ptm.config import PathsConfig
 from ptm.idtext import SourceStats, iter_text_chunks, parse_id_lines
 from ptm.tokenizer import build_tokenizer, save_tokenizer, vocab_from_counts
 from tests.conftest import compose_config
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def embedded_model(folder: Path, embedded: Path) -> Path:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import subprocess
 import sys
 import time
@@ -23,7 +22,6 @@ from sweeps.summary import SummaryConfig, run
 from tests.finetune_helpers import task_overrides, tiny_model_dir, write_classification
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def table_rows(markdown: str) -> list[list[str]]:
@@ -39,7 +37,7 @@ def test_pretrain_sweep_with_a_diverging_job(tmp_path: Path, corpus: Path) -> No
             f"data.corpus=[{corpus}]", f"paths.data_dir={tmp_path / 'data'}", f"paths.output_dir={tmp_path}",
             "train.lr=1e-3,1e4", "train.grad_clip=0", "train.guard.min_steps=3",
         ],
-        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300,
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert sweep_run.returncode == 0, sweep_run.stderr[-2000:]
     (sweep,) = (tmp_path / "pretrain-multirun").iterdir()
@@ -50,7 +48,7 @@ def test_pretrain_sweep_with_a_diverging_job(tmp_path: Path, corpus: Path) -> No
             sys.executable, "-m", "sweeps.summary", f"paths.output_dir={tmp_path}",
             f"hydra.run.dir={tmp_path / 'log'}",
         ],
-        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120,
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     printed = result.stdout
@@ -89,7 +87,7 @@ def test_finetune_sweep_ranks_by_dev_score_failed_jobs_last(tmp_path: Path) -> N
             "train.patience=null", "train.micro_batch_size=16",
             "train.lr=1e-5,2e-3", "train.batch_size=16,1000",  # batch 1000 > 160 examples: fails
         ],
-        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300,
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert sweep_run.returncode == 0, sweep_run.stderr[-2000:]
     (sweep,) = (tmp_path / "finetune-multirun").iterdir()
