@@ -95,7 +95,8 @@ def render(rows: dict[str, dict]) -> str:
 def main(cfg: DictConfig) -> None:
     results_path = Path(cfg.results)
     rows: dict[str, dict] = json.loads(results_path.read_text()) if results_path.is_file() else {}
-    command = "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    # Each row names the command that reruns just it, with this run's other overrides.
+    overrides = [shlex.quote(a) for a in sys.argv[1:] if not a.startswith("only=")]
     wanted = list(cfg.only) if cfg.only else None
     for name, fn in runners(cfg).items():
         if wanted and name not in wanted:
@@ -107,7 +108,7 @@ def main(cfg: DictConfig) -> None:
                 **asdict(row),
                 "date": str(date.today()),
                 "machine": machine(),
-                "command": command.strip(),
+                "command": " ".join(["python -m bench", f"'only=[{name}]'", *overrides]),
             }
             log.info(
                 "%s: ours %s, baseline %s %s",

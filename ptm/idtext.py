@@ -23,7 +23,9 @@ import numpy as np
 
 from ptm.errors import InputError
 
-CHUNK_BYTES = 8 << 20
+# One megabyte of text per parse: the dozen temporaries of `parse_id_lines` then stay in the CPU
+# caches, which parses twice as fast as 8 MB chunks (measured: 55 against 26 M IDs/s).
+CHUNK_BYTES = 1 << 20
 _BOM = b"\xef\xbb\xbf"
 _POW10 = 10 ** np.arange(19, dtype=np.int64)  # 10**18 still fits in int64
 _FIX_IDS = "the text must be integer IDs separated by spaces (anonymize raw text first)"
@@ -33,7 +35,7 @@ _FIX_IDS = "the text must be integer IDs separated by spaces (anonymize raw text
 class ParsedLines:
     """IDs of a run of lines: flat ``ids`` with ``line_lengths`` IDs per line (0 for empty)."""
 
-    ids: np.ndarray  # int64 (n_ids,)
+    ids: np.ndarray  # (n_ids,) int64, or narrower when read back from a spill
     word_start: np.ndarray  # bool (n_ids,): the ID begins a word
     line_lengths: np.ndarray  # int64 (n_lines,)
     has_word_joins: bool
@@ -51,32 +53,37 @@ class SourceStats:
 
 
 _ALLOWED_RARE = np.array([9, 95], dtype=np.uint8)  # tab, "_"
-# Indexed by an ID's digit count (1..8): the mask of its bytes in a little-endian word, the ASCII
-# zeros under that mask, and the factor that moves its digits to the top bytes (256**(8-width)).
-_WIDTHS = np.arange(9, dtype=np.uint64)
-_KEEP = np.array([(1 << (8 * int(w))) - 1 for w in _WIDTHS], dtype=np.uint64)
-_ZEROS = _KEEP & np.uint64(0x3030303030303030)
-_TO_TOP = np.array([256 ** (8 - int(w)) if w else 0 for w in _WIDTHS], dtype=np.uint64)
+_DIGIT_VALUES = np.uint64(0x0F0F0F0F0F0F0F0F)  # ASCII "0".."9" & 0x0F is the digit's value
+_PAIRS = np.uint64(0x00FF00FF00FF00FF)
+_QUADS = np.uint64(0x0000FFFF0000FFFF)
 
 
 def _swar_values(b: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Values of IDs of at most 8 digits: each ID's first 8 bytes read as one little-endian
-    uint64, the bytes past the ID masked off, the digits moved to the top (leading zeros) and
-    folded pairwise in three multiply-and-mask steps (the SWAR digit-parsing trick)."""
+    uint64, shifted so its digits fill the top bytes (which also drops the bytes past the ID and
+    leaves leading zeros), then folded pairwise in three multiply-and-mask steps (the SWAR
+    digit-parsing trick). In place, to keep the temporaries few."""
     padded = np.concatenate([b, np.zeros(8, np.uint8)])
     # A uint64 starting at every byte (unaligned, strides of one byte): one gather per ID.
     at_every_byte = np.ndarray(shape=(len(b),), dtype="<u8", buffer=padded, strides=(1,))
-    v = ((at_every_byte[starts] & _KEEP[lengths]) - _ZEROS[lengths]) * _TO_TOP[lengths]
-    v = ((v & np.uint64(0x0F0F0F0F0F0F0F0F)) * np.uint64(2561)) >> np.uint64(8)
-    v = ((v & np.uint64(0x00FF00FF00FF00FF)) * np.uint64(6553601)) >> np.uint64(16)
-    v = ((v & np.uint64(0x0000FFFF0000FFFF)) * np.uint64(42949672960001)) >> np.uint64(32)
-    return v.astype(np.int64)
+    v = at_every_byte[starts]
+    v <<= (64 - 8 * lengths).astype(np.uint64)
+    v &= _DIGIT_VALUES
+    v *= np.uint64(2561)  # 10 * 256 + 1: each byte pair -> its two-digit value
+    v >>= np.uint64(8)
+    v &= _PAIRS
+    v *= np.uint64(6553601)  # 100 * 65536 + 1
+    v >>= np.uint64(16)
+    v &= _QUADS
+    v *= np.uint64(42949672960001)  # 10000 * 2**32 + 1
+    v >>= np.uint64(32)
+    return v.view(np.int64)
 
 
 def parse_id_lines(buf: bytes, path: Path, first_line: int) -> ParsedLines:
     """Parse newline-separated lines of IDs; ``first_line`` is the file line number of line 0.
 
-    Work is per ID, not per byte, wherever it can be: token edges come from one difference of
+    Work is per ID, not per byte, wherever it can be: token edges come from comparing neighbouring flags of
     the digit mask, values from 8-byte words (`_swar_values`), line lengths from looking the few
     newlines up among the many token starts.
     """
@@ -90,9 +97,11 @@ def parse_id_lines(buf: bytes, path: Path, first_line: int) -> ParsedLines:
             _raise_at(
                 buf, int(others[np.argmax(bad)]), path, first_line, "a character that is not an ID"
             )
-    edges = np.diff(digit.view(np.int8), prepend=np.int8(0), append=np.int8(0))
-    starts = np.flatnonzero(edges == 1)
-    lengths = np.flatnonzero(edges == -1) - starts
+    inside = np.zeros(len(b) + 2, dtype=bool)
+    inside[1:-1] = digit
+    edges = np.flatnonzero(inside[1:] != inside[:-1])  # where IDs start and end, alternately
+    starts = edges[0::2]
+    lengths = edges[1::2] - starts
 
     joins = np.flatnonzero(b == 95) if b"_" in buf else np.zeros(0, np.int64)
     if len(joins):

@@ -28,8 +28,13 @@ import json
 import logging
 import os
 import shutil
+from bisect import bisect_left, insort
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,6 +58,7 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "eval")
 DENSE_LIMIT = 1 << 24  # IDs below this are counted with one bincount per chunk
 FORMAT_VERSION = 1
+MAX_THREADS = 4  # past this, reading and hashing the file on one thread is the limit
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,16 @@ class SegmentConfig:
             raise InputError(None, f"eval_fraction={self.eval_fraction}", "use a value in [0, 1)")
 
 
+_CHUNK_COUNTS = (
+    "documents",
+    "empty_lines",
+    "ids",
+    "unknown_ids",
+    "dropped_tails",
+    "dropped_tail_ids",
+)
+
+
 @dataclass
 class _Counts:
     documents: int = 0
@@ -87,64 +103,111 @@ class _Counts:
     segments: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
     positions: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
 
+    def add(self, chunk: _Counts) -> None:
+        """Add one chunk's document and ID counts (segments are counted by the writers)."""
+        for name in _CHUNK_COUNTS:
+            setattr(self, name, getattr(self, name) + getattr(chunk, name))
+
+
+def _threads() -> int:
+    return min(len(os.sched_getaffinity(0)), MAX_THREADS)
+
+
+def _in_order(fn: Callable, items: Iterable[tuple]) -> Iterator[tuple[tuple, Any]]:
+    """``(item, fn(*item))`` for every item, computed on a few threads (numpy releases the GIL
+    in its loops) and yielded in order. Items are drawn lazily, at most two per thread ahead of
+    the consumer, so memory stays bounded; an error surfaces at its item's turn."""
+    workers = _threads()
+    with ThreadPoolExecutor(workers, thread_name_prefix="segments") as pool:
+        in_flight: deque[tuple[tuple, Future]] = deque()
+        for item in items:
+            in_flight.append((item, pool.submit(fn, *item)))
+            if len(in_flight) > 2 * workers:
+                item, job = in_flight.popleft()
+                yield item, job.result()
+        while in_flight:
+            item, job = in_flight.popleft()
+            yield item, job.result()
+
 
 def _stream(sources: list[Path], text_column: str, stats: list[SourceStats]):
-    """Parsed chunks of every source, with a progress line over the bytes read."""
+    """Parsed chunks of every source, in order, with a progress line over the bytes read.
+
+    This thread reads and hashes while others parse (`_in_order`).
+    """
     total = sum(p.stat().st_size if p.is_file() else 0 for p in sources)
     progress = Progress("reading corpus", total, log)
     done = ids = 0
-    for path, st in zip(sources, stats, strict=True):
-        for first_line, chunk in iter_text_chunks(path, st, text_column):
-            parsed = parse_id_lines(chunk, path, first_line)
-            ids += len(parsed.ids)
-            done += len(chunk)
-            elapsed = max(progress.last - progress.start, 1e-9)
-            progress.update(min(done, total), f"{format_count(ids / elapsed)} IDs/s")
-            yield path, first_line, parsed
-
-
-def _spill(folder: Path, k: int, parsed: ParsedLines) -> None:
-    """Keep a parsed chunk for the second pass: reading it back beats parsing the text again."""
-    narrow = len(parsed.ids) == 0 or parsed.ids.max() < 1 << 32
-    np.savez(
-        folder / f"{k:06d}.npz",
-        ids=parsed.ids.astype(np.uint32) if narrow else parsed.ids,
-        word_start=parsed.word_start,
-        line_lengths=parsed.line_lengths,
-        has_word_joins=np.array(parsed.has_word_joins),
+    chunks = (
+        (chunk, path, first_line)
+        for path, st in zip(sources, stats, strict=True)
+        for first_line, chunk in iter_text_chunks(path, st, text_column)
     )
+    for (chunk, path, first_line), parsed in _in_order(parse_id_lines, chunks):
+        ids += len(parsed.ids)
+        done += len(chunk)
+        elapsed = max(progress.last - progress.start, 1e-9)
+        progress.update(min(done, total), f"{format_count(ids / elapsed)} IDs/s")
+        yield path, first_line, parsed
 
 
-def _replay(folder: Path, total_ids: int):
-    """The chunks `_spill` kept, in order, with the same progress line as `_stream`."""
-    progress = Progress("segmenting", total_ids, log)
-    done = 0
-    for path in sorted(folder.glob("*.npz")):
-        with np.load(path, allow_pickle=False) as z:
-            parsed = ParsedLines(
-                z["ids"].astype(np.int64),
-                z["word_start"],
-                z["line_lengths"],
-                bool(z["has_word_joins"]),
-            )
-        path.unlink()
-        done += len(parsed.ids)
-        progress.update(done)
-        yield parsed
+class _Spill:
+    """Parsed chunks kept on disk between the vocabulary pass and the build (reading them back
+    beats parsing the text again): three flat files appended in order, IDs in the narrowest
+    type that holds them, word-start marks only for chunks that have word joins."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.files = {n: (folder / f"{n}.bin").open("wb") for n in ("ids", "word_start", "lines")}
+        self.chunks: list[tuple[int, int, np.dtype, bool]] = []  # IDs, lines, ID type, joins
+
+    def add(self, parsed: ParsedLines) -> None:
+        top = int(parsed.ids.max()) if len(parsed.ids) else 0
+        dtype = np.dtype(np.uint16 if top < 1 << 16 else np.uint32 if top < 1 << 32 else np.int64)
+        self.files["ids"].write(memoryview(parsed.ids.astype(dtype)))
+        if parsed.has_word_joins:
+            self.files["word_start"].write(memoryview(parsed.word_start.view(np.uint8)))
+        self.files["lines"].write(memoryview(parsed.line_lengths))
+        self.chunks.append(
+            (len(parsed.ids), len(parsed.line_lengths), dtype, parsed.has_word_joins)
+        )
+
+    def replay(self, total_ids: int) -> Iterator[ParsedLines]:
+        """The chunks, in order, with a progress line like the reading pass's; then deleted."""
+        for f in self.files.values():
+            f.close()
+        progress = Progress("segmenting", total_ids, log)
+        readers = {n: (self.folder / f"{n}.bin").open("rb") for n in self.files}
+        done = 0
+        try:
+            for n_ids, n_lines, dtype, joins in self.chunks:
+                ids = np.fromfile(readers["ids"], dtype=dtype, count=n_ids)
+                if joins:
+                    starts = np.fromfile(readers["word_start"], dtype=bool, count=n_ids)
+                else:
+                    starts = np.ones(n_ids, dtype=bool)
+                lines = np.fromfile(readers["lines"], dtype=np.int64, count=n_lines)
+                done += n_ids
+                progress.update(done)
+                yield ParsedLines(ids, starts, lines, joins)  # IDs stay narrow: only indexed
+        finally:
+            for f in readers.values():
+                f.close()
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def count_ids(
-    sources: list[Path], text_column: str, stats: list[SourceStats], spill: Path | None = None
+    sources: list[Path], text_column: str, stats: list[SourceStats], spill: _Spill | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Distinct raw IDs and how often each occurs, over all sources, in one streaming pass.
 
-    With ``spill``, every parsed chunk is also kept there for `_replay`.
+    With ``spill``, every parsed chunk is also kept there for the build.
     """
     dense = np.zeros(0, np.int64)  # counts of IDs below DENSE_LIMIT, indexed by ID
     rare_ids, rare_counts = np.zeros(0, np.int64), np.zeros(0, np.int64)
-    for k, (_, _, parsed) in enumerate(_stream(sources, text_column, stats)):
+    for _, _, parsed in _stream(sources, text_column, stats):
         if spill is not None:
-            _spill(spill, k, parsed)
+            spill.add(parsed)
         small = parsed.ids < DENSE_LIMIT
         ids = parsed.ids if small.all() else parsed.ids[small]
         chunk = np.bincount(ids, minlength=len(dense))
@@ -174,64 +237,110 @@ def _is_eval(doc_index: np.ndarray, seed: int, fraction: float) -> np.ndarray:
 
 
 class _SplitWriter:
-    """Appends segments of one split to its binary files."""
+    """Appends the segments of one split to its binary files.
 
-    def __init__(self, out_dir: Path, split: str, dtype: np.dtype) -> None:
+    Segments are collected as pieces and written a few megabytes at a time: one concatenation and
+    one write per flush instead of several per segment (a corpus has hundreds of thousands).
+    """
+
+    FLUSH_POSITIONS = 1 << 22
+
+    def __init__(self, out_dir: Path, split: str, dtype: np.dtype, cls_id: int, sep_id: int):
         self.dtype = dtype
-        self.tokens = (out_dir / f"{split}.tokens.bin").open("wb")
-        self.word_start = (out_dir / f"{split}.word_start.bin").open("wb")
-        self.offsets = (out_dir / f"{split}.offsets.bin").open("wb")
-        self.end = 0
-        self.offsets.write(np.zeros(1, np.int64).tobytes())
+        self.cls, self.sep = np.array([cls_id], dtype), np.array([sep_id], dtype)
+        self.mark = np.ones(1, bool)
+        self.files = {
+            n: (out_dir / f"{split}.{n}.bin").open("wb")
+            for n in ("tokens", "word_start", "offsets")
+        }
+        self.files["offsets"].write(memoryview(np.zeros(1, np.int64)))
+        self.end = 0  # positions written or pending
+        self.tokens: list[np.ndarray] = []
+        self.starts: list[np.ndarray] = []
+        self.ends: list[np.ndarray] = []
+        self.packed_ends: list[int] = []  # ends of packed segments not yet moved to ``ends``
+        self.pending = 0
+        self.segments = 0
 
-    def write(self, tokens: np.ndarray, word_start: np.ndarray) -> None:
-        self.tokens.write(tokens.astype(self.dtype).tobytes())
-        self.word_start.write(word_start.astype(np.uint8).tobytes())
-        self.end += len(tokens)
-        self.offsets.write(np.array([self.end], np.int64).tobytes())
+    def add_packed(self, pieces: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        """One segment: ``[CLS]`` then each piece followed by ``[SEP]``."""
+        self.tokens.append(self.cls)
+        self.starts.append(self.mark)
+        size = 1
+        for ids, starts in pieces:
+            self.tokens += (ids, self.sep)
+            self.starts += (starts, self.mark)
+            size += len(ids) + 1
+        self._grow(size)
+        self.packed_ends.append(self.end)
+        self.segments += 1
 
-    def write_rows(self, tokens: np.ndarray, word_start: np.ndarray) -> None:
-        """Many segments of one length at once: rows of a (segments, length) array."""
+    def add_rows(self, tokens: np.ndarray, marks: np.ndarray) -> None:
+        """Many segments of one length at once: the rows of `_frame_rows`' arrays."""
         n, width = tokens.shape
-        self.tokens.write(tokens.astype(self.dtype).tobytes())
-        self.word_start.write(word_start.astype(np.uint8).tobytes())
-        self.offsets.write((self.end + width * np.arange(1, n + 1, dtype=np.int64)).tobytes())
-        self.end += n * width
+        self.tokens.append(tokens.ravel())
+        self.starts.append(marks.ravel())
+        self._move_packed_ends()
+        self.ends.append(self.end + width * np.arange(1, n + 1, dtype=np.int64))
+        self._grow(n * width)
+        self.segments += n
+
+    def _grow(self, size: int) -> None:
+        self.end += size
+        self.pending += size
+        if self.pending >= self.FLUSH_POSITIONS:
+            self.flush()
+
+    def _move_packed_ends(self) -> None:
+        if self.packed_ends:
+            self.ends.append(np.array(self.packed_ends, np.int64))
+            self.packed_ends = []
+
+    def flush(self) -> None:
+        self._move_packed_ends()
+        if self.tokens:
+            self.files["tokens"].write(memoryview(np.concatenate(self.tokens).astype(self.dtype)))
+            self.files["word_start"].write(memoryview(np.concatenate(self.starts).view(np.uint8)))
+            self.files["offsets"].write(memoryview(np.concatenate(self.ends)))
+        self.tokens, self.starts, self.ends, self.pending = [], [], [], 0
 
     def close(self) -> None:
-        for f in (self.tokens, self.word_start, self.offsets):
+        self.flush()
+        for f in self.files.values():
             f.close()
 
 
 class _Packer:
-    """Best-fit packing of short pieces into segments, over a bounded window of open segments."""
+    """Best-fit packing of short pieces into segments, over a bounded window of open segments.
+
+    Open segments are kept sorted by room left (ties by age), so the best fit is one bisection
+    instead of a scan of the window per piece.
+    """
 
     def __init__(self, capacity: int, window: int, emit) -> None:
         self.capacity, self.window, self.emit = capacity, window, emit
-        self.remaining: list[int] = []
-        self.pieces: list[list[tuple[np.ndarray, np.ndarray]]] = []
+        self.by_room: list[tuple[int, int]] = []  # (room left, serial number), sorted
+        self.pieces: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+        self.serial = 0
 
     def add(self, ids: np.ndarray, starts: np.ndarray) -> None:
         size = len(ids) + 1  # the piece and its [SEP]
-        fits = [i for i, r in enumerate(self.remaining) if r >= size]
-        if fits:
-            best = min(fits, key=self.remaining.__getitem__)
+        at = bisect_left(self.by_room, (size, -1))
+        if at < len(self.by_room):
+            room, key = self.by_room.pop(at)
         else:
-            if len(self.remaining) >= self.window:
-                self._close(min(range(len(self.remaining)), key=self.remaining.__getitem__))
-            self.remaining.append(self.capacity)
-            self.pieces.append([])
-            best = len(self.remaining) - 1
-        self.remaining[best] -= size
-        self.pieces[best].append((ids, starts))
-
-    def _close(self, i: int) -> None:
-        self.remaining.pop(i)
-        self.emit(self.pieces.pop(i))
+            if len(self.by_room) >= self.window:  # close the fullest to make room
+                self.emit(self.pieces.pop(self.by_room.pop(0)[1]))
+            room, key = self.capacity, self.serial
+            self.pieces[key] = []
+            self.serial += 1
+        insort(self.by_room, (room - size, key))
+        self.pieces[key].append((ids, starts))
 
     def flush(self) -> None:
-        while self.remaining:
-            self._close(0)
+        for key in sorted(self.pieces):  # oldest first
+            self.emit(self.pieces.pop(key))
+        self.by_room = []
 
 
 def build_segments(
@@ -283,8 +392,8 @@ def _fill(
     stats = [SourceStats(p) for p in sources]
     spill = None
     if tokenizer is None:
-        spill = tmp / "spill"
-        spill.mkdir()
+        (tmp / "spill").mkdir()
+        spill = _Spill(tmp / "spill")
         ids, counts = count_ids(sources, cfg.text_column, stats, spill)
         if len(ids) == 0:
             raise InputError(
@@ -298,61 +407,44 @@ def _fill(
 
     vocab_size = len(tokenizer.get_vocab())
     dtype = np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.int32)
-    writers = {s: _SplitWriter(tmp, s, dtype) for s in SPLITS}
     counts = _Counts()
     cls_id, sep_id = tokenizer.convert_tokens_to_ids([CLS, SEP])
-    cls, sep, mark = np.array([cls_id]), np.array([sep_id]), np.ones(1, bool)
-
-    def emit_to(split: str):
-        def emit(pieces: list[tuple[np.ndarray, np.ndarray]]) -> None:
-            tokens = [cls]
-            starts = [mark]
-            for ids, st in pieces:
-                tokens += [ids, sep]
-                starts += [st, mark]
-            writers[split].write(np.concatenate(tokens), np.concatenate(starts))
-            counts.segments[split] += 1
-            counts.positions[split] += sum(len(t) for t in tokens)
-
-        return emit
-
-    emitters = {s: emit_to(s) for s in SPLITS}
-
-    def emit_rows(split: str, ids: np.ndarray, starts: np.ndarray) -> None:
-        n = len(ids)
-        tokens = np.concatenate([np.full((n, 1), cls_id), ids, np.full((n, 1), sep_id)], axis=1)
-        marks = np.concatenate([np.ones((n, 1), bool), starts, np.ones((n, 1), bool)], axis=1)
-        writers[split].write_rows(tokens, marks)
-        counts.segments[split] += n
-        counts.positions[split] += tokens.size
-
+    writers = {s: _SplitWriter(tmp, s, dtype, cls_id, sep_id) for s in SPLITS}
     capacity = cfg.max_seq_len - 1  # [CLS] opens every segment
-    packers = {s: _Packer(capacity, cfg.pack_window, emitters[s]) for s in SPLITS}
-    to_index = IdMapper(tokenizer)
+    packers = {s: _Packer(capacity, cfg.pack_window, writers[s].add_packed) for s in SPLITS}
+    to_index = IdMapper(tokenizer, dtype)
     has_words = False
 
-    def place(split: str, ids: np.ndarray, starts: np.ndarray) -> None:
-        if cfg.pack:
-            packers[split].add(ids, starts)
-        else:
-            emitters[split]([(ids, starts)])
-
     if spill is not None:
-        chunks = _replay(spill, total_ids)
+        chunks = spill.replay(total_ids)
     else:
         chunks = (parsed for _, _, parsed in _stream(sources, cfg.text_column, stats))
-    for parsed in chunks:
+
+    def numbered():  # each chunk with the number of its first document
+        first_doc = 0
+        for parsed in chunks:
+            yield parsed, first_doc
+            first_doc += int(np.count_nonzero(parsed.line_lengths))
+
+    special = (cls_id, sep_id, tokenizer.unk_token_id)
+    for (parsed, _), cut in _in_order(
+        lambda parsed, first: _cut_chunk(parsed, first, to_index, cfg, special), numbered()
+    ):
         has_words |= parsed.has_word_joins
-        index = to_index(parsed.ids)
-        counts.unknown_ids += int((index == tokenizer.unk_token_id).sum())
-        counts.ids += len(index)
-        _segment_chunk(parsed, index, counts, cfg, place, emit_rows)
+        counts.add(cut.counts)
+        for split, (tokens, marks) in cut.rows.items():
+            writers[split].add_rows(tokens, marks)
+        for split, ids, starts in cut.pieces:
+            if cfg.pack:
+                packers[split].add(ids, starts)
+            else:
+                writers[split].add_packed([(ids, starts)])
     for packer in packers.values():
         packer.flush()
-    if spill is not None:
-        spill.rmdir()
-    for w in writers.values():
+    for split, w in writers.items():
         w.close()
+        counts.segments[split] = w.segments
+        counts.positions[split] = w.end
     if not has_words:
         for s in SPLITS:
             (tmp / f"{s}.word_start.bin").unlink()
@@ -396,21 +488,50 @@ def _fill(
     return meta
 
 
-def _segment_chunk(
-    parsed: ParsedLines, index: np.ndarray, counts: _Counts, cfg: SegmentConfig, place, emit_rows
-) -> None:
+@dataclass
+class _Cut:
+    """What one chunk of documents becomes: whole segments of each split, framed and ready to
+    write, and the pieces (short documents, kept tails) still to be packed, in document order."""
+
+    rows: dict[str, tuple[np.ndarray, np.ndarray]]
+    pieces: list[tuple[str, np.ndarray, np.ndarray]]
+    counts: _Counts
+
+
+def _frame_rows(ids: np.ndarray, starts: np.ndarray, cls_id: int, sep_id: int):
+    """``[CLS] row [SEP]`` for every row, with word-start marks to match."""
+    n = len(ids)
+    tokens = np.empty((n, ids.shape[1] + 2), ids.dtype)
+    tokens[:, 0], tokens[:, -1], tokens[:, 1:-1] = cls_id, sep_id, ids
+    marks = np.ones(tokens.shape, bool)
+    marks[:, 1:-1] = starts
+    return tokens, marks
+
+
+def _cut_chunk(
+    parsed: ParsedLines,
+    first_doc: int,
+    to_index: IdMapper,
+    cfg: SegmentConfig,
+    special: tuple[int, int, int],
+) -> _Cut:
     """Cut the documents of one parsed chunk: every full-length piece of a long document becomes
     a segment (cut for the whole chunk at once, as one 2-D gather); short documents and the
-    tails worth keeping go to ``place`` one by one, to be packed."""
+    tails worth keeping become pieces to pack. ``first_doc`` numbers the chunk's first document
+    (its split depends on it); ``special`` is the ``[CLS]``, ``[SEP]`` and ``[UNK]`` index.
+    Pure, so chunks are cut on several threads."""
+    cls_id, sep_id, unk_id = special
+    index = to_index(parsed.ids)
+    counts = _Counts(ids=len(index), unknown_ids=int((index == unk_id).sum()))
     body = cfg.max_seq_len - 2
     lengths = parsed.line_lengths
     nonempty = lengths > 0
-    counts.empty_lines += int((~nonempty).sum())
-    doc_numbers = counts.documents + np.cumsum(nonempty) - 1
-    counts.documents += int(nonempty.sum())
-    eval_doc = _is_eval(doc_numbers, cfg.seed, cfg.eval_fraction)
+    counts.empty_lines = int((~nonempty).sum())
+    counts.documents = int(nonempty.sum())
+    eval_doc = _is_eval(first_doc + np.cumsum(nonempty) - 1, cfg.seed, cfg.eval_fraction)
     doc_start = np.cumsum(lengths) - lengths
 
+    rows = {}
     long_doc = lengths > body
     n_full = np.where(long_doc, lengths // body, 0)
     if n_full.any():
@@ -418,19 +539,22 @@ def _segment_chunk(
         k = np.arange(len(seg_doc)) - np.repeat(np.cumsum(n_full) - n_full, n_full)
         cols = (doc_start[seg_doc] + k * body)[:, None] + np.arange(body)  # (segments, body)
         ids, starts, in_eval = index[cols], parsed.word_start[cols], eval_doc[seg_doc]
-        for split, rows in (("train", ~in_eval), ("eval", in_eval)):
-            if rows.any():
-                emit_rows(split, ids[rows], starts[rows])
+        for split, chosen in (("train", ~in_eval), ("eval", in_eval)):
+            if chosen.any():
+                rows[split] = _frame_rows(ids[chosen], starts[chosen], cls_id, sep_id)
 
     rest = np.where(long_doc, lengths % body, lengths)
     drop = long_doc & (rest > 0) & (rest + 2 <= cfg.tail_drop_fraction * cfg.max_seq_len)
-    counts.dropped_tails += int(drop.sum())
-    counts.dropped_tail_ids += int(rest[drop].sum())
+    counts.dropped_tails = int(drop.sum())
+    counts.dropped_tail_ids = int(rest[drop].sum())
     piece_start = doc_start + lengths - rest
+    pieces = []
     for line in np.flatnonzero((rest > 0) & ~drop).tolist():
         lo = int(piece_start[line])
         hi = lo + int(rest[line])
-        place("eval" if eval_doc[line] else "train", index[lo:hi], parsed.word_start[lo:hi])
+        split = "eval" if eval_doc[line] else "train"
+        pieces.append((split, index[lo:hi], parsed.word_start[lo:hi]))
+    return _Cut(rows, pieces, counts)
 
 
 def cache_key(sources: list[Path], cfg: SegmentConfig, tokenizer_source: str | None) -> str:

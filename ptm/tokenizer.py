@@ -158,21 +158,24 @@ class IdMapper:
     """Raw corpus ID -> vocabulary index (``[UNK]`` when absent), through a dense table when
     the IDs are small enough (a gather instead of a binary search per ID)."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, dtype: np.dtype = np.int64) -> None:
         self.raw, self.index = id_lookup(tokenizer)
         self.unk = tokenizer.unk_token_id
+        self.dtype = np.dtype(dtype)
         top = int(self.raw[-1]) + 1 if len(self.raw) else 0
         self.table = None
         if top <= 1 << 24:
-            self.table = np.full(top, self.unk, dtype=np.int64)
+            self.table = np.full(top, self.unk, dtype=self.dtype)
             self.table[self.raw] = self.index
 
     def __call__(self, ids: np.ndarray) -> np.ndarray:
         if self.table is not None:
+            if len(ids) == 0 or int(ids.max()) < len(self.table):
+                return self.table[ids]  # the usual case: one gather
             inside = ids < len(self.table)
-            out = np.full(len(ids), self.unk, dtype=np.int64)
+            out = np.full(len(ids), self.unk, dtype=self.dtype)
             out[inside] = self.table[ids[inside]]
             return out
         pos = np.clip(np.searchsorted(self.raw, ids), 0, max(len(self.raw) - 1, 0))
         found = self.raw[pos] == ids if len(self.raw) else np.zeros(len(ids), bool)
-        return np.where(found, self.index[pos], self.unk)
+        return np.where(found, self.index[pos], self.unk).astype(self.dtype)

@@ -8,10 +8,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ptm import idtext
 from ptm.errors import InputError
-from ptm.segments import SegmentConfig, SegmentData, build_segments, prepare_segments
+from ptm.segments import (
+    SegmentConfig,
+    SegmentData,
+    _Packer,
+    build_segments,
+    prepare_segments,
+)
 from ptm.tokenizer import load_tokenizer
 from tests.conftest import write_corpus
 
@@ -169,3 +177,52 @@ def test_prepare_reuses_cache_and_rebuilds_on_change(tmp_path: Path) -> None:
     a = prepare_segments([corpus], None, tmp_path / "cache", cfg)
     assert prepare_segments([corpus], None, tmp_path / "cache", cfg) == a
     assert prepare_segments([corpus], None, tmp_path / "cache", SegmentConfig(max_seq_len=64)) != a
+
+
+def test_parse_error_names_the_first_bad_line_whatever_thread_parses_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks are parsed on several threads; the error reported is still the first in the file."""
+    lines = [f"{i} {i + 1} {i + 2}" for i in range(100)]
+    lines[39], lines[89] = "7 x1 8", "9 y2 10"
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(idtext.iter_text_chunks, "__defaults__", ("text", 64))
+    with pytest.raises(InputError, match=r"c\.txt:40: .*'x1'"):
+        build_segments([corpus], tmp_path / "seg", SegmentConfig(max_seq_len=16))
+
+
+def _scan_best_fit(sizes: list[int], capacity: int, window: int) -> list[list[int]]:
+    """The packing rule written plainly: a linear scan of the open segments for every piece."""
+    room: list[int] = []
+    open_: list[list[int]] = []
+    closed: list[list[int]] = []
+    for piece, size in enumerate(sizes):
+        fits = [i for i, r in enumerate(room) if r >= size + 1]
+        if fits:
+            best = min(fits, key=room.__getitem__)
+        else:
+            if len(room) >= window:
+                fullest = min(range(len(room)), key=room.__getitem__)
+                room.pop(fullest)
+                closed.append(open_.pop(fullest))
+            room.append(capacity)
+            open_.append([])
+            best = len(room) - 1
+        room[best] -= size + 1
+        open_[best].append(piece)
+    return closed + open_
+
+
+@given(
+    sizes=st.lists(st.integers(1, 30), max_size=300),
+    window=st.integers(1, 8),
+)
+@settings(max_examples=200, deadline=None)
+def test_packer_is_best_fit_over_the_window(sizes: list[int], window: int) -> None:
+    emitted: list[list[int]] = []
+    packer = _Packer(31, window, lambda pieces: emitted.append([int(p[0][0]) for p in pieces]))
+    for piece, size in enumerate(sizes):
+        packer.add(np.full(size, piece), np.ones(size, bool))
+    packer.flush()
+    assert emitted == _scan_best_fit(sizes, 31, window)
