@@ -22,6 +22,7 @@ from transformers import (
 )
 
 from ptm.errors import InputError
+from ptm.masked_encoder import encode_masked_positions, supports_masked_only
 from ptm.masking import IGNORE_INDEX
 
 # The encoder and the MLM head of each supported masked-LM class, by config.model_type.
@@ -119,7 +120,8 @@ class MaskedLMObjective(nn.Module):
 
     A 5,000-token vocabulary head over every position costs as much as a whole BERT-mini layer;
     only ~15% of positions carry a label, so gathering them first saves most of that work (and
-    the memory of the full ``(batch, length, vocab)`` logits). Being one module, it is what DDP
+    the memory of the full ``(batch, length, vocab)`` logits). For BERT the last encoder layer
+    also runs on those positions only (`ptm.masked_encoder`). Being one module, it is what DDP
     and ``torch.compile`` wrap, so gradient sync sees the whole forward pass.
     """
 
@@ -129,6 +131,7 @@ class MaskedLMObjective(nn.Module):
         encoder_name, head_name = _MLM_PARTS[model.config.model_type]
         self.encoder = getattr(model, encoder_name)
         self.head = getattr(model, head_name)
+        self.masked_only = supports_masked_only(self.encoder)
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
@@ -138,9 +141,13 @@ class MaskedLMObjective(nn.Module):
         The loss is a sum so the caller can normalise over a whole global batch, where every
         masked position weighs the same whatever micro-batch or process it landed in.
         """
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         selected = labels != IGNORE_INDEX  # (B, L)
-        logits = self.head(hidden[selected])  # (N, V) for the N masked positions
+        if self.masked_only:
+            hidden = encode_masked_positions(self.encoder, input_ids, attention_mask, selected)
+        else:
+            out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+            hidden = out.last_hidden_state[selected]
+        logits = self.head(hidden)  # (N, V) for the N masked positions
         targets = labels[selected]
         loss = F.cross_entropy(logits.float(), targets, reduction="sum")
         correct = (logits.argmax(-1) == targets).sum()

@@ -110,6 +110,42 @@ def test_masked_positions_loss_equals_full_head_loss(arch: str) -> None:
     assert correct == (full.logits.argmax(-1)[labels != -100] == ids[labels != -100]).sum()
 
 
+def test_last_layer_on_masked_rows_gives_the_full_encoders_loss_and_gradients() -> None:
+    """The BERT shortcut (last layer on masked rows only) is the same arithmetic: padded rows,
+    a row with no masked position and a masked [CLS] included."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=32,
+    )
+    model = build_mlm_model(cfg, vocab_size=40, pad_token_id=0).eval()
+    ids = torch.randint(5, 40, (4, 20))
+    attention = torch.ones_like(ids)
+    attention[2, 15:] = 0
+    labels = torch.full_like(ids, -100)
+    for row, cols in ((0, [0, 7, 11]), (1, [19]), (2, [3, 4, 5, 6, 14])):  # row 3: none
+        labels[row, cols] = ids[row, cols]
+    objective = MaskedLMObjective(model)
+    assert objective.masked_only
+    results = []
+    for masked_only in (True, False):
+        objective.masked_only = masked_only
+        model.zero_grad()
+        loss_sum, correct, count = objective(ids, attention, labels)
+        loss_sum.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((loss_sum.detach(), correct, count, grads))
+    (loss_a, correct_a, count_a, grads_a), (loss_b, correct_b, count_b, grads_b) = results
+    assert count_a == count_b == 9 and correct_a == correct_b
+    torch.testing.assert_close(loss_a, loss_b, rtol=1e-6, atol=1e-6)
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-4, atol=1e-6)
+
+
 def test_divergence_guard_stops_before_export(tmp_path: Path, corpus: Path) -> None:
     run_dir = tmp_path / "run"
     with pytest.raises(

@@ -1,0 +1,78 @@
+"""BERT's encoder when only the masked positions' outputs are needed.
+
+A masked-LM loss reads the last layer's output at the ~15% of positions that carry a label. The
+layers below must run everywhere (every position is a key and value of the next layer), but in
+the last one the queries, the attention output, the feed-forward block and the layer norms only
+matter at the masked positions; keys and values still come from every position. Running the
+last layer on those rows only does about a quarter of its work, exactly the same arithmetic for
+the rows kept (MosaicBERT's "subset" last layer). The weights are transformers' own modules,
+called in the order ``BertLayer`` calls them, so the model saved is an ordinary ``BertForMaskedLM``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers import BertModel
+from transformers.masking_utils import create_bidirectional_mask
+
+
+def supports_masked_only(encoder: torch.nn.Module) -> bool:
+    """A plain BERT encoder: no decoder, no cross-attention, no chunked feed-forward."""
+    config = getattr(encoder, "config", None)
+    return (
+        isinstance(encoder, BertModel)
+        and not config.is_decoder
+        and not config.add_cross_attention
+        and not config.chunk_size_feed_forward
+    )
+
+
+def encode_masked_positions(
+    bert: BertModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    selected: torch.Tensor,
+) -> torch.Tensor:
+    """The last hidden states at the ``selected`` positions, ``(N, hidden)`` in the order of
+    ``last_hidden_state[selected]`` — the same values, at a fraction of the last layer's cost."""
+    hidden = bert.embeddings(input_ids=input_ids)
+    mask = create_bidirectional_mask(
+        config=bert.config, inputs_embeds=hidden, attention_mask=attention_mask
+    )
+    *lower, last = bert.encoder.layer
+    for layer in lower:
+        hidden = layer(hidden, mask)
+    # The selected positions of each row first, in order, padded to the row with the most
+    # (rounded up to a multiple of 8: fewer distinct shapes for kernels and torch.compile).
+    counts = selected.sum(dim=1)
+    most = int(counts.max()) if selected.numel() else 0
+    width = min(max(-(-most // 8) * 8, 1), selected.size(1))
+    order = torch.argsort((~selected).to(torch.uint8), dim=1, stable=True)[:, :width]
+    kept = torch.arange(width, device=selected.device) < counts[:, None]
+    rows = hidden.gather(1, order[..., None].expand(-1, -1, hidden.size(-1)))
+    key_mask = None if mask is None else attention_mask[:, None, None, :].bool()
+    out = _layer_at_rows(last, hidden, rows, key_mask)
+    return out[kept]
+
+
+def _layer_at_rows(
+    layer: torch.nn.Module, hidden: torch.Tensor, rows: torch.Tensor, key_mask: torch.Tensor | None
+) -> torch.Tensor:
+    """``BertLayer`` with queries from ``rows`` (B, W, H) and keys/values from ``hidden``."""
+    attention = layer.attention.self
+    batch = hidden.size(0)
+
+    def split_heads(x: torch.Tensor) -> torch.Tensor:
+        return x.view(batch, x.size(1), -1, attention.attention_head_size).transpose(1, 2)
+
+    context = F.scaled_dot_product_attention(
+        split_heads(attention.query(rows)),
+        split_heads(attention.key(hidden)),
+        split_heads(attention.value(hidden)),
+        attn_mask=key_mask,
+        dropout_p=attention.dropout.p if attention.training else 0.0,
+        scale=attention.scaling,
+    )
+    context = context.transpose(1, 2).reshape(batch, rows.size(1), -1)
+    return layer.feed_forward_chunk(layer.attention.output(context, rows))
