@@ -84,50 +84,46 @@ def test_resume_repeats_the_uninterrupted_run_exactly(
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-@pytest.mark.parametrize("arch", ["bert", "albert"])
-def test_masked_positions_loss_equals_full_head_loss(arch: str) -> None:
+def tiny_mlm_batch(arch: str, layers: int, masked: dict[int, list[int]]):
+    """A small random model in eval mode and a batch of 4 x 20 IDs (row 2 padded after 15)
+    with labels at ``masked`` (row -> columns)."""
     torch.manual_seed(0)
     cfg = ModelConfig(
         arch=arch,
         hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=32,
-        embedding_size=16,
-    )
-    model = build_mlm_model(cfg, vocab_size=40, pad_token_id=0).eval()
-    ids = torch.randint(5, 40, (3, 20))
-    attention = torch.ones_like(ids)
-    attention[2, 15:] = 0
-    labels = torch.full_like(ids, -100)
-    labels[:, [2, 7, 11]] = ids[:, [2, 7, 11]]
-    with torch.no_grad():
-        loss_sum, correct, count = MaskedLMObjective(model)(ids, attention, labels)
-        full = model(input_ids=ids, attention_mask=attention, labels=labels)
-    assert count == 9
-    torch.testing.assert_close(loss_sum / count, full.loss, rtol=1e-5, atol=1e-6)
-    assert correct == (full.logits.argmax(-1)[labels != -100] == ids[labels != -100]).sum()
-
-
-def test_last_layer_on_masked_rows_gives_the_full_encoders_loss_and_gradients() -> None:
-    """The BERT shortcut (last layer on masked rows only) is the same arithmetic: padded rows,
-    a row with no masked position and a masked [CLS] included."""
-    torch.manual_seed(0)
-    cfg = ModelConfig(
-        hidden_size=32,
-        num_hidden_layers=3,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         intermediate_size=64,
         max_position_embeddings=32,
+        embedding_size=16,
     )
     model = build_mlm_model(cfg, vocab_size=40, pad_token_id=0).eval()
     ids = torch.randint(5, 40, (4, 20))
     attention = torch.ones_like(ids)
     attention[2, 15:] = 0
     labels = torch.full_like(ids, -100)
-    for row, cols in ((0, [0, 7, 11]), (1, [19]), (2, [3, 4, 5, 6, 14])):  # row 3: none
+    for row, cols in masked.items():
         labels[row, cols] = ids[row, cols]
+    return model, ids, attention, labels
+
+
+@pytest.mark.parametrize("arch", ["bert", "albert"])
+def test_masked_positions_loss_equals_full_head_loss(arch: str) -> None:
+    model, ids, attention, labels = tiny_mlm_batch(arch, 2, {0: [2, 7], 1: [11], 2: [3, 7, 11]})
+    with torch.no_grad():
+        loss_sum, correct, count = MaskedLMObjective(model)(ids, attention, labels)
+        full = model(input_ids=ids, attention_mask=attention, labels=labels)
+    assert count == 6
+    torch.testing.assert_close(loss_sum / count, full.loss, rtol=1e-5, atol=1e-6)
+    assert correct == (full.logits.argmax(-1)[labels != -100] == ids[labels != -100]).sum()
+
+
+def test_last_layer_on_masked_rows_gives_the_full_encoders_loss_and_gradients() -> None:
+    """The BERT shortcut (last layer on masked rows only) is the same arithmetic: padded rows,
+    a row with no masked position (row 3) and a masked [CLS] included."""
+    model, ids, attention, labels = tiny_mlm_batch(
+        "bert", 3, {0: [0, 7, 11], 1: [19], 2: [3, 4, 5, 6, 14]}
+    )
     objective = MaskedLMObjective(model)
     assert objective.masked_only
     results = []
