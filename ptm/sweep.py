@@ -1,7 +1,8 @@
 """A Hydra multirun sweep folder read into one row per job, ranked by the stage's target metric.
 
-Hydra lays a sweep out as ``<sweep>/multirun.yaml`` plus one folder per job holding
-``.hydra/config.yaml`` and ``.hydra/overrides.yaml``. Our stages add ``metrics.json`` when a run
+Hydra lays a sweep out as one folder per job, numbered, holding ``.hydra/config.yaml`` and
+``.hydra/overrides.yaml``; its grid sweeper also writes ``<sweep>/multirun.yaml`` first, the
+Optuna sweeper does not (it writes ``optimization_results.yaml`` when the study ends). Our stages add ``metrics.json`` when a run
 finishes and, in a multirun, ``status.json``: ``ok``, or ``failed`` with the one-line error
 (`ptm.errors.exit_on_input_error`), so one diverging job does not end the sweep. A job folder
 with neither file is still running or was killed: it is reported ``incomplete``, never guessed.
@@ -28,7 +29,7 @@ from ptm.config import flatten
 from ptm.errors import STATUS_FILE, InputError
 from ptm.progress import format_duration
 
-MULTIRUN_FILE = "multirun.yaml"  # written by Hydra into every sweep folder before its jobs
+MULTIRUN_FILE = "multirun.yaml"  # written first by the grid sweeper, not by Optuna
 MODES = ("min", "max")
 
 
@@ -77,16 +78,29 @@ class Sweep:
     jobs: list[Job]
 
 
+def sweep_started(folder: Path) -> float | None:
+    """When the sweep in ``folder`` started (a file time), or None when it is not a sweep: the
+    grid sweeper's ``multirun.yaml``, else the first job folder (what an Optuna study leaves)."""
+    marker = folder / MULTIRUN_FILE
+    if marker.is_file():
+        return marker.stat().st_mtime
+    if not folder.is_dir():
+        return None
+    jobs = [p / ".hydra" for p in folder.iterdir() if p.name.isdigit() and (p / ".hydra").is_dir()]
+    return min((j.stat().st_mtime for j in jobs), default=None)
+
+
 def latest_sweep(output_dir: Path) -> Path:
     """The most recently started sweep under ``<output_dir>/*-multirun/``."""
-    found = [p.parent for p in Path(output_dir).glob(f"*-multirun/*/{MULTIRUN_FILE}")]
+    started = {p: sweep_started(p) for p in Path(output_dir).glob("*-multirun/*/")}
+    found = {p: t for p, t in started.items() if t is not None}
     if not found:
         raise InputError(
             output_dir,
             "no sweep found under *-multirun/",
             "run one first (python -m pretrain -m train.lr=5e-4,1e-3) or pass dir=<sweep folder>",
         )
-    return max(found, key=lambda p: ((p / MULTIRUN_FILE).stat().st_mtime, p.name))
+    return max(found, key=lambda p: (found[p], p.name))
 
 
 def read_sweep(folder: Path) -> Sweep:
@@ -94,8 +108,12 @@ def read_sweep(folder: Path) -> Sweep:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, "no such folder", "pass dir=<sweep folder> or dir=latest")
-    if not (folder / MULTIRUN_FILE).is_file():
-        raise InputError(folder, f"not a Hydra multirun sweep (no {MULTIRUN_FILE})", _hint(folder))
+    if sweep_started(folder) is None:
+        raise InputError(
+            folder,
+            f"not a Hydra multirun sweep (no {MULTIRUN_FILE}, no job folders)",
+            _hint(folder),
+        )
     jobs = [
         read_job(p)
         for p in sorted(folder.iterdir(), key=_job_order)
@@ -300,11 +318,12 @@ def summarize(sweep: Sweep, metric: str | None = None, mode: str | None = None) 
 
 
 def _hint(folder: Path) -> str:
-    if (folder.parent / MULTIRUN_FILE).is_file():
+    if sweep_started(folder.parent) is not None:
         return f"this is one job of the sweep {folder.parent}: pass dir={folder.parent}"
-    inside = [p.parent for p in folder.glob(f"*/{MULTIRUN_FILE}")]
+    inside = {p: sweep_started(p) for p in folder.iterdir() if p.is_dir()}
+    inside = {p: t for p, t in inside.items() if t is not None}
     if inside:
-        newest = max(inside, key=lambda p: (p / MULTIRUN_FILE).stat().st_mtime)
+        newest = max(inside, key=lambda p: (inside[p], p.name))
         return f"it is a folder of sweeps: pass one, e.g. dir={newest}, or dir=latest"
     return "pass a folder under outputs/*-multirun/ (or dir=latest for the newest)"
 

@@ -4,6 +4,8 @@ few dozen steps (the label is decided by which marker IDs a text contains)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from transformers import AlbertConfig, AlbertForMaskedLM, BertConfig, BertForMas
 from ptm.tokenizer import SPECIAL_TOKENS, build_tokenizer, save_tokenizer
 from tests.conftest import compose_config
 
+ROOT = Path(__file__).resolve().parents[1]
 FIRST_ID, N_IDS = 100, 60  # corpus IDs 100..159
 MARKERS = {"neg": 150, "pos": 151, "third": 152}
 PERSON = (140, 141)  # a two-ID name: B-PER I-PER
@@ -161,3 +164,25 @@ def finetune_config(tmp_path: Path, model_dir: Path, run_dir: Path, *overrides: 
     data = OmegaConf.to_container(cfg, resolve=True)
     data["run_dir"] = str(run_dir)
     return build_config(data)
+
+
+def run_finetune_sweep(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """``python -m finetune -m`` in a subprocess, as a user runs a sweep, on the tiny marker task
+    (a few seconds a job); outputs under ``tmp_path``, the sweep in ``tmp_path/finetune-multirun``."""
+    model = tiny_model_dir(tmp_path / "base")
+    files = write_classification(tmp_path / "data")
+    return subprocess.run(
+        [
+            sys.executable, "-m", "finetune", "-m", "+experiment=finetune_tiny", "~task",
+            f"model.path={model}", *task_overrides("cls", files, "classification", max_seq_len=64),
+            f"paths.output_dir={tmp_path}", "train.limit_examples=null", "train.epochs=4",
+            "train.patience=null", "train.micro_batch_size=16", *overrides,
+        ],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def the_sweep(tmp_path: Path) -> Path:
+    """The one sweep folder a test made under ``tmp_path``."""
+    (sweep,) = (tmp_path / "finetune-multirun").iterdir()
+    return sweep

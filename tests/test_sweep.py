@@ -19,7 +19,7 @@ from ptm.config import PathsConfig
 from ptm.errors import InputError
 from ptm.sweep import latest_sweep, read_sweep, summarize
 from sweeps.summary import SummaryConfig, run
-from tests.finetune_helpers import task_overrides, tiny_model_dir, write_classification
+from tests.finetune_helpers import run_finetune_sweep, the_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,20 +77,13 @@ def test_pretrain_sweep_with_a_diverging_job(tmp_path: Path, corpus: Path) -> No
 
 
 def test_finetune_sweep_ranks_by_dev_score_failed_jobs_last(tmp_path: Path) -> None:
-    model = tiny_model_dir(tmp_path / "base")
-    files = write_classification(tmp_path / "data")
-    sweep_run = subprocess.run(
-        [
-            sys.executable, "-m", "finetune", "-m", "+experiment=finetune_tiny", "~task",
-            f"model.path={model}", *task_overrides("cls", files, "classification", max_seq_len=64),
-            f"paths.output_dir={tmp_path}", "train.limit_examples=null", "train.epochs=4",
-            "train.patience=null", "train.micro_batch_size=16",
-            "train.lr=1e-5,2e-3", "train.batch_size=16,1000",  # batch 1000 > 160 examples: fails
-        ],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    sweep_run = run_finetune_sweep(
+        tmp_path,
+        "train.lr=1e-5,2e-3",
+        "train.batch_size=16,1000",  # 1000 > 160 examples: fails
+    )
     assert sweep_run.returncode == 0, sweep_run.stderr[-2000:]
-    (sweep,) = (tmp_path / "finetune-multirun").iterdir()
+    sweep = the_sweep(tmp_path)
 
     summary = run(SummaryConfig(PathsConfig(output_dir=tmp_path), dir=str(sweep)))
     assert summary.sweep.stage == "finetune" and summary.target.mode == "max"
@@ -177,7 +170,10 @@ def test_incomplete_jobs_other_metrics_and_the_latest_sweep(tmp_path: Path) -> N
     ("where", "message"),
     [
         ("missing", r"missing: no such folder — pass dir="),
-        ("plain", r"plain: not a Hydra multirun sweep \(no multirun.yaml\) — pass a folder under"),
+        (
+            "plain",
+            r"plain: not a Hydra multirun sweep \(no multirun.yaml, no job folders\) — pass a",
+        ),
         ("job", r"0: not a Hydra multirun sweep .* this is one job of the sweep .*: pass dir="),
         (
             "parent",
