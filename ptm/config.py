@@ -17,15 +17,19 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from ptm.errors import InputError
+from ptm.gpus import gpu_count
 
 T = TypeVar("T")
 _FIX = "fix the value in conf/ or in the command-line override"
 
 
 def register_resolvers() -> None:
-    """``${ptm.first:a,b}``: ``a`` unless null or empty, else ``b`` (resume dir, else a new dir)."""
+    """``${ptm.first:a,b}``: ``a`` unless null or empty, else ``b`` (resume dir, else a new dir).
+    ``${ptm.gpu_count:}``: the GPUs this machine offers a sweep (``conf/launcher/gpus.yaml``)."""
     if not OmegaConf.has_resolver("ptm.first"):
         OmegaConf.register_new_resolver("ptm.first", lambda a, b: a if a not in (None, "") else b)
+    if not OmegaConf.has_resolver("ptm.gpu_count"):
+        OmegaConf.register_new_resolver("ptm.gpu_count", gpu_count)
 
 
 def resolve(cfg: DictConfig) -> dict[str, Any]:
