@@ -53,8 +53,8 @@ summary: install ## Rank the jobs of the newest sweep (ARGS="dir=... metric=... 
 tensorboard: install ## Serve TensorBoard over outputs/ on http://127.0.0.1:6006 only (ARGS="port=... logdir=...")
 	$(PY) -m sweeps.serve_tensorboard $(ARGS)
 
-docs: install ## Regenerate docs/CONFIGURATION.md from conf/
-	$(PY) -m sweeps.config_reference
+docs: install ## Regenerate docs/CONFIGURATION.md from conf/ (ARGS=check=true only checks it)
+	$(PY) -m sweeps.config_reference $(ARGS)
 
 bench: install ## Run the benchmarks and write BENCHMARKS.md
 	$(PY) -m bench $(ARGS)

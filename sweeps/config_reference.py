@@ -1,8 +1,9 @@
 """Write ``docs/CONFIGURATION.md``: every key of every file in ``conf/``, its default and the
 comment written beside it, generated so the reference cannot drift from the configs.
 
-Regenerate:   python -m sweeps.config_reference
-Check (CI):   python -m sweeps.config_reference --check    # exit 1 when the file is out of date
+Regenerate:   python -m sweeps.config_reference                # = make docs
+Check:        python -m sweeps.config_reference check=true     # exit 2 when the file is out of date
+Elsewhere:    python -m sweeps.config_reference output=/tmp/CONFIGURATION.md
 
 The YAML files are the single source: a key's description is the comment on its line, or the
 comment lines directly above it (a comment block at the very top of a file describes the file).
@@ -13,14 +14,19 @@ YAML parsers drop, are read from those lines.
 
 from __future__ import annotations
 
-import argparse
+import logging
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import hydra
 import yaml
+from omegaconf import DictConfig
 
+from ptm.config import PathsConfig, register_resolvers, to_dataclass
+from ptm.errors import InputError, exit_on_input_error
+
+log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 OUTPUT = ROOT / "docs" / "CONFIGURATION.md"
@@ -315,22 +321,34 @@ def _row(*cells: str) -> str:
     return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if the file is out of date")
-    args = parser.parse_args(argv)
+@dataclass(frozen=True)
+class ReferenceConfig:
+    paths: PathsConfig
+    output: Path = Path("docs/CONFIGURATION.md")
+    check: bool = False
+
+
+def run(cfg: ReferenceConfig) -> str:
+    """Write the reference to ``cfg.output`` or, with ``check``, only compare; returns the text."""
     text = render()
-    if args.check:
-        current = OUTPUT.read_text() if OUTPUT.is_file() else ""
+    if cfg.check:
+        current = cfg.output.read_text() if cfg.output.is_file() else ""
         if current != text:
-            print(f"{OUTPUT.relative_to(ROOT)} is out of date: run `{COMMAND}`", file=sys.stderr)
-            return 1
-        return 0
-    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
-    OUTPUT.write_text(text)
-    print(f"wrote {OUTPUT.relative_to(ROOT)}")
-    return 0
+            raise InputError(cfg.output, "out of date with conf/", f"run `{COMMAND}`")
+        log.info("%s is up to date", cfg.output)
+        return text
+    cfg.output.parent.mkdir(parents=True, exist_ok=True)
+    cfg.output.write_text(text)
+    log.info("wrote %s", cfg.output)
+    return text
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config_reference")
+@exit_on_input_error
+def main(cfg: DictConfig) -> None:
+    run(to_dataclass(ReferenceConfig, cfg))
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    register_resolvers()
+    main()

@@ -9,13 +9,25 @@ import re
 import typing
 from pathlib import Path
 
+import pytest
 import yaml
 from omegaconf import OmegaConf
 
 from finetune.config import FinetuneConfig
 from pretrain.config import PretrainConfig
+from ptm.config import PathsConfig
+from ptm.errors import InputError
 from ptm.tasks import TaskConfig
-from sweeps.config_reference import COMMAND, CONF, OUTPUT, read_config, render, undocumented
+from sweeps.config_reference import (
+    COMMAND,
+    CONF,
+    OUTPUT,
+    ReferenceConfig,
+    read_config,
+    render,
+    run,
+    undocumented,
+)
 from tests.conftest import compose_config
 
 # Keys without a comment anywhere in their group when this test was written. Remove a line when
@@ -63,6 +75,17 @@ TASK_KEYS_NOT_IN_CONF = {"name", "weight"}
 def test_the_committed_reference_is_up_to_date() -> None:
     committed = OUTPUT.read_text() if OUTPUT.is_file() else ""
     assert committed == render(), f"{OUTPUT.name} is out of date: run `{COMMAND}` to update"
+
+
+def test_the_tool_writes_the_reference_or_checks_it(tmp_path: Path) -> None:
+    output = tmp_path / "docs" / "CONFIGURATION.md"
+    stale = re.escape(f"{output}: out of date with conf/ — run `{COMMAND}`")
+    with pytest.raises(InputError, match=f"^{stale}$"):
+        run(ReferenceConfig(PathsConfig(), output=output, check=True))  # missing: out of date
+    assert not output.exists()
+    run(ReferenceConfig(PathsConfig(), output=output))
+    assert output.read_text() == render()
+    run(ReferenceConfig(PathsConfig(), output=output, check=True))  # now up to date: no error
 
 
 def leaf_keys(data: dict, prefix: str = "") -> list[str]:
