@@ -166,15 +166,18 @@ def finetune_config(tmp_path: Path, model_dir: Path, run_dir: Path, *overrides: 
     return build_config(data)
 
 
-def run_finetune_sweep(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+def run_finetune_sweep(
+    tmp_path: Path, *overrides: str, task: str = "cls"
+) -> subprocess.CompletedProcess:
     """``python -m finetune -m`` in a subprocess, as a user runs a sweep, on the tiny marker task
-    (a few seconds a job); outputs under ``tmp_path``, the sweep in ``tmp_path/finetune-multirun``."""
+    named ``task`` (a few seconds a job); outputs under ``tmp_path``, the sweep in
+    ``tmp_path/finetune-multirun``."""
     model = tiny_model_dir(tmp_path / "base")
     files = write_classification(tmp_path / "data")
     return subprocess.run(
         [
             sys.executable, "-m", "finetune", "-m", "+experiment=finetune_tiny", "~task",
-            f"model.path={model}", *task_overrides("cls", files, "classification", max_seq_len=64),
+            f"model.path={model}", *task_overrides(task, files, "classification", max_seq_len=64),
             f"paths.output_dir={tmp_path}", "train.limit_examples=null", "train.epochs=4",
             "train.patience=null", "train.micro_batch_size=16", *overrides,
         ],

@@ -5,13 +5,6 @@ bounded."""
 
 from __future__ import annotations
 
-import json
-import queue
-import re
-import subprocess
-import sys
-import threading
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -23,63 +16,7 @@ from ptm.config import PathsConfig, to_dataclass
 from ptm.errors import InputError
 from sweeps.serve_tensorboard import TensorBoardConfig, serve, tensorboard_argv
 from tests.conftest import compose_config, pretrain_config
-
-ROOT = Path(__file__).resolve().parents[1]
-START_TIMEOUT_S = 60
-LOAD_TIMEOUT_S = 30
-# Proxies from the environment must not see loopback requests.
-OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def get(url: str, body: dict | None = None):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with OPENER.open(request, timeout=10) as response:
-        return json.loads(response.read())
-
-
-class Server:
-    """The entry point in a subprocess; its address is read from TensorBoard's own banner."""
-
-    def __init__(self, *overrides: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sweeps.serve_tensorboard", *overrides],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stderr:
-            self.lines.put(line)
-
-    def url(self) -> str:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            self.seen.append(line)
-            found = re.search(r"TensorBoard [\d.]+ at (http://\S+/) ", line)
-            if found:
-                return found.group(1)
-            if self.proc.poll() is not None and self.lines.empty():
-                break
-        raise AssertionError(f"no TensorBoard address in time; stderr: {''.join(self.seen)}")
-
-    def stop(self) -> int:
-        self.proc.terminate()
-        try:
-            return self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=15)
-            raise
+from tests.tensorboard_server import Server, get
 
 
 def test_the_default_is_this_machine_only() -> None:
@@ -99,13 +36,9 @@ def test_serves_runs_scalars_and_hparams_on_loopback(tmp_path: Path, corpus: Pat
 
     server = Server(f"logdir={out}", "port=0", f"hydra.run.dir={tmp_path / 'log'}")
     try:
-        url = server.url().rstrip("/")
+        url = server.url()
         assert url.startswith("http://127.0.0.1:")
-        runs: list[str] = []
-        deadline = time.monotonic() + LOAD_TIMEOUT_S
-        while time.monotonic() < deadline and not {"pretrain/a/tb", "pretrain/b/tb"} <= set(runs):
-            time.sleep(0.2)
-            runs = get(f"{url}/data/runs")
+        runs = server.runs(url, {"pretrain/a/tb", "pretrain/b/tb"})
         assert {"pretrain/a/tb", "pretrain/b/tb"} <= set(runs), runs
 
         tags = get(f"{url}/data/plugin/scalars/tags")
