@@ -19,10 +19,11 @@ import fcntl
 import logging
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -45,8 +46,8 @@ _held: tuple[Claim, IO[str]] | None = None
 
 def visible_gpus() -> list[str]:
     """The GPUs this process may use: ``CUDA_VISIBLE_DEVICES``'s entries when it is set, else
-    every GPU torch sees. torch counts through NVML without initialising CUDA, so the variable
-    can still be changed afterwards."""
+    every GPU torch sees. torch counts through NVML where it can, without initialising CUDA, so
+    the variable still takes effect when a job sets it afterwards in this process."""
     listed = _listed()
     if listed is not None:
         return listed
@@ -68,12 +69,11 @@ def claim_gpu(gpus: list[str], lock_dir: Path, poll_seconds: float = 1.0) -> Cla
         return _held[0]
     if not gpus:
         raise InputError(None, "no GPU to claim", "run the sweep without +launcher=gpus")
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    waiting_since = None
+    said_waiting = False
     while True:
         for gpu in gpus:
             path = lock_dir / f"gpu-{_file_safe(gpu)}.lock"
-            handle = path.open("a+")
+            handle = _open_lock(path)
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -85,10 +85,22 @@ def claim_gpu(gpus: list[str], lock_dir: Path, poll_seconds: float = 1.0) -> Cla
             handle.flush()
             _held = (Claim(gpu, path), handle)
             return _held[0]
-        if waiting_since is None:
-            waiting_since = time.monotonic()
+        if not said_waiting:
+            said_waiting = True
             log.info("all %d GPUs are held (locks in %s): waiting for one", len(gpus), lock_dir)
         time.sleep(poll_seconds)
+
+
+def _open_lock(path: Path) -> IO[str]:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path.open("a+")
+    except OSError as e:
+        raise InputError(
+            path.parent,
+            f"cannot keep GPU lock files here ({e.strerror})",
+            "set hydra.callbacks.claim_gpu.lock_dir to a folder every job can write",
+        ) from e
 
 
 def _listed() -> list[str] | None:
@@ -113,6 +125,14 @@ class ClaimGPU(Callback):
         self.lock_dir = Path(lock_dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            self.check(OmegaConf.select(config, "hydra.launcher.n_jobs"))
+        except InputError as e:
+            _stop(e)
+
+    def check(self, n_jobs: Any) -> None:
+        """There is a GPU to share, and no more jobs run at once than there are GPUs (the extra
+        workers would wait for a GPU held by an idle worker until the pool retires it)."""
         if self.gpus < 1:
             raise InputError(
                 None,
@@ -120,7 +140,6 @@ class ClaimGPU(Callback):
                 f"{os.environ.get(ENV, '(unset)')})",
                 "run the sweep without +launcher=gpus, or on the GPU machine",
             )
-        n_jobs = OmegaConf.select(config, "hydra.launcher.n_jobs")
         if isinstance(n_jobs, int) and not 1 <= n_jobs <= self.gpus:
             raise InputError(
                 None,
@@ -131,6 +150,18 @@ class ClaimGPU(Callback):
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Read before the first claim changes it: what the worker inherited from the sweep.
         gpus = (_listed() or [str(i) for i in range(self.gpus)])[: self.gpus]
-        claim = claim_gpu(gpus, self.lock_dir)
+        try:
+            claim = claim_gpu(gpus, self.lock_dir)
+        except Exception as e:  # whatever it is, the job must not run on a GPU it does not own
+            _stop(e)
         os.environ[ENV] = claim.gpu
         log.info("GPU %s for this job (held by process %d: %s)", claim.gpu, os.getpid(), claim.lock)
+
+
+def _stop(error: Exception) -> NoReturn:
+    """End the sweep with one line. Hydra turns an exception raised in a callback into a warning
+    and carries on, which here would run jobs on GPUs they do not own; ``SystemExit`` is not an
+    ``Exception``, so it does end the sweep (raised in a joblib worker, it ends the worker, and
+    the sweep with it)."""
+    print(f"error: {error}", file=sys.stderr, flush=True)
+    raise SystemExit(2) from error

@@ -107,12 +107,33 @@ def test_gpu_count_reads_cuda_visible_devices_else_asks_torch(
         (2, 3, r"^hydra.launcher.n_jobs=3 jobs at once, but there are 2 GPUs — .* set 1..2$"),
     ],
 )
-def test_a_sweep_without_enough_gpus_is_a_one_line_error(
+def test_a_sweep_without_enough_gpus_is_refused(
     tmp_path: Path, gpus: int, n_jobs: int, message: str
 ) -> None:
-    config = OmegaConf.create({"hydra": {"launcher": {"n_jobs": n_jobs}}})
     with pytest.raises(InputError, match=message):
-        ClaimGPU(gpus=gpus, lock_dir=str(tmp_path)).on_multirun_start(config)
+        ClaimGPU(gpus=gpus, lock_dir=str(tmp_path)).check(n_jobs)
+
+
+def test_a_callback_that_cannot_claim_ends_the_sweep_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_claim_yet: None
+) -> None:
+    """Hydra only warns about an exception from a callback and runs the job anyway, on GPUs it
+    does not own; the callback ends the sweep instead."""
+    config = OmegaConf.create({"hydra": {"launcher": {"n_jobs": 1}}})
+    with pytest.raises(SystemExit) as stopped:
+        ClaimGPU(gpus=0, lock_dir=str(tmp_path)).on_multirun_start(config)
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.startswith("error: +launcher=gpus found no GPU (")
+
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    with pytest.raises(SystemExit):
+        ClaimGPU(gpus=2, lock_dir=str(not_a_folder / "locks")).on_job_start(config)
+    assert capsys.readouterr().err == (
+        f"error: {not_a_folder / 'locks'}: cannot keep GPU lock files here (Not a directory) — "
+        "set hydra.callbacks.claim_gpu.lock_dir to a folder every job can write\n"
+    )
+    assert gpus._held is None
 
 
 def test_a_joblib_sweep_gives_each_worker_its_own_gpu(tmp_path: Path) -> None:
