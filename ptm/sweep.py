@@ -28,8 +28,8 @@ import yaml
 from ptm.config import flatten
 from ptm.errors import STATUS_FILE, InputError
 from ptm.progress import format_duration
+from ptm.rundir import MULTIRUN_FILE, sweep_started
 
-MULTIRUN_FILE = "multirun.yaml"  # written first by the grid sweeper, not by Optuna
 MODES = ("min", "max")
 
 
@@ -76,18 +76,6 @@ class Sweep:
     dir: Path
     stage: str | None
     jobs: list[Job]
-
-
-def sweep_started(folder: Path) -> float | None:
-    """When the sweep in ``folder`` started (a file time), or None when it is not a sweep: the
-    grid sweeper's ``multirun.yaml``, else the first job folder (what an Optuna study leaves)."""
-    marker = folder / MULTIRUN_FILE
-    if marker.is_file():
-        return marker.stat().st_mtime
-    if not folder.is_dir():
-        return None
-    jobs = [p / ".hydra" for p in folder.iterdir() if p.name.isdigit() and (p / ".hydra").is_dir()]
-    return min((j.stat().st_mtime for j in jobs), default=None)
 
 
 def latest_sweep(output_dir: Path) -> Path:

@@ -450,3 +450,7 @@ def test_latest_names_the_newest_run_but_not_inside_a_sweep(tmp_path: Path) -> N
     (sweep / "multirun.yaml").write_text("{}\n")
     point_latest(sweep / "0")
     assert not (sweep / "latest").exists()
+    study = tmp_path / "study"  # an Optuna sweep: no multirun.yaml, Hydra's job folders only
+    (study / "0" / ".hydra").mkdir(parents=True)
+    point_latest(study / "0")
+    assert not (study / "latest").exists()

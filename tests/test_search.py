@@ -35,6 +35,7 @@ def test_a_study_maximises_the_dev_score_and_survives_a_diverging_trial(tmp_path
     assert result.returncode == 0, result.stderr[-2000:]
     sweep = the_sweep(tmp_path)
     assert not (sweep / "multirun.yaml").exists()  # the grid sweeper's file: Optuna writes none
+    assert not (sweep / "latest").exists()  # yet the jobs know they are a sweep's
 
     summary = run(SummaryConfig(PathsConfig(output_dir=tmp_path)))  # the newest sweep: this one
     assert summary.sweep.dir == sweep
