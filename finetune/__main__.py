@@ -11,6 +11,10 @@ Your Tianchi data:         python -m finetune task=tianchi tasks.tianchi.train=/
                                tasks.tianchi.test=/data/test_a.csv
 From scratch (baseline):   python -m finetune model.init=scratch
 A sweep:                   python -m finetune -m train.lr=5e-5,1e-4,2e-4 train.seed=1,2,3
+Optuna search:             python -m finetune -m +search=optuna
+One job per GPU:           python -m finetune -m +launcher=gpus train.lr=1e-4,2e-4 train.seed=1,2
+On SLURM:                  python -m finetune -m +launcher=slurm hydra.launcher.partition=gpu \\
+                               train.lr=1e-4,2e-4
 """
 
 from __future__ import annotations
