@@ -7,6 +7,7 @@ Several GPUs / nodes:      torchrun --nproc_per_node=8 -m pretrain train.micro_b
                            (add --nnodes=N --node_rank=R --rdzv_endpoint=HOST:PORT for nodes)
 Resume a run:              python -m pretrain resume=outputs/pretrain/latest
 Continue from a model:     python -m pretrain model.init_from=PATH 'data.corpus=[my.txt]'
+Optuna search:             python -m pretrain -m +search=optuna_pretrain
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from ptm.errors import exit_on_input_error
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="pretrain")
 @exit_on_input_error
-def main(cfg: DictConfig) -> dict:
+def main(cfg: DictConfig) -> float:
     data = resolve(cfg)
     data["run_dir"] = HydraConfig.get().runtime.output_dir
-    return run(to_dataclass(PretrainConfig, data))
+    metrics = run(to_dataclass(PretrainConfig, data))
+    # What a Hydra sweeper minimises; NaN (a failed trial to Optuna) when there is no held-out split.
+    return metrics.get("eval/loss", float("nan"))
 
 
 if __name__ == "__main__":

@@ -112,6 +112,9 @@ COVERED = {
     "python -m finetune -m +search=optuna hydra.sweeper.n_trials=40 'train.lr=tag(log, interval(1e-5, 3e-4))' hydra.sweeper.sampler.seed=1": (
         "tests/test_search.py::test_the_search_space_is_optuna_distributions_over_real_keys"
     ),
+    "python -m pretrain -m +search=optuna_pretrain train.max_minutes=30": (
+        "tests/test_search.py::test_a_pretraining_study_minimises_the_held_out_loss"
+    ),
     "python -m finetune -m +launcher=gpus train.lr=1e-4,2e-4,3e-4,5e-4 train.seed=1,2": (
         "tests/test_gpus.py::test_a_joblib_sweep_gives_each_worker_its_own_gpu"
     ),
