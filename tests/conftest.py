@@ -3,6 +3,8 @@ to a seconds-long CPU run in ``tmp_path`` (as lightning-hydra-template's tests d
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from ptm.config import register_resolvers
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = str(ROOT / "conf")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -56,6 +59,32 @@ def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
     register_resolvers()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose(config_name=config_name, overrides=overrides, return_hydra_config=False)
+
+
+def run_module(
+    module: str, *args: str, processes: int = 1, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    """``python -m module args`` from the repository root, as a user runs it; with
+    ``processes`` > 1 through torchrun (standalone, gloo on CPU)."""
+    launcher = [sys.executable]
+    if processes > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    return subprocess.run(
+        [*launcher, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def tiny_pretrain_sweep(
+    tmp_path: Path, corpus: Path, *overrides: str
+) -> subprocess.CompletedProcess:
+    """``python -m pretrain -m`` on the tiny config, outputs under ``tmp_path``; no gradient
+    clipping and a guard that may fire after 3 steps, so a huge learning rate diverges fast."""
+    return run_module(
+        "pretrain", "-m", "+experiment=tiny", f"data.corpus=[{corpus}]",
+        f"paths.data_dir={tmp_path / 'data'}", f"paths.output_dir={tmp_path}",
+        "train.grad_clip=0", "train.guard.min_steps=3", *overrides,
+        timeout=300,
+    )  # fmt: skip
 
 
 def tiny_pretrain_overrides(tmp_path: Path, corpus: Path, *extra: str) -> list[str]:

@@ -27,7 +27,7 @@ from ptm.errors import DivergenceError, InputError
 from ptm.finetuned import load_finetuned
 from ptm.heads import TaskModel
 from ptm.llrd import layer_decay_groups
-from tests.conftest import CONF_DIR, compose_config
+from tests.conftest import CONF_DIR, compose_config, run_module
 from tests.finetune_helpers import (
     finetune_config,
     task_overrides,
@@ -417,22 +417,7 @@ def test_two_torchrun_processes_finetune(tmp_path: Path, model_dir: Path) -> Non
         "train.micro_batch_size=8",
         "train.epochs=2",
     ]
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "finetune",
-            *common,
-            f"hydra.run.dir={tmp_path / 'two'}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    result = run_module("finetune", *common, f"hydra.run.dir={tmp_path / 'two'}", processes=2)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert set(metrics["tasks"]) == {"cls", "ner"} and metrics["steps"] > 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ import pretrain.train as train_module
 from pretrain.train import run
 from ptm.errors import DivergenceError
 from ptm.model import MaskedLMObjective, ModelConfig, build_mlm_model
-from tests.conftest import CONF_DIR, compose_config, pretrain_config
+from tests.conftest import CONF_DIR, compose_config, pretrain_config, run_module
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -199,29 +198,9 @@ def test_two_torchrun_processes_match_one(tmp_path: Path, corpus: Path) -> None:
         "train.max_steps=8",
         "train.eval_every=100",
     ]
-    one = subprocess.run(
-        [sys.executable, "-m", "pretrain", *common, f"hydra.run.dir={tmp_path / 'one'}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    one = run_module("pretrain", *common, f"hydra.run.dir={tmp_path / 'one'}")
     assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "pretrain",
-            *common,
-            f"hydra.run.dir={tmp_path / 'two'}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    two = run_module("pretrain", *common, f"hydra.run.dir={tmp_path / 'two'}", processes=2)
     assert two.returncode == 0, two.stderr[-2000:]
     wa, wb = (
         load_file(tmp_path / "one" / "model" / "model.safetensors"),
@@ -299,21 +278,3 @@ def test_required_values_left_unset_are_clear_errors() -> None:
     cfg = compose_config("pretrain", ["data.corpus=???"])
     with pytest.raises(InputError, match=r"data\.corpus is required — set it on the command line"):
         to_dataclass(PretrainConfig, cfg)
-
-
-def test_multirun_survives_a_diverging_job(tmp_path: Path, corpus: Path) -> None:
-    """Hydra multirun: the diverging job is marked failed in its status.json, the other runs."""
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "pretrain", "-m", "+experiment=tiny",
-            f"data.corpus=[{corpus}]", f"paths.data_dir={tmp_path / 'data'}", f"paths.output_dir={tmp_path}",
-            "train.lr=1e-3,1e4", "train.grad_clip=0", "train.guard.min_steps=3",
-        ],
-        cwd=ROOT, capture_output=True, text=True,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    (sweep,) = (tmp_path / "pretrain-multirun").iterdir()
-    ok, failed = (json.loads((sweep / n / "status.json").read_text()) for n in ("0", "1"))
-    assert ok == {"status": "ok"} and (sweep / "0" / "model" / "config.json").is_file()
-    assert failed["status"] == "failed" and "diverged" in failed["error"]
-    assert not (sweep / "1" / "model").exists()

@@ -5,8 +5,6 @@ the configs have."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,10 +15,9 @@ from optuna.distributions import LogUniformDistribution
 
 from ptm.config import PathsConfig
 from sweeps.summary import SummaryConfig, run
-from tests.conftest import CONF_DIR, compose_config
+from tests.conftest import CONF_DIR, compose_config, tiny_pretrain_sweep
 from tests.finetune_helpers import run_finetune_sweep, the_sweep
 
-ROOT = Path(__file__).resolve().parents[1]
 # Three trials of a three-way choice that draw each value once: optuna 2.10's random sampler with
 # this seed draws the choices' indices 1, 0, 2. (The grid sampler would too, but with it the
 # plugin crashes when the last trial it reports is a failed one: GridSampler then calls
@@ -82,15 +79,13 @@ def test_the_search_space_is_optuna_distributions_over_real_keys(preset: str, st
 def test_a_pretraining_study_minimises_the_held_out_loss(tmp_path: Path, corpus: Path) -> None:
     """``+search=optuna_pretrain``: the study's best trial is the one with the lowest held-out
     MLM loss, the target the summary ranks pretraining jobs by; a diverging trial is failed."""
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "pretrain", "-m", "+experiment=tiny", "+search=optuna_pretrain",
-            *EACH_VALUE_ONCE, "train.lr=choice(1e-5,3e-3,1e4)", "train.grad_clip=0", "train.guard.min_steps=3",
-            f"data.corpus=[{corpus}]", f"paths.data_dir={tmp_path / 'data'}",
-            f"paths.output_dir={tmp_path}",
-        ],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    result = tiny_pretrain_sweep(
+        tmp_path,
+        corpus,
+        "+search=optuna_pretrain",
+        *EACH_VALUE_ONCE,
+        "train.lr=choice(1e-5,3e-3,1e4)",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     (sweep,) = (tmp_path / "pretrain-multirun").iterdir()
     summary = run(SummaryConfig(PathsConfig(output_dir=tmp_path), dir=str(sweep)))

@@ -19,6 +19,7 @@ from ptm.config import PathsConfig
 from ptm.errors import InputError
 from ptm.sweep import latest_sweep, read_sweep, summarize
 from sweeps.summary import SummaryConfig, run
+from tests.conftest import tiny_pretrain_sweep
 from tests.finetune_helpers import run_finetune_sweep, the_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,16 +32,14 @@ def table_rows(markdown: str) -> list[list[str]]:
 
 
 def test_pretrain_sweep_with_a_diverging_job(tmp_path: Path, corpus: Path) -> None:
-    sweep_run = subprocess.run(
-        [
-            sys.executable, "-m", "pretrain", "-m", "+experiment=tiny",
-            f"data.corpus=[{corpus}]", f"paths.data_dir={tmp_path / 'data'}", f"paths.output_dir={tmp_path}",
-            "train.lr=1e-3,1e4", "train.grad_clip=0", "train.guard.min_steps=3",
-        ],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    sweep_run = tiny_pretrain_sweep(tmp_path, corpus, "train.lr=1e-3,1e4")
     assert sweep_run.returncode == 0, sweep_run.stderr[-2000:]
     (sweep,) = (tmp_path / "pretrain-multirun").iterdir()
+    # The diverging job is marked failed in its status.json and exports no model; the other runs.
+    ok, failed = (json.loads((sweep / n / "status.json").read_text()) for n in ("0", "1"))
+    assert ok == {"status": "ok"} and (sweep / "0" / "model" / "config.json").is_file()
+    assert failed["status"] == "failed" and "diverged" in failed["error"]
+    assert not (sweep / "1" / "model").exists()
 
     # No dir=: the newest sweep under the outputs folder, as `make summary` runs it.
     result = subprocess.run(
