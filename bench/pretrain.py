@@ -3,7 +3,9 @@
 Same model (BERT-mini), same segments of the embedded corpus, same global batch, same precision,
 same optimizer family; the baseline is ``BertForMaskedLM`` + ``DataCollatorForLanguageModeling``
 + ``Trainer`` as the Hugging Face examples run it. Rates are tokens (non-padding positions) per
-second over the steps after warm-up.
+second over the steps after warm-up. On a machine with a GPU a second row is measured there, in
+bf16 and with a GPU-sized batch, with each side's model FLOPs utilisation (`ptm.mfu`): the
+matmul work each side asks for, so ptm's skipped work does not count for it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ def _segments(tmp: Path, max_seq_len: int) -> Path:
     )
 
 
-def ours(tmp: str, folder: str, steps: int, warmup: int, batch: int, precision: str) -> float:
+def ours(
+    tmp: str, folder: str, steps: int, warmup: int, batch: int, precision: str, device: str
+) -> tuple[float, float | None]:
+    """Tokens/s and MFU (None where the device's peak is unknown) after warm-up."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from pretrain.config import DataConfig, PretrainConfig, TrainConfig
@@ -54,17 +59,25 @@ def ours(tmp: str, folder: str, steps: int, warmup: int, batch: int, precision: 
             log_every=1,
             save_every=10**9,
         ),
-        runtime=RuntimeConfig(device="auto", precision=precision),
-        run_dir=Path(tmp) / "ours",
+        runtime=RuntimeConfig(device=device, precision=precision),
+        run_dir=Path(tmp) / f"ours-{device}",
     )
     run(cfg)
-    acc = EventAccumulator(str(Path(tmp) / "ours" / "tb"))
+    acc = EventAccumulator(str(Path(tmp) / f"ours-{device}" / "tb"))
     acc.Reload()
-    rates = [e.value for e in acc.Scalars("train/tokens_per_s") if e.step > warmup]
-    return statistics.mean(rates)
+
+    def after_warmup(tag: str) -> float | None:
+        if tag not in acc.Tags()["scalars"]:
+            return None
+        return statistics.mean(e.value for e in acc.Scalars(tag) if e.step > warmup)
+
+    return after_warmup("train/tokens_per_s"), after_warmup("train/mfu")
 
 
-def baseline(tmp: str, folder: str, steps: int, warmup: int, batch: int, precision: str) -> float:
+def baseline(
+    tmp: str, folder: str, steps: int, warmup: int, batch: int, precision: str, device: str
+) -> tuple[float, float | None]:
+    """Tokens/s and MFU (None where the device's peak is unknown) after warm-up."""
     import numpy as np
     import torch
     from transformers import (
@@ -73,6 +86,7 @@ def baseline(tmp: str, folder: str, steps: int, warmup: int, batch: int, precisi
         DataCollatorForLanguageModeling,
     )
 
+    from ptm.mfu import mlm_training_flops, peak_flops
     from ptm.segments import SegmentData, load_segment_tokenizer
 
     tokenizer = load_segment_tokenizer(Path(folder))
@@ -92,13 +106,15 @@ def baseline(tmp: str, folder: str, steps: int, warmup: int, batch: int, precisi
     model = BertForMaskedLM(config)
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
     tokens: list[int] = []
+    flops: list[int] = []
 
     def collate(features):
         out = collator(features)
         tokens.append(int(out["attention_mask"].sum()))
+        rows, length = out["input_ids"].shape
+        flops.append(mlm_training_flops(config, rows, length, head_rows=rows * length))
         return out
 
-    use_cpu = precision == "fp32" and not torch.cuda.is_available()
     stamps = timed_trainer(
         model,
         examples,
@@ -108,35 +124,59 @@ def baseline(tmp: str, folder: str, steps: int, warmup: int, batch: int, precisi
         warmup + steps,
         1e-3,
         precision,
-        use_cpu,
+        use_cpu=device == "cpu",
     )
     # Batch k+1 is collated before step k ends (prefetch), so pair step times with their own batch.
     timed = stamps[warmup:]
     seconds = timed[-1] - stamps[warmup - 1]
-    return sum(tokens[warmup + 1 : warmup + 1 + len(timed)]) / seconds
+    mine = slice(warmup + 1, warmup + 1 + len(timed))
+    peak = peak_flops(torch.device(device), precision, False, None)  # Trainer leaves TF32 off
+    return sum(tokens[mine]) / seconds, sum(flops[mine]) / seconds / peak if peak else None
 
 
 def run(
-    steps: int, warmup_steps: int, batch_size: int, max_seq_len: int, precision: str
+    steps: int,
+    warmup_steps: int,
+    batch_size: int,
+    max_seq_len: int,
+    precision: str,
+    gpu_batch_size: int,
 ) -> list[BenchRow]:
+    import torch
+
+    setups = [("cpu", precision, batch_size)]
+    if torch.cuda.is_available():
+        setups.append(("cuda", "bf16", gpu_batch_size))
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = _segments(Path(tmp), max_seq_len)
-        args = (tmp, str(folder), steps, warmup_steps, batch_size, precision)
-        base = measure(baseline, *args)
-        mine = measure(ours, *args)
-    return [
-        BenchRow(
-            benchmark=f"pretrain: BERT-mini MLM step ({precision})",
-            metric="tokens/s",
-            ours=mine.value,
-            baseline=base.value,
-            ours_peak_mb=mine.peak_rss_mb,
-            baseline_peak_mb=base.peak_rss_mb,
-            setup=(
-                f"BERT-mini, embedded corpus segments of {max_seq_len}, global batch {batch_size}, {precision}, "
-                f"mean over {steps} steps after {warmup_steps} warm-up; ours: MLM head and BERT's last encoder layer "
-                "on the masked positions only, fused AdamW; baseline: BertForMaskedLM + "
-                "DataCollatorForLanguageModeling + transformers.Trainer (full-vocabulary head on every position)"
-            ),
-        )
-    ]
+        for device, prec, batch in setups:
+            args = (tmp, str(folder), steps, warmup_steps, batch, prec, device)
+            base = measure(baseline, *args)
+            mine = measure(ours, *args)
+            (base_rate, base_mfu), (our_rate, our_mfu) = base.value, mine.value
+            where = "GPU" if device == "cuda" else "CPU"
+            mfu = (
+                f"; model FLOPs utilisation: ptm {our_mfu:.1%}, baseline {base_mfu:.1%}"
+                if our_mfu is not None and base_mfu is not None
+                else ""
+            )
+            rows.append(
+                BenchRow(
+                    benchmark=f"pretrain: BERT-mini MLM step ({where}, {prec})",
+                    metric="tokens/s",
+                    ours=our_rate,
+                    baseline=base_rate,
+                    ours_peak_mb=mine.peak_rss_mb,
+                    baseline_peak_mb=base.peak_rss_mb,
+                    setup=(
+                        f"BERT-mini, embedded corpus segments of {max_seq_len}, global batch "
+                        f"{batch}, {prec} on {where}, mean over {steps} steps after "
+                        f"{warmup_steps} warm-up; ours: MLM head and BERT's last encoder layer "
+                        "on the masked positions only, fused AdamW; baseline: BertForMaskedLM + "
+                        "DataCollatorForLanguageModeling + transformers.Trainer (full-vocabulary "
+                        f"head on every position){mfu}"
+                    ),
+                )
+            )
+    return rows

@@ -38,6 +38,7 @@ from ptm.heads import TaskModel, build_head, check_vocab, encoder_config, load_e
 from ptm.inference import Prediction, predict, score
 from ptm.llrd import layer_decay_groups
 from ptm.metrics import confusion_image, primary
+from ptm.mfu import encoder_training_flops, peak_flops, utilisation
 from ptm.optim import build_adamw, lr_factor
 from ptm.progress import format_count, format_duration
 from ptm.rundir import point_latest
@@ -119,6 +120,7 @@ def _train(cfg: FinetuneConfig, info: dist.DistInfo) -> dict:
     groups = layer_decay_groups(model, config.num_hidden_layers, t.layer_decay, t.weight_decay)
     optimizer = build_adamw(groups, t.lr, tuple(t.betas), t.eps, device)
     scaler = grad_scaler(device, precision)
+    peak = peak_flops(device, precision, cfg.runtime.tf32, cfg.runtime.peak_tflops)
     accum = dist.micro_steps_per_step(t.batch_size, t.micro_batch_size, info.world_size)
     pad_id, multiple = tokenizer.pad_token_id, 8 if device.type == "cuda" else 1
 
@@ -231,7 +233,7 @@ def _train(cfg: FinetuneConfig, info: dist.DistInfo) -> dict:
     history = []
     step, examples, stopped = 0, 0, "budget"
     clock = time.perf_counter()
-    window_examples, window_tokens, window_start = 0, 0, clock
+    window_examples, window_tokens, window_flops, window_start = 0, 0, 0.0, clock
     model.train()
     while True:
         elapsed = time.perf_counter() - clock
@@ -294,12 +296,14 @@ def _train(cfg: FinetuneConfig, info: dist.DistInfo) -> dict:
             [
                 sum(int((m["labels"] != IGNORE).sum()) for m in micro),
                 sum(int(m["attention_mask"].sum()) for m in micro),
+                sum(encoder_training_flops(config, *m["input_ids"].shape) for m in micro),
             ],
             dtype=torch.float64,
         ).to(device)
         micro = [{k2: v.to(device, non_blocking=True) for k2, v in m.items()} for m in micro]
         dist.all_reduce_sum(counted)
         n_items, step_tokens = max(counted[0].item(), 1.0), int(counted[1].item())
+        window_flops += counted[2].item()
 
         stats = torch.zeros(1, device=device, dtype=torch.float64)
         predicted = torch.zeros(len(task.labels), device=device, dtype=torch.float64)
@@ -345,6 +349,7 @@ def _train(cfg: FinetuneConfig, info: dist.DistInfo) -> dict:
         if step % t.log_every == 0:
             now = time.perf_counter()
             rate = window_examples / max(now - window_start, 1e-9)
+            mfu = utilisation(window_flops, now - window_start, peak, info.world_size)
             tb.scalars(
                 step,
                 {
@@ -354,22 +359,24 @@ def _train(cfg: FinetuneConfig, info: dist.DistInfo) -> dict:
                     "train/grad_norm": float(grad_norm),
                     "train/examples_per_s": rate,
                     "train/tokens_per_s": window_tokens / max(now - window_start, 1e-9),
+                    **({"train/mfu": mfu} if mfu is not None else {}),
                 },
             )
             done = progress_at(step, now - clock)
             eta = (now - clock) * (1 - done) / max(done, 1e-9)
             log.info(
-                "step %d | epoch %.2f | %s loss %.4f | lr %.2e | %s ex/s | %3.0f%% | ETA %s",
+                "step %d | epoch %.2f | %s loss %.4f | lr %.2e | %s ex/s%s | %3.0f%% | ETA %s",
                 step,
                 step / steps_per_epoch,
                 task.name,
                 train_loss,
                 lr,
                 format_count(rate),
+                "" if mfu is None else f" | MFU {100 * mfu:.1f}%",
                 100 * done,
                 format_duration(eta),
             )
-            window_examples, window_tokens, window_start = 0, 0, now
+            window_examples, window_tokens, window_flops, window_start = 0, 0, 0.0, now
 
     wall = time.perf_counter() - clock
     final = {

@@ -31,6 +31,7 @@ from ptm.config import flatten, to_plain
 from ptm.errors import InputError
 from ptm.guard import DivergenceGuard
 from ptm.masking import Masker, MaskingConfig
+from ptm.mfu import mlm_training_flops, peak_flops, utilisation
 from ptm.model import MaskedLMObjective, build_mlm_model
 from ptm.optim import build_adamw, lr_factor, param_groups
 from ptm.progress import format_count, format_duration
@@ -135,6 +136,7 @@ def _train(cfg: PretrainConfig, info: dist.DistInfo) -> dict:
         param_groups(model, t.weight_decay), t.lr, tuple(t.betas), t.eps, device
     )
     scaler = grad_scaler(device, precision)
+    peak = peak_flops(device, precision, cfg.runtime.tf32, cfg.runtime.peak_tflops)
     guard = DivergenceGuard(t.guard)
     accum = dist.micro_steps_per_step(t.batch_size, t.micro_batch_size, info.world_size)
     order = SampleOrder(len(train_set), t.seed)
@@ -208,7 +210,8 @@ def _train(cfg: PretrainConfig, info: dist.DistInfo) -> dict:
     clock = time.perf_counter()
     start_elapsed, start_tokens = elapsed, tokens
     start_progress = budget.progress(step, tokens, elapsed)
-    window_tokens, window_start = 0, time.perf_counter()
+    window_tokens, window_flops, window_start = 0, 0.0, time.perf_counter()
+    run_flops = 0.0
     objective.train()
     while True:
         elapsed = start_elapsed + time.perf_counter() - clock
@@ -259,13 +262,19 @@ def _train(cfg: PretrainConfig, info: dist.DistInfo) -> dict:
             g = torch.Generator(device).manual_seed(stream_seed(t.seed, step, chunk))
             ids, labels = masker(batch["input_ids"], batch.get("word_start"), g)
             micro.append((chunk, ids, batch["attention_mask"], labels))
+        predicted = [int((m[3] != -100).sum()) for m in micro]
+        flops = sum(
+            mlm_training_flops(model.config, *m[1].shape, n, n if objective.masked_only else None)
+            for m, n in zip(micro, predicted, strict=True)
+        )
         counts = torch.tensor(
-            [sum(int((m[3] != -100).sum()) for m in micro), sum(int(m[2].sum()) for m in micro)],
+            [sum(predicted), sum(int(m[2].sum()) for m in micro), flops],
             device=device,
             dtype=torch.float64,
         )
         dist.all_reduce_sum(counts)
         n_predicted, step_tokens = max(counts[0].item(), 1.0), int(counts[1].item())
+        step_flops = counts[2].item()
 
         loss_sum = torch.zeros((), device=device, dtype=torch.float64)
         correct = torch.zeros((), device=device, dtype=torch.float64)
@@ -295,11 +304,14 @@ def _train(cfg: PretrainConfig, info: dist.DistInfo) -> dict:
         step += 1
         tokens += step_tokens
         window_tokens += step_tokens
+        window_flops += step_flops
+        run_flops += step_flops
 
         if step % t.log_every == 0:
             now = time.perf_counter()
             rate = window_tokens / max(now - window_start, 1e-9)
-            window_tokens, window_start = 0, now
+            mfu = utilisation(window_flops, now - window_start, peak, info.world_size)
+            window_tokens, window_flops, window_start = 0, 0.0, now
             done = budget.progress(step, tokens, start_elapsed + now - clock)
             eta = (now - clock) * (1 - done) / max(done - start_progress, 1e-9)
             tb.scalars(
@@ -312,15 +324,17 @@ def _train(cfg: PretrainConfig, info: dist.DistInfo) -> dict:
                     "train/tokens_per_s": rate,
                     "train/packing_efficiency": step_tokens
                     / (t.batch_size * train_set.max_seq_len),
+                    **({"train/mfu": mfu} if mfu is not None else {}),
                 },
             )
             log.info(
-                "step %d | loss %.4f | lr %.2e | grad norm %.2f | %s tok/s | %3.0f%% | ETA %s",
+                "step %d | loss %.4f | lr %.2e | grad norm %.2f | %s tok/s%s | %3.0f%% | ETA %s",
                 step,
                 train_loss,
                 lr,
                 float(grad_norm),
                 format_count(rate),
+                "" if mfu is None else f" | MFU {100 * mfu:.1f}%",
                 100 * done,
                 format_duration(eta),
             )
@@ -334,6 +348,8 @@ def _train(cfg: PretrainConfig, info: dist.DistInfo) -> dict:
         "wall_seconds": round(wall, 2),
         "tokens_per_s": round((tokens - start_tokens) / max(wall, 1e-9), 1),
     }
+    if peak:  # model FLOPs utilisation of the whole run, evaluation and saving included
+        final["mfu"] = round(utilisation(run_flops, wall, peak, info.world_size), 4)
     if info.is_main:
         _export(model, tokenizer, run_dir / "model")
         (run_dir / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")

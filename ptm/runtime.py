@@ -22,6 +22,7 @@ class RuntimeConfig:
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     compile: bool = False
     tf32: bool = True
+    peak_tflops: float | None = None  # one device's peak at the run's precision, for MFU
 
 
 def cpu_has_amx_bf16() -> bool:
