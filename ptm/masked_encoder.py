@@ -7,6 +7,10 @@ matter at the masked positions; keys and values still come from every position. 
 last layer on those rows only does about a quarter of its work, exactly the same arithmetic for
 the rows kept (MosaicBERT's "subset" last layer). The weights are transformers' own modules,
 called in the order ``BertLayer`` calls them, so the model saved is an ordinary ``BertForMaskedLM``.
+
+Calling the layers' parts here, rather than ``BertLayer`` itself, also lets attention with dropout
+on CPU (where ``scaled_dot_product_attention`` takes its unfused math path anyway) use ptm's
+cheaper dropout mask (`ptm.dropout`); everywhere else attention is PyTorch's SDPA kernel.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from transformers import BertModel
-from transformers.masking_utils import create_bidirectional_mask
+
+from ptm.dropout import MaskedScale, keep_mask, use_fast_path
 
 
 def supports_masked_only(encoder: torch.nn.Module) -> bool:
@@ -37,12 +42,10 @@ def encode_masked_positions(
     """The last hidden states at the ``selected`` positions, ``(N, hidden)`` in the order of
     ``last_hidden_state[selected]`` — the same values, at a fraction of the last layer's cost."""
     hidden = bert.embeddings(input_ids=input_ids)
-    mask = create_bidirectional_mask(
-        config=bert.config, inputs_embeds=hidden, attention_mask=attention_mask
-    )
+    key_mask = None if bool(attention_mask.all()) else attention_mask[:, None, None, :].bool()
     *lower, last = bert.encoder.layer
     for layer in lower:
-        hidden = layer(hidden, mask)
+        hidden = _layer_at_rows(layer, hidden, hidden, key_mask)
     # The selected positions of each row first, in order, padded to the row with the most
     # (rounded up to a multiple of 8: fewer distinct shapes for kernels and torch.compile).
     counts = selected.sum(dim=1)
@@ -51,7 +54,6 @@ def encode_masked_positions(
     order = torch.argsort((~selected).to(torch.uint8), dim=1, stable=True)[:, :width]
     kept = torch.arange(width, device=selected.device) < counts[:, None]
     rows = hidden.gather(1, order[..., None].expand(-1, -1, hidden.size(-1)))
-    key_mask = None if mask is None else attention_mask[:, None, None, :].bool()
     out = _layer_at_rows(last, hidden, rows, key_mask)
     return out[kept]
 
@@ -66,13 +68,38 @@ def _layer_at_rows(
     def split_heads(x: torch.Tensor) -> torch.Tensor:
         return x.view(batch, x.size(1), -1, attention.attention_head_size).transpose(1, 2)
 
-    context = F.scaled_dot_product_attention(
+    context = attend(
         split_heads(attention.query(rows)),
         split_heads(attention.key(hidden)),
         split_heads(attention.value(hidden)),
-        attn_mask=key_mask,
-        dropout_p=attention.dropout.p if attention.training else 0.0,
-        scale=attention.scaling,
+        key_mask,
+        attention.dropout.p if attention.training else 0.0,
+        attention.scaling,
     )
     context = context.transpose(1, 2).reshape(batch, rows.size(1), -1)
     return layer.feed_forward_chunk(layer.attention.output(context, rows))
+
+
+def attend(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    key_mask: torch.Tensor | None,
+    dropout_p: float,
+    scale: float,
+) -> torch.Tensor:
+    """Scaled dot-product attention; with dropout on CPU, the math path with ptm's mask.
+
+    Both scales go where the tensors are small: the softmax scale on the queries, the dropout
+    scale on the output (head width per query) rather than on the probabilities (one per key).
+    """
+    if not use_fast_path(query, dropout_p, True):
+        return F.scaled_dot_product_attention(
+            query, key, value, attn_mask=key_mask, dropout_p=dropout_p, scale=scale
+        )
+    scores = torch.matmul(query * scale, key.transpose(-1, -2))  # scaled where it is small
+    if key_mask is not None:
+        scores.masked_fill_(~key_mask, float("-inf"))
+    probs = scores.softmax(dim=-1)
+    keep, keep_scale = keep_mask(probs.shape, dropout_p)
+    return torch.matmul(MaskedScale.apply(probs, keep, 1.0), value).mul_(keep_scale)

@@ -1,0 +1,108 @@
+"""The CPU training shortcuts: ptm's dropout mask and glibc keeping freed memory.
+
+Their speed is measured in `make bench`; here, that they compute what they claim.
+"""
+
+from __future__ import annotations
+
+import platform
+import resource
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import BertConfig, BertForMaskedLM
+
+from ptm.dropout import FastDropout, keep_mask, use_fast_dropout
+from ptm.masked_encoder import attend
+from ptm.runtime import keep_freed_memory
+
+
+def test_mask_keeps_one_minus_p_and_scales_to_an_exact_expectation() -> None:
+    torch.manual_seed(0)
+    keep, scale = keep_mask(torch.Size([1000, 1000]), 0.1)
+    assert keep.dtype == torch.bool and keep.shape == (1000, 1000)
+    drop_levels = round(0.1 * 65536)
+    assert scale == 65536 / (65536 - drop_levels)
+    assert abs(keep.float().mean().item() - (1 - drop_levels / 65536)) < 0.002  # ~7 sigma
+
+
+def test_masks_repeat_under_the_same_seed_and_differ_between_calls() -> None:
+    shape = torch.Size([7, 33])  # not a multiple of four elements
+    torch.manual_seed(3)
+    first, second = keep_mask(shape, 0.3)[0], keep_mask(shape, 0.3)[0]
+    torch.manual_seed(3)
+    assert torch.equal(keep_mask(shape, 0.3)[0], first)
+    assert not torch.equal(first, second)
+
+
+def test_fast_dropout_forward_and_backward() -> None:
+    torch.manual_seed(0)
+    layer = FastDropout(0.25)
+    x = torch.full((400, 500), 2.0, requires_grad=True)
+    out = layer(x)
+    scale = 65536 / (65536 - round(0.25 * 65536))
+    kept = out != 0
+    assert torch.equal(out[kept], torch.full_like(out[kept], 2.0 * scale))
+    assert abs(out.mean().item() - 2.0) < 0.02  # unbiased
+    out.sum().backward()
+    assert torch.equal(x.grad, kept.float() * scale)  # the same mask, the same scale
+    layer.eval()
+    assert torch.equal(layer(x), x)
+
+
+def test_swapping_keeps_every_rate_mode_and_saved_key() -> None:
+    model = BertForMaskedLM(
+        BertConfig(
+            vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+            intermediate_size=32, hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.1,
+        )
+    ).eval()  # fmt: skip
+    before = {name: m.p for name, m in model.named_modules() if isinstance(m, nn.Dropout)}
+    keys = set(model.state_dict())
+    assert use_fast_dropout(model) == len(before) > 0
+    after = {name: m for name, m in model.named_modules() if isinstance(m, nn.Dropout)}
+    assert {name: m.p for name, m in after.items()} == before
+    assert all(type(m) is FastDropout and not m.training for m in after.values())
+    assert set(model.state_dict()) == keys
+
+
+def test_attention_math_path_matches_sdpa() -> None:
+    """With a rate that rounds to dropping nothing, the CPU math path (scores, padding mask,
+    softmax, mask, output scale) must give PyTorch's kernel's result."""
+    torch.manual_seed(0)
+    query = torch.randn(3, 2, 5, 8)
+    key, value = torch.randn(3, 2, 11, 8), torch.randn(3, 2, 11, 8)
+    key_mask = torch.ones(3, 1, 1, 11, dtype=torch.bool)
+    key_mask[1, ..., 7:] = False
+    ours = attend(query, key, value, key_mask, 1e-6, 0.35)
+    reference = F.scaled_dot_product_attention(query, key, value, attn_mask=key_mask, scale=0.35)
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_attention_dropout_drops_probabilities_and_rescales() -> None:
+    """One key, so every probability is 1: the output is the value, zeroed where dropped and
+    scaled up where kept."""
+    torch.manual_seed(0)
+    value = torch.randn(4, 2, 1, 8)
+    out = attend(torch.randn(4, 2, 300, 8), torch.randn(4, 2, 1, 8), value, None, 0.5, 1.0)
+    dropped = (out == 0).all(dim=-1)
+    assert 0.4 < dropped.float().mean() < 0.6
+    torch.testing.assert_close(out[~dropped], (2 * value).expand_as(out)[~dropped])
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_freed_memory_is_reused_without_new_page_faults() -> None:
+    """A training step allocates the same large tensors over and over: once the heap has grown
+    to hold them, a new one must not page-fault (a fresh mapping faults on each of its 8,192
+    pages of 4 KB, every time)."""
+    assert keep_freed_memory()
+
+    def faults_of_a_32_mb_tensor() -> int:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        torch.ones(8 << 20)  # allocated, written, freed
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+    faults = [faults_of_a_32_mb_tensor() for _ in range(16)]
+    assert sum(faults[-4:]) < 1000, faults
