@@ -12,6 +12,7 @@ import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -68,6 +69,25 @@ def measure(fn: Callable[..., Any], *args: Any) -> Measurement:
                 ) from None
     proc.join()
     return result
+
+
+def logged_steps(tb_dir: Path, after_step: int) -> dict[str, list[float]]:
+    """Every per-step scalar a ptm run logged to TensorBoard, for the steps after ``after_step``
+    (the run must log every step), by tag."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tb_dir))
+    acc.Reload()
+    return {
+        tag: [e.value for e in acc.Scalars(tag) if e.step > after_step]
+        for tag in acc.Tags()["scalars"]
+    }
+
+
+def overall_rate(amounts: list[float], rates: list[float]) -> float:
+    """Throughput over several steps from each step's amount and rate: total amount over total
+    time. (The plain mean of the rates overstates it whenever step times differ.)"""
+    return sum(amounts) / sum(a / r for a, r in zip(amounts, rates, strict=True))
 
 
 def timed_trainer(

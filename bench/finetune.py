@@ -11,11 +11,10 @@ GPU a second row is measured there in bf16.
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 from pathlib import Path
 
-from bench.common import BenchRow, measure, timed_trainer
+from bench.common import BenchRow, logged_steps, measure, overall_rate, timed_trainer
 
 
 def _setup(tmp: Path, max_seq_len: int) -> tuple[Path, Path]:
@@ -54,8 +53,6 @@ def ours(
     tmp: str, data: str, model: str, steps: int, warmup: int, batch: int, max_seq_len: int,
     precision: str, device: str, group_by_length: bool = True,
 ) -> float:  # fmt: skip
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     from finetune.config import FinetuneConfig, ModelSource, TrainConfig
     from finetune.train import run
     from ptm.collapse import CollapseConfig
@@ -91,9 +88,8 @@ def ours(
         run_dir=Path(tmp) / f"ours-{group_by_length}",
     )
     run(cfg)
-    acc = EventAccumulator(str(cfg.run_dir / "tb"))
-    acc.Reload()
-    return statistics.mean(e.value for e in acc.Scalars("train/examples_per_s") if e.step > warmup)
+    rates = logged_steps(cfg.run_dir / "tb", warmup)["train/examples_per_s"]
+    return overall_rate([batch] * len(rates), rates)
 
 
 def baseline(
@@ -166,7 +162,7 @@ def run(
                     setup=(
                         f"BERT-mini (random weights), embedded review sentiment (13,889 reviews, "
                         f"mean ~70 IDs) truncated to {max_seq_len}, global batch {batch_size}, "
-                        f"{prec} on {where}, mean over {steps} steps after {warmup_steps} warm-up; "
+                        f"{prec} on {where}, throughput (all examples over all the time) of {steps} steps after {warmup_steps} warm-up; "
                         "ptm: length-grouped batches padded to their longest, [CLS] head, fused "
                         f"AdamW (without length grouping: {ungrouped.value:.0f} examples/s); baseline: BertForSequenceClassification + DataCollatorWithPadding "
                         "+ transformers.Trainer (random batches padded to their longest, fused "

@@ -10,11 +10,10 @@ matmul work each side asks for, so ptm's skipped work does not count for it.
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 from pathlib import Path
 
-from bench.common import BenchRow, measure, timed_trainer
+from bench.common import BenchRow, logged_steps, measure, overall_rate, timed_trainer
 
 
 def _segments(tmp: Path, max_seq_len: int) -> Path:
@@ -34,8 +33,6 @@ def ours(
     tmp: str, folder: str, steps: int, warmup: int, batch: int, precision: str, device: str
 ) -> tuple[float, float | None]:
     """Tokens/s and MFU (None where the device's peak is unknown) after warm-up."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     from pretrain.config import DataConfig, PretrainConfig, TrainConfig
     from pretrain.train import run
     from ptm.config import PathsConfig
@@ -63,15 +60,14 @@ def ours(
         run_dir=Path(tmp) / f"ours-{device}",
     )
     run(cfg)
-    acc = EventAccumulator(str(Path(tmp) / f"ours-{device}" / "tb"))
-    acc.Reload()
-
-    def after_warmup(tag: str) -> float | None:
-        if tag not in acc.Tags()["scalars"]:
-            return None
-        return statistics.mean(e.value for e in acc.Scalars(tag) if e.step > warmup)
-
-    return after_warmup("train/tokens_per_s"), after_warmup("train/mfu")
+    steps = logged_steps(cfg.run_dir / "tb", warmup)
+    rates = steps["train/tokens_per_s"]
+    tokens = steps["train/packing_efficiency"]  # proportional to each step's tokens: enough here
+    mfu = None
+    if "train/mfu" in steps:  # time-weighted, as the rate is
+        seconds = [t / r for t, r in zip(tokens, rates, strict=True)]
+        mfu = sum(m * s for m, s in zip(steps["train/mfu"], seconds, strict=True)) / sum(seconds)
+    return overall_rate(tokens, rates), mfu
 
 
 def baseline(
@@ -171,7 +167,7 @@ def run(
                     baseline_peak_mb=base.peak_rss_mb,
                     setup=(
                         f"BERT-mini, embedded corpus segments of {max_seq_len}, global batch "
-                        f"{batch}, {prec} on {where}, mean over {steps} steps after "
+                        f"{batch}, {prec} on {where}, throughput (all tokens over all the time) of {steps} steps after "
                         f"{warmup_steps} warm-up; ours: MLM head and BERT's last encoder layer "
                         "on the masked positions only, fused AdamW; baseline: BertForMaskedLM + "
                         "DataCollatorForLanguageModeling + transformers.Trainer (full-vocabulary "
