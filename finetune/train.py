@@ -31,6 +31,7 @@ from ptm import dist, runtime
 from ptm.batching import batch_order, collate
 from ptm.collapse import CollapseGuard
 from ptm.config import flatten, to_plain
+from ptm.dropout import use_fast_dropout
 from ptm.errors import DivergenceError, InputError
 from ptm.finetuned import export
 from ptm.guard import DivergenceGuard
@@ -110,6 +111,7 @@ def _train(cfg: FinetuneConfig, info: dist.DistInfo) -> dict:
         task.name: build_head(task.cfg.kind, config, len(task.labels), cfg.head) for task in tasks
     }
     model = TaskModel(encoder, heads).to(device)
+    use_fast_dropout(model)
     # One task per step: the other heads get no gradient, which DDP must be told about.
     wrapped = (
         DistributedDataParallel(model, find_unused_parameters=len(tasks) > 1)

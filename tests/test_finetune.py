@@ -288,14 +288,15 @@ def test_from_scratch_baseline_reinitialises_the_encoder(tmp_path: Path, model_d
     assert not torch.allclose(base.state_dict()[name], ours.encoder.state_dict()[name], atol=1e-2)
 
 
-def test_a_learning_rate_of_0_01_stops_with_a_clear_message(
+def test_a_far_too_high_learning_rate_stops_with_a_clear_message(
     tmp_path: Path, model_dir: Path
 ) -> None:
-    """The tiny model learns, then collapses to one class at chance loss (no NaN)."""
+    """The tiny model collapses to one class at chance loss (no NaN). At 0.05 it does for every
+    seed tried; at 0.01, as BERT-mini does, only for some."""
     cfg, _ = cls_config(
         tmp_path,
         model_dir,
-        "train.lr=0.01",
+        "train.lr=0.05",
         "train.epochs=10",
         "train.collapse.min_steps=30",
         "train.collapse.window=20",
@@ -303,9 +304,9 @@ def test_a_learning_rate_of_0_01_stops_with_a_clear_message(
     with pytest.raises(DivergenceError) as caught:
         run(cfg)
     message = str(caught.value)
-    assert "training collapsed at step" in message and "peak train.lr=0.01" in message
+    assert "training collapsed at step" in message and "peak train.lr=0.05" in message
     assert "no better than predicting the class frequencies" in message
-    assert "lower train.lr=0.01 (try 1e-4 or below" in message
+    assert "lower train.lr=0.05 (try 1e-4 or below" in message
     assert not (tmp_path / "run" / "model").exists()
 
 
