@@ -62,7 +62,11 @@ def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
 
 
 def run_module(
-    module: str, *args: str, processes: int = 1, timeout: int = 600
+    module: str,
+    *args: str,
+    processes: int = 1,
+    timeout: int = 600,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
     """``python -m module args`` from the repository root, as a user runs it; with
     ``processes`` > 1 through torchrun (standalone, gloo on CPU)."""
@@ -70,7 +74,12 @@ def run_module(
     if processes > 1:
         launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
     return subprocess.run(
-        [*launcher, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        [*launcher, "-m", module, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
 
 

@@ -5,7 +5,6 @@ few dozen steps (the label is decided by which marker IDs a text contains)."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +13,8 @@ from omegaconf import OmegaConf
 from transformers import AlbertConfig, AlbertForMaskedLM, BertConfig, BertForMaskedLM
 
 from ptm.tokenizer import SPECIAL_TOKENS, build_tokenizer, save_tokenizer
-from tests.conftest import compose_config
+from tests.conftest import compose_config, run_module
 
-ROOT = Path(__file__).resolve().parents[1]
 FIRST_ID, N_IDS = 100, 60  # corpus IDs 100..159
 MARKERS = {"neg": 150, "pos": 151, "third": 152}
 PERSON = (140, 141)  # a two-ID name: B-PER I-PER
@@ -174,14 +172,12 @@ def run_finetune_sweep(
     ``tmp_path/finetune-multirun``."""
     model = tiny_model_dir(tmp_path / "base")
     files = write_classification(tmp_path / "data")
-    return subprocess.run(
-        [
-            sys.executable, "-m", "finetune", "-m", "+experiment=finetune_tiny", "~task",
-            f"model.path={model}", *task_overrides(task, files, "classification", max_seq_len=64),
-            f"paths.output_dir={tmp_path}", "train.limit_examples=null", "train.epochs=4",
-            "train.patience=null", "train.micro_batch_size=16", *overrides,
-        ],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    return run_module(
+        "finetune", "-m", "+experiment=finetune_tiny", "~task",
+        f"model.path={model}", *task_overrides(task, files, "classification", max_seq_len=64),
+        f"paths.output_dir={tmp_path}", "train.limit_examples=null", "train.epochs=4",
+        "train.patience=null", "train.micro_batch_size=16", *overrides,
+        timeout=300,
     )  # fmt: skip
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +22,7 @@ from convert import REPORT, ConvertConfig, run
 from ptm.errors import InputError
 from ptm.tf_checkpoint import CheckpointReader, CheckpointWriter, resolve_prefix
 from ptm.tokenizer import build_tokenizer, save_tokenizer
+from tests.conftest import run_module
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "tf_bert"
@@ -301,8 +300,6 @@ def test_entry_point_one_line_error(tmp_path, capsys):
 def test_command_line(tmp_path):
     out = tmp_path / "out"
     args = [f"input={FIXTURES / 'sharded'}", f"output={out}", f"hydra.run.dir={tmp_path / 'hydra'}"]
-    done = subprocess.run(
-        [sys.executable, "-m", "convert", *args], cwd=REPO, capture_output=True, text=True
-    )
+    done = run_module("convert", *args)
     assert done.returncode == 0, done.stderr
     assert (out / "model.safetensors").is_file() and (out / REPORT).is_file()

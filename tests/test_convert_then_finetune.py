@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
+
+from tests.conftest import run_module
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "tf_bert" / "mlm_only"
@@ -32,23 +32,19 @@ def write_task(folder: Path, n: int, with_labels: bool, seed: int) -> Path:
 
 def test_converted_checkpoint_fine_tunes(tmp_path: Path) -> None:
     converted = tmp_path / "converted"
-    result = subprocess.run(
-        [sys.executable, "-m", "convert", f"input={FIXTURE}", f"output={converted}", f"hydra.run.dir={tmp_path / 'log'}"],
-        cwd=ROOT, capture_output=True, text=True,
-    )  # fmt: skip
+    result = run_module(
+        "convert", f"input={FIXTURE}", f"output={converted}", f"hydra.run.dir={tmp_path / 'log'}"
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert (converted / "model.safetensors").is_file()
 
     train, test = write_task(tmp_path, 120, True, 0), write_task(tmp_path, 30, False, 1)
     run_dir = tmp_path / "finetune"
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "finetune", "+experiment=finetune_tiny", "task=tianchi",
-            f"tasks.tianchi.train={train}", f"tasks.tianchi.test={test}",
-            "tasks.tianchi.max_seq_len=16",  # the fixture model has 16 positions
-            f"model.path={converted}", f"hydra.run.dir={run_dir}",
-        ],
-        cwd=ROOT, capture_output=True, text=True,
+    result = run_module(
+        "finetune", "+experiment=finetune_tiny", "task=tianchi",
+        f"tasks.tianchi.train={train}", f"tasks.tianchi.test={test}",
+        "tasks.tianchi.max_seq_len=16",  # the fixture model has 16 positions
+        f"model.path={converted}", f"hydra.run.dir={run_dir}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())

@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from pretrain.train import run as pretrain
-from tests.conftest import pretrain_config
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import pretrain_config, run_module
 
 
 def test_pretrain_then_finetune_on_the_embedded_corpus(tmp_path: Path, embedded_dir: Path) -> None:
@@ -23,25 +19,18 @@ def test_pretrain_then_finetune_on_the_embedded_corpus(tmp_path: Path, embedded_
     (data / "embedded").symlink_to(embedded_dir, target_is_directory=True)
 
     run_dir = tmp_path / "finetune"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "finetune",
-            "+experiment=finetune_tiny",
-            f"paths.data_dir={data}",
-            f"model.path={pretrained / 'model'}",
-            "tasks.sentiment.max_seq_len=64",  # the tiny model has 64 positions
-            "train.limit_examples=null",
-            "train.max_steps=150",
-            "train.batch_size=16",
-            "train.micro_batch_size=16",
-            "train.lr=3e-3",
-            f"hydra.run.dir={run_dir}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    result = run_module(
+        "finetune",
+        "+experiment=finetune_tiny",
+        f"paths.data_dir={data}",
+        f"model.path={pretrained / 'model'}",
+        "tasks.sentiment.max_seq_len=64",  # the tiny model has 64 positions
+        "train.limit_examples=null",
+        "train.max_steps=150",
+        "train.batch_size=16",
+        "train.micro_batch_size=16",
+        "train.lr=3e-3",
+        f"hydra.run.dir={run_dir}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +34,6 @@ from tests.finetune_helpers import (
     write_pairs,
     write_tags,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -337,20 +333,13 @@ def test_a_missing_pretrained_model_says_to_run_make_pretrain(tmp_path: Path) ->
 def test_bad_input_is_one_line_on_the_command_line(tmp_path: Path, model_dir: Path) -> None:
     files = write_classification(tmp_path / "data")
     files["test"].write_text("label\ttext\nneg\t100 150\n")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "finetune",
-            "+experiment=finetune_tiny",
-            "~task",
-            f"model.path={model_dir}",
-            *task_overrides("cls", files, "classification"),
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    result = run_module(
+        "finetune",
+        "+experiment=finetune_tiny",
+        "~task",
+        f"model.path={model_dir}",
+        *task_overrides("cls", files, "classification"),
+        f"hydra.run.dir={tmp_path / 'run'}",
     )
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 from ptm.config import PathsConfig
 from sweeps.summary import SummaryConfig, run
-from tests.finetune_helpers import ROOT, run_finetune_sweep, the_sweep
+from tests.conftest import run_module
+from tests.finetune_helpers import run_finetune_sweep, the_sweep
 
 
 def test_a_submitit_sweep_runs_each_job_in_its_own_process(tmp_path: Path) -> None:
@@ -45,13 +44,11 @@ def test_the_slurm_preset_asks_for_one_gpu_per_job(tmp_path: Path) -> None:
     (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")  # submitit checks that srun exists
     for tool in bin_dir.iterdir():
         tool.chmod(0o755)
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "finetune", "-m", "+launcher=slurm",
-            "hydra.launcher.partition=gpu-test", f"paths.output_dir={tmp_path}",
-            "train.lr=1e-4,2e-4,3e-4",
-        ],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    result = run_module(
+        "finetune", "-m", "+launcher=slurm",
+        "hydra.launcher.partition=gpu-test", f"paths.output_dir={tmp_path}",
+        "train.lr=1e-4,2e-4,3e-4",
+        timeout=120,
         env={**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
     )  # fmt: skip
     assert result.returncode != 0 and "sbatch: error: no cluster here" in result.stderr

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,8 +15,6 @@ from pretrain.train import run
 from ptm.errors import DivergenceError
 from ptm.model import MaskedLMObjective, ModelConfig, build_mlm_model
 from tests.conftest import CONF_DIR, compose_config, pretrain_config, run_module
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def scalars(run_dir: Path, tag: str) -> dict[int, float]:
@@ -244,19 +240,12 @@ def test_unknown_config_key_is_a_clear_error(tmp_path: Path, corpus: Path) -> No
 def test_bad_corpus_is_one_line_on_the_command_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.txt"
     bad.write_text("1 2 3\n4 5 six\n")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pretrain",
-            "+experiment=tiny",
-            f"data.corpus=[{bad}]",
-            f"paths.data_dir={tmp_path}",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    result = run_module(
+        "pretrain",
+        "+experiment=tiny",
+        f"data.corpus=[{bad}]",
+        f"paths.data_dir={tmp_path}",
+        f"hydra.run.dir={tmp_path / 'run'}",
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr

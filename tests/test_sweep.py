@@ -7,8 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,10 +17,8 @@ from ptm.config import PathsConfig
 from ptm.errors import InputError
 from ptm.sweep import latest_sweep, read_sweep, summarize
 from sweeps.summary import SummaryConfig, run
-from tests.conftest import tiny_pretrain_sweep
+from tests.conftest import run_module, tiny_pretrain_sweep
 from tests.finetune_helpers import run_finetune_sweep, the_sweep
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def table_rows(markdown: str) -> list[list[str]]:
@@ -42,12 +38,9 @@ def test_pretrain_sweep_with_a_diverging_job(tmp_path: Path, corpus: Path) -> No
     assert not (sweep / "1" / "model").exists()
 
     # No dir=: the newest sweep under the outputs folder, as `make summary` runs it.
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "sweeps.summary", f"paths.output_dir={tmp_path}",
-            f"hydra.run.dir={tmp_path / 'log'}",
-        ],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    result = run_module(
+        "sweeps.summary", f"paths.output_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'log'}",
+        timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     printed = result.stdout
