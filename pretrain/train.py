@@ -28,9 +28,10 @@ from pretrain.config import PretrainConfig
 from ptm import dist, runtime
 from ptm.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ptm.config import flatten, to_plain
+from ptm.dropout import use_fast_dropout
 from ptm.errors import InputError
 from ptm.guard import DivergenceGuard
-from ptm.masking import Masker, MaskingConfig
+from ptm.masking import IGNORE_INDEX, Masker, MaskingConfig
 from ptm.mfu import mlm_training_flops, peak_flops, utilisation
 from ptm.model import MaskedLMObjective, build_mlm_model
 from ptm.optim import build_adamw, lr_factor, param_groups
@@ -129,6 +130,7 @@ def _train(cfg: PretrainConfig, info: dist.DistInfo) -> dict:
     # Model, optimizer, precision.
     torch.manual_seed(t.seed)
     model = build_mlm_model(cfg.model, vocab_size, tokenizer.pad_token_id).to(device)
+    use_fast_dropout(model)
     objective = MaskedLMObjective(model)
     wrapped = DistributedDataParallel(objective) if info.world_size > 1 else objective
     forward = maybe_compile(wrapped, cfg.runtime.compile, device)
@@ -262,7 +264,7 @@ def _train(cfg: PretrainConfig, info: dist.DistInfo) -> dict:
             g = torch.Generator(device).manual_seed(stream_seed(t.seed, step, chunk))
             ids, labels = masker(batch["input_ids"], batch.get("word_start"), g)
             micro.append((chunk, ids, batch["attention_mask"], labels))
-        predicted = [int((m[3] != -100).sum()) for m in micro]
+        predicted = [int((m[3] != IGNORE_INDEX).sum()) for m in micro]
         flops = sum(
             mlm_training_flops(model.config, *m[1].shape, n, n if objective.masked_only else None)
             for m, n in zip(micro, predicted, strict=True)

@@ -21,7 +21,6 @@ from transformers import (
     PreTrainedModel,
 )
 
-from ptm.dropout import use_fast_dropout
 from ptm.errors import InputError
 from ptm.masked_encoder import encode_masked_positions, supports_masked_only
 from ptm.masking import IGNORE_INDEX
@@ -133,7 +132,6 @@ class MaskedLMObjective(nn.Module):
         self.encoder = getattr(model, encoder_name)
         self.head = getattr(model, head_name)
         self.masked_only = supports_masked_only(self.encoder)
-        use_fast_dropout(model)
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
