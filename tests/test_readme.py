@@ -32,6 +32,7 @@ VENV = Path(sys.prefix)  # make's VENV: the interpreter running these tests
 CONFIG_OF_MODULE = {
     "pretrain": "pretrain",
     "pretrain.corpus": "corpus",
+    "pretrain.overlap": "overlap",
     "pretrain.segments": "pretrain",
     "finetune": "finetune",
     "finetune.report": "report",
@@ -51,6 +52,10 @@ COVERED = {
     "make test": CI,
     "make data": "tests/test_embedded.py::test_same_seed_same_bytes",
     "python -m pretrain.corpus": "tests/test_embedded.py::test_same_seed_same_bytes",
+    "make overlap": "tests/test_overlap.py::test_report_counts_test_text_a_tianchi_corpus_contains",
+    "python -m pretrain.overlap data=tianchi 'data.corpus=[train_set.csv,test_a.csv]' task=tianchi tasks.tianchi.train=train_set.csv tasks.tianchi.test=test_a.csv": (
+        "tests/test_overlap.py::test_report_counts_test_text_a_tianchi_corpus_contains"
+    ),
     "make pretrain": E2E,
     "python -m pretrain": E2E,
     "python -m pretrain +experiment=tiny": (
