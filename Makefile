@@ -57,7 +57,7 @@ tensorboard: install ## Serve TensorBoard over outputs/ on http://127.0.0.1:6006
 	$(PY) -m sweeps.serve_tensorboard $(ARGS)
 
 docs: install ## Regenerate docs/CONFIGURATION.md from conf/ (ARGS=check=true only checks it)
-	$(PY) -m sweeps.config_reference $(ARGS)
+	$(PY) -m docs.config_reference $(ARGS)
 
 bench: install ## Run the benchmarks and write BENCHMARKS.md
 	$(PY) -m bench $(ARGS)

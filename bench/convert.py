@@ -23,10 +23,11 @@ import torch
 from transformers import BertConfig, BertForPreTraining
 
 from bench.common import BenchRow, measure
-from convert import ConvertConfig
-from convert import run as convert_run
-from ptm.google_bert import parameters
-from ptm.tf_checkpoint import CheckpointWriter, crc32c, write_checkpoint_file
+from ptm.tf.convert import ConvertConfig
+from ptm.tf.convert import run as convert_run
+from ptm.tf.crc32c import crc32c
+from ptm.tf.google_bert import parameters
+from ptm.tf.writer import CheckpointWriter, write_checkpoint_file
 
 BERT_BASE = {
     "vocab_size": 21128,

@@ -23,9 +23,9 @@ def _setup(tmp: Path, max_seq_len: int) -> tuple[Path, Path]:
     import torch
     from transformers import BertConfig, BertForMaskedLM
 
-    from ptm.embedded import EmbeddedConfig, build_embedded_corpus
-    from ptm.idtext import SourceStats, iter_text_chunks, parse_id_lines
-    from ptm.tokenizer import build_tokenizer, save_tokenizer, vocab_from_counts
+    from ptm.data.embedded import EmbeddedConfig, build_embedded_corpus
+    from ptm.data.idtext import SourceStats, iter_text_chunks, parse_id_lines
+    from ptm.data.tokenizer import build_tokenizer, save_tokenizer, vocab_from_counts
 
     data = tmp / "embedded"
     build_embedded_corpus(EmbeddedConfig(out_dir=data))
@@ -55,11 +55,11 @@ def ours(
 ) -> float:  # fmt: skip
     from finetune.config import FinetuneConfig, ModelSource, TrainConfig
     from finetune.train import run
-    from ptm.collapse import CollapseConfig
     from ptm.config import PathsConfig
-    from ptm.heads import HeadConfig
-    from ptm.runtime import RuntimeConfig
-    from ptm.tasks import TaskConfig
+    from ptm.models.heads import HeadConfig
+    from ptm.tasks.collapse import CollapseConfig
+    from ptm.tasks.loading import TaskConfig
+    from ptm.training.runtime import RuntimeConfig
 
     sentiment = Path(data) / "sentiment"
     cfg = FinetuneConfig(
@@ -116,7 +116,7 @@ def baseline(
             strict=True,
         )
     ]
-    from ptm.heads import quiet_transformers
+    from ptm.models.heads import quiet_transformers
 
     with quiet_transformers():  # the expected "new classifier weights" report
         classifier = BertForSequenceClassification.from_pretrained(model, num_labels=2)

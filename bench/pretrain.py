@@ -4,7 +4,7 @@ Same model (BERT-mini), same segments of the embedded corpus, same global batch,
 same optimizer family; the baseline is ``BertForMaskedLM`` + ``DataCollatorForLanguageModeling``
 + ``Trainer`` as the Hugging Face examples run it. Rates are tokens (non-padding positions) per
 second over the steps after warm-up. On a machine with a GPU a second row is measured there, in
-bf16 and with a GPU-sized batch, with each side's model FLOPs utilisation (`ptm.mfu`): the
+bf16 and with a GPU-sized batch, with each side's model FLOPs utilisation (`ptm.training.mfu`): the
 matmul work each side asks for, so ptm's skipped work does not count for it.
 """
 
@@ -17,8 +17,8 @@ from bench.common import BenchRow, logged_steps, measure, overall_rate, timed_tr
 
 
 def _segments(tmp: Path, max_seq_len: int) -> Path:
-    from ptm.embedded import EmbeddedConfig, build_embedded_corpus
-    from ptm.segments import SegmentConfig, prepare_segments
+    from ptm.data.embedded import EmbeddedConfig, build_embedded_corpus
+    from ptm.data.segment_builder import SegmentConfig, prepare_segments
 
     build_embedded_corpus(EmbeddedConfig(out_dir=tmp / "embedded"))
     return prepare_segments(
@@ -36,8 +36,8 @@ def ours(
     from pretrain.config import DataConfig, PretrainConfig, TrainConfig
     from pretrain.train import run
     from ptm.config import PathsConfig
-    from ptm.model import ModelConfig
-    from ptm.runtime import RuntimeConfig
+    from ptm.models.mlm import ModelConfig
+    from ptm.training.runtime import RuntimeConfig
 
     total = warmup + steps
     segments = Path(folder)
@@ -82,8 +82,8 @@ def baseline(
         DataCollatorForLanguageModeling,
     )
 
-    from ptm.mfu import mlm_training_flops, peak_flops
-    from ptm.segments import SegmentData, load_segment_tokenizer
+    from ptm.data.segment_store import SegmentData, load_segment_tokenizer
+    from ptm.training.mfu import mlm_training_flops, peak_flops
 
     tokenizer = load_segment_tokenizer(Path(folder))
     data = SegmentData(Path(folder), "train")

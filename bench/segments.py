@@ -18,7 +18,7 @@ import numpy as np
 from transformers import AutoTokenizer
 
 from bench.common import BenchRow, measure
-from ptm.segments import SegmentConfig, build_segments
+from ptm.data.segment_builder import SegmentConfig, build_segments
 
 
 def write_synthetic_corpus(

@@ -21,9 +21,9 @@ import logging
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from convert import ConvertConfig, run
 from ptm.config import to_dataclass
 from ptm.errors import exit_on_input_error
+from ptm.tf.convert import ConvertConfig, run
 
 log = logging.getLogger(__name__)
 

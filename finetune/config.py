@@ -6,13 +6,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ptm.collapse import CollapseConfig
 from ptm.config import PathsConfig, to_dataclass
 from ptm.errors import InputError
-from ptm.guard import GuardConfig
-from ptm.heads import HeadConfig
-from ptm.runtime import RuntimeConfig
-from ptm.tasks import TaskConfig
+from ptm.models.heads import HeadConfig
+from ptm.tasks.collapse import CollapseConfig
+from ptm.tasks.loading import TaskConfig
+from ptm.training.guard import GuardConfig
+from ptm.training.runtime import RuntimeConfig
 
 INITS = ("pretrained", "scratch")
 

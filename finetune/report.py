@@ -37,10 +37,10 @@ from finetune.config import build_config
 from finetune.train import run as finetune
 from ptm.config import PathsConfig, register_resolvers, resolve, to_dataclass
 from ptm.errors import InputError, exit_on_input_error
-from ptm.metrics import classification_metrics, primary, token_metrics
-from ptm.rundir import point_latest
-from ptm.tables import Table
-from ptm.tasks import TaskConfig, natural_order, tag_order
+from ptm.tasks.loading import TaskConfig, natural_order, tag_order
+from ptm.tasks.metrics import classification_metrics, primary, token_metrics
+from ptm.tasks.tables import Table
+from ptm.training.rundir import point_latest
 
 log = logging.getLogger(__name__)
 MODES = {

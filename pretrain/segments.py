@@ -16,8 +16,8 @@ from omegaconf import DictConfig
 
 from pretrain.config import DataConfig
 from ptm.config import register_resolvers, to_dataclass
+from ptm.data.segment_builder import prepare_segments
 from ptm.errors import exit_on_input_error
-from ptm.segments import prepare_segments
 
 log = logging.getLogger(__name__)
 

@@ -25,22 +25,23 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from pretrain.config import PretrainConfig
-from ptm import dist, runtime
-from ptm.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ptm.config import flatten, to_plain
-from ptm.dropout import use_fast_dropout
+from ptm.data.masking import IGNORE_INDEX, Masker, MaskingConfig
+from ptm.data.segment_builder import prepare_segments
+from ptm.data.segment_store import SegmentData, load_segment_tokenizer, unigram_entropy
+from ptm.data.tokenizer import save_tokenizer
 from ptm.errors import InputError
-from ptm.guard import DivergenceGuard
-from ptm.masking import IGNORE_INDEX, Masker, MaskingConfig
-from ptm.mfu import mlm_training_flops, peak_flops, utilisation
-from ptm.model import MaskedLMObjective, build_mlm_model
-from ptm.optim import build_adamw, lr_factor, param_groups
-from ptm.progress import format_count, format_duration
-from ptm.rundir import point_latest
-from ptm.runtime import autocast, grad_scaler, maybe_compile
-from ptm.segments import SegmentData, load_segment_tokenizer, prepare_segments, unigram_entropy
-from ptm.tb import TensorBoard
-from ptm.tokenizer import save_tokenizer
+from ptm.models.dropout import use_fast_dropout
+from ptm.models.mlm import MaskedLMObjective, build_mlm_model
+from ptm.training import dist, runtime
+from ptm.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from ptm.training.guard import DivergenceGuard
+from ptm.training.mfu import mlm_training_flops, peak_flops, utilisation
+from ptm.training.optim import build_adamw, lr_factor, param_groups
+from ptm.training.progress import format_count, format_duration
+from ptm.training.rundir import point_latest
+from ptm.training.runtime import autocast, grad_scaler, maybe_compile
+from ptm.training.tb import TensorBoard
 
 log = logging.getLogger(__name__)
 # Fixed, token-level 15% masking: evaluations compare across runs, masking settings and corpora

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from ptm.errors import InputError
-from ptm.gpus import gpu_count
+from ptm.training.gpus import gpu_count
 
 T = TypeVar("T")
 _FIX = "fix the value in conf/ or in the command-line override"

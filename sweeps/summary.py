@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from ptm.config import PathsConfig, register_resolvers, to_dataclass
 from ptm.errors import exit_on_input_error
-from ptm.sweep import MODES, Summary, latest_sweep, read_sweep, summarize
+from sweeps.jobs import MODES, Summary, latest_sweep, read_sweep, summarize
 
 log = logging.getLogger(__name__)
 

@@ -124,7 +124,7 @@ def corpus(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def embedded_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real embedded corpus, built once per test session (a few seconds)."""
-    from ptm.embedded import EmbeddedConfig, build_embedded_corpus
+    from ptm.data.embedded import EmbeddedConfig, build_embedded_corpus
 
     out = tmp_path_factory.mktemp("embedded")
     build_embedded_corpus(EmbeddedConfig(out_dir=out))

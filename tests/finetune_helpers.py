@@ -12,7 +12,7 @@ import torch
 from omegaconf import OmegaConf
 from transformers import AlbertConfig, AlbertForMaskedLM, BertConfig, BertForMaskedLM
 
-from ptm.tokenizer import SPECIAL_TOKENS, build_tokenizer, save_tokenizer
+from ptm.data.tokenizer import SPECIAL_TOKENS, build_tokenizer, save_tokenizer
 from tests.conftest import compose_config, run_module
 
 FIRST_ID, N_IDS = 100, 60  # corpus IDs 100..159

@@ -1,5 +1,5 @@
 """A stand-in for a sweep's worker process in ``tests/test_gpus.py``: claims a GPU, reports it and
-holds it until told to let go. Apart from the tests so that a spawned worker imports ``ptm.gpus``
+holds it until told to let go. Apart from the tests so that a spawned worker imports ``ptm.training.gpus``
 only (not torch) and starts in well under a second."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
-from ptm.gpus import claim_gpu
+from ptm.training.gpus import claim_gpu
 
 
 def hold_gpu(ids: list[str], lock_dir: Path, report: Connection, release: Event) -> None:

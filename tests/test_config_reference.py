@@ -13,12 +13,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from finetune.config import FinetuneConfig
-from pretrain.config import PretrainConfig
-from ptm.config import PathsConfig
-from ptm.errors import InputError
-from ptm.tasks import TaskConfig
-from sweeps.config_reference import (
+from docs.config_reference import (
     COMMAND,
     CONF,
     OUTPUT,
@@ -28,6 +23,11 @@ from sweeps.config_reference import (
     run,
     undocumented,
 )
+from finetune.config import FinetuneConfig
+from pretrain.config import PretrainConfig
+from ptm.config import PathsConfig
+from ptm.errors import InputError
+from ptm.tasks.loading import TaskConfig
 from tests.conftest import compose_config
 
 # Keys without a comment anywhere in their group when this test was written. Remove a line when
@@ -68,7 +68,7 @@ KNOWN_WITHOUT_COMMENT = {
 }
 # Typed settings that have no key in conf/ on purpose: the entry point sets the run folder.
 NOT_IN_CONF = {"run_dir"}
-# Known gap: the multi-task sampling weight of a task (ptm.tasks.TaskConfig.weight).
+# Known gap: the multi-task sampling weight of a task (ptm.tasks.loading.TaskConfig.weight).
 TASK_KEYS_NOT_IN_CONF = {"name", "weight"}
 
 

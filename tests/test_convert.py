@@ -18,10 +18,11 @@ from transformers import (
     pipeline,
 )
 
-from convert import REPORT, ConvertConfig, run
+from ptm.data.tokenizer import build_tokenizer, save_tokenizer
 from ptm.errors import InputError
-from ptm.tf_checkpoint import CheckpointReader, CheckpointWriter, resolve_prefix
-from ptm.tokenizer import build_tokenizer, save_tokenizer
+from ptm.tf.convert import REPORT, ConvertConfig, run
+from ptm.tf.reader import CheckpointReader, resolve_prefix
+from ptm.tf.writer import CheckpointWriter
 from tests.conftest import run_module
 
 REPO = Path(__file__).resolve().parents[1]

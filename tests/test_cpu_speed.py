@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig, BertForMaskedLM
 
-from ptm.dropout import FastDropout, keep_mask, use_fast_dropout
-from ptm.masked_encoder import attend
-from ptm.runtime import keep_freed_memory
+from ptm.models.dropout import FastDropout, keep_mask, use_fast_dropout
+from ptm.models.masked_encoder import attend
+from ptm.training.runtime import keep_freed_memory
 
 
 def test_mask_keeps_one_minus_p_and_scales_to_an_exact_expectation() -> None:

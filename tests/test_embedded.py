@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ptm.embedded import EmbeddedConfig, bio_tags, build_embedded_corpus
+from ptm.data.embedded import EmbeddedConfig, bio_tags, build_embedded_corpus
 
 
 def rows(path: Path) -> list[list[str]]:
@@ -30,7 +30,7 @@ def test_sentiment_splits_are_disjoint_and_clean(embedded_dir: Path) -> None:
 
 def occurrences(texts: list[list[int]], documents: list[list[int]]) -> list[int]:
     """Indexes of the texts found inside a document: a plain search, independent of
-    `ptm.overlap`: every occurrence of the text's rarest ID is tried as an anchor."""
+    `ptm.data.overlap`: every occurrence of the text's rarest ID is tried as an anchor."""
     flat: list[int] = []
     for doc in documents:
         flat += [*doc, -1]  # -1: no text crosses a document end

@@ -22,9 +22,9 @@ from transformers import (
 import finetune.train as train_module
 from finetune.train import run
 from ptm.errors import DivergenceError, InputError
-from ptm.finetuned import load_finetuned
-from ptm.heads import TaskModel
-from ptm.llrd import layer_decay_groups
+from ptm.models.finetuned import load_finetuned
+from ptm.models.heads import TaskModel
+from ptm.training.llrd import layer_decay_groups
 from tests.conftest import CONF_DIR, compose_config, run_module
 from tests.finetune_helpers import (
     finetune_config,
@@ -348,7 +348,7 @@ def test_bad_input_is_one_line_on_the_command_line(tmp_path: Path, model_dir: Pa
 
 
 def test_layer_wise_lr_decay_scales_each_depth(model_dir: Path) -> None:
-    from ptm.heads import HeadConfig, build_head, load_encoder
+    from ptm.models.heads import HeadConfig, build_head, load_encoder
 
     encoder = load_encoder(model_dir, pretrained=True, with_pooler=False)
     model = TaskModel(encoder, {"t": build_head("classification", encoder.config, 2, HeadConfig())})
@@ -414,7 +414,7 @@ def test_two_torchrun_processes_finetune(tmp_path: Path, model_dir: Path) -> Non
 
 
 def test_latest_names_the_newest_run_but_not_inside_a_sweep(tmp_path: Path) -> None:
-    from ptm.rundir import point_latest
+    from ptm.training.rundir import point_latest
 
     for name in ("a", "b"):
         (tmp_path / name).mkdir()

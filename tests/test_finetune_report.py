@@ -12,8 +12,8 @@ from transformers import BertConfig, BertForMaskedLM
 
 from finetune.report import ReportConfig, overrides_for, render, run
 from ptm.config import PathsConfig
-from ptm.idtext import SourceStats, iter_text_chunks, parse_id_lines
-from ptm.tokenizer import build_tokenizer, save_tokenizer, vocab_from_counts
+from ptm.data.idtext import SourceStats, iter_text_chunks, parse_id_lines
+from ptm.data.tokenizer import build_tokenizer, save_tokenizer, vocab_from_counts
 from tests.conftest import compose_config
 
 

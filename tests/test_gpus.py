@@ -14,9 +14,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ptm import gpus
 from ptm.errors import InputError
-from ptm.gpus import ClaimGPU, claim_gpu, gpu_count
+from ptm.training import gpus
+from ptm.training.gpus import ClaimGPU, claim_gpu, gpu_count
 from tests.finetune_helpers import run_finetune_sweep, the_sweep
 from tests.gpu_worker import hold_gpu
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ptm.data.idtext import SourceStats, iter_text_chunks, parse_id_lines
 from ptm.errors import InputError
-from ptm.idtext import SourceStats, iter_text_chunks, parse_id_lines
 
 
 def reference(text: str) -> tuple[list[int], list[bool], list[int]]:
@@ -121,7 +121,7 @@ def test_tianchi_errors(tmp_path: Path) -> None:
 
 
 def test_line_numbers_in_tables_count_the_header(tmp_path: Path) -> None:
-    from ptm.idtext import parse_id_lines as parse
+    from ptm.data.idtext import parse_id_lines as parse
 
     path = tmp_path / "t.csv"
     path.write_text("label\ttext\n1\t5 6\n1\t7 oops\n")

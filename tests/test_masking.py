@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ptm.masking import IGNORE_INDEX, Masker, MaskingConfig
+from ptm.data.masking import IGNORE_INDEX, Masker, MaskingConfig
 
 SPECIAL = [0, 1, 2, 3, 4]  # [PAD] [UNK] [CLS] [SEP] [MASK]
 VOCAB = 50

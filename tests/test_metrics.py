@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from ptm.metrics import classification_metrics, confusion_image, primary, token_metrics
+from ptm.tasks.metrics import classification_metrics, confusion_image, primary, token_metrics
 
 
 def test_classification_metrics_match_sklearn_and_list_every_class() -> None:

@@ -12,8 +12,8 @@ from transformers import AutoConfig
 
 from finetune.train import run as finetune
 from pretrain.train import run
-from ptm.mfu import mlm_training_flops, peak_flops, peak_of_gpu
-from ptm.model import MaskedLMObjective
+from ptm.models.mlm import MaskedLMObjective
+from ptm.training.mfu import mlm_training_flops, peak_flops, peak_of_gpu
 from tests.conftest import pretrain_config
 from tests.finetune_helpers import tiny_model_dir
 from tests.test_finetune import cls_config

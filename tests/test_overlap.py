@@ -1,4 +1,4 @@
-"""Held-out text inside a pretraining corpus: the search (`ptm.overlap`) and the report command."""
+"""Held-out text inside a pretraining corpus: the search (`ptm.data.overlap`) and the report command."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from conftest import run_module
 
-from ptm.overlap import HeldOutIndex, text_tokens
+from ptm.data.overlap import HeldOutIndex, text_tokens
 
 
 def test_finds_texts_inside_documents_and_nothing_else() -> None:

@@ -13,7 +13,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
 import pretrain.train as train_module
 from pretrain.train import run
 from ptm.errors import DivergenceError
-from ptm.model import MaskedLMObjective, ModelConfig, build_mlm_model
+from ptm.models.mlm import MaskedLMObjective, ModelConfig, build_mlm_model
 from tests.conftest import CONF_DIR, compose_config, pretrain_config, run_module
 
 

@@ -39,7 +39,7 @@ CONFIG_OF_MODULE = {
     "convert": "convert",
     "sweeps.summary": "summary",
     "sweeps.serve_tensorboard": "tensorboard",
-    "sweeps.config_reference": "config_reference",
+    "docs.config_reference": "config_reference",
     "bench": "bench",
 }
 CI = "CI"  # .ci/run runs `make test`, which installs first

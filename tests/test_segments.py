@@ -11,16 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ptm import idtext
+from ptm.data import idtext
+from ptm.data.segment_builder import SegmentConfig, _Packer, build_segments, prepare_segments
+from ptm.data.segment_store import SegmentData
+from ptm.data.tokenizer import load_tokenizer
 from ptm.errors import InputError
-from ptm.segments import (
-    SegmentConfig,
-    SegmentData,
-    _Packer,
-    build_segments,
-    prepare_segments,
-)
-from ptm.tokenizer import load_tokenizer
 from tests.conftest import write_corpus
 
 

@@ -15,7 +15,7 @@ import yaml
 
 from ptm.config import PathsConfig
 from ptm.errors import InputError
-from ptm.sweep import latest_sweep, read_sweep, summarize
+from sweeps.jobs import latest_sweep, read_sweep, summarize
 from sweeps.summary import SummaryConfig, run
 from tests.conftest import run_module, tiny_pretrain_sweep
 from tests.finetune_helpers import run_finetune_sweep, the_sweep

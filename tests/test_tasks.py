@@ -7,10 +7,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ptm.batching import batch_order, collate
+from ptm.data.tokenizer import SPECIAL_TOKENS, build_tokenizer
 from ptm.errors import InputError
-from ptm.tasks import IGNORE, TaskConfig, load_task, natural_order, pair_budget, truncate, windows
-from ptm.tokenizer import SPECIAL_TOKENS, build_tokenizer
+from ptm.tasks.batching import batch_order, collate
+from ptm.tasks.loading import (
+    IGNORE,
+    TaskConfig,
+    load_task,
+    natural_order,
+    pair_budget,
+    truncate,
+    windows,
+)
 
 CLS, SEP = 2, 3  # positions of [CLS] and [SEP] in SPECIAL_TOKENS
 

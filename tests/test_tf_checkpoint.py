@@ -1,6 +1,6 @@
 """The TF V2 bundle reader/writer: CRC32C, exact round trips, real TF files, and hostile files.
 
-Only numpy, hypothesis and `ptm.tf_checkpoint` are imported, so this file also runs in a
+Only numpy, hypothesis and `ptm.tf` are imported, so this file also runs in a
 TensorFlow venv, where the cross-checks against ``tf.train.load_checkpoint`` are not skipped.
 """
 
@@ -15,17 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ptm.errors import InputError
-from ptm.tf_checkpoint import (
-    CheckpointReader,
-    CheckpointWriter,
-    TensorEntry,
-    _encode_entry,
-    _encode_header,
-    _encode_table,
-    crc32c,
-    mask_crc,
-    resolve_prefix,
-)
+from ptm.tf.bundle import TensorEntry
+from ptm.tf.crc32c import crc32c, mask_crc
+from ptm.tf.reader import CheckpointReader, resolve_prefix
+from ptm.tf.writer import CheckpointWriter, _encode_entry, _encode_header, _encode_table
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tf_bert"
 
@@ -207,7 +200,7 @@ def write_index(prefix: Path, entries: list[TensorEntry], block_type: int = 0) -
 
 def _first_block_size(table: bytes) -> int:
     """Size of the first block, read from the index block's first handle."""
-    from ptm.tf_checkpoint import _block_entries, _handle
+    from ptm.tf.bundle import _block_entries, _handle
 
     footer = table[-48:]
     _, pos = _handle(footer, 0, 40)

@@ -9,14 +9,14 @@ import pytest
 from tokenizers import Tokenizer
 from transformers import AutoTokenizer
 
-from ptm.errors import InputError
-from ptm.tokenizer import (
+from ptm.data.tokenizer import (
     SPECIAL_TOKENS,
     build_tokenizer,
     load_tokenizer,
     save_tokenizer,
     vocab_from_counts,
 )
+from ptm.errors import InputError
 
 
 def make(max_len: int = 8):

@@ -21,9 +21,9 @@ from transformers import (
     PreTrainedModel,
 )
 
+from ptm.data.masking import IGNORE_INDEX
 from ptm.errors import InputError
-from ptm.masked_encoder import encode_masked_positions, supports_masked_only
-from ptm.masking import IGNORE_INDEX
+from ptm.models.masked_encoder import encode_masked_positions, supports_masked_only
 
 # The encoder and the MLM head of each supported masked-LM class, by config.model_type.
 _MLM_PARTS = {"bert": ("bert", "cls"), "albert": ("albert", "predictions")}
@@ -121,7 +121,7 @@ class MaskedLMObjective(nn.Module):
     A 5,000-token vocabulary head over every position costs as much as a whole BERT-mini layer;
     only ~15% of positions carry a label, so gathering them first saves most of that work (and
     the memory of the full ``(batch, length, vocab)`` logits). For BERT the last encoder layer
-    also runs on those positions only (`ptm.masked_encoder`). Being one module, it is what DDP
+    also runs on those positions only (`ptm.models.masked_encoder`). Being one module, it is what DDP
     and ``torch.compile`` wrap, so gradient sync sees the whole forward pass.
     """
 

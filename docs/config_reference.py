@@ -1,9 +1,9 @@
 """Write ``docs/CONFIGURATION.md``: every key of every file in ``conf/``, its default and the
 comment written beside it, generated so the reference cannot drift from the configs.
 
-Regenerate:   python -m sweeps.config_reference                # = make docs
-Check:        python -m sweeps.config_reference check=true     # exit 2 when the file is out of date
-Elsewhere:    python -m sweeps.config_reference output=/tmp/CONFIGURATION.md
+Regenerate:   python -m docs.config_reference                # = make docs
+Check:        python -m docs.config_reference check=true     # exit 2 when the file is out of date
+Elsewhere:    python -m docs.config_reference output=/tmp/CONFIGURATION.md
 
 The YAML files are the single source: a key's description is the comment on its line, or the
 comment lines directly above it (a comment block at the very top of a file describes the file).
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 OUTPUT = ROOT / "docs" / "CONFIGURATION.md"
-COMMAND = "python -m sweeps.config_reference"
+COMMAND = "python -m docs.config_reference"
 # Stage configs name the program that reads them on their first line: "# python -m pretrain ...".
 PROGRAM = re.compile(r"^(python -m [\w.]+)")
 

@@ -41,9 +41,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from ptm.data.tokenizer import load_tokenizer, save_tokenizer
 from ptm.errors import InputError
-from ptm.heads import HeadConfig, TaskModel, build_head, load_encoder, quiet_transformers
-from ptm.tokenizer import load_tokenizer, save_tokenizer
+from ptm.models.heads import HeadConfig, TaskModel, build_head, load_encoder, quiet_transformers
 
 log = logging.getLogger(__name__)
 FORMAT = 1
@@ -98,13 +98,13 @@ def export(
     if hf_class is None:
         with quiet_transformers():
             model.encoder.save_pretrained(tmp)
-        loads = (
-            "AutoModel (the shared encoder only); the heads load with ptm.finetuned.load_finetuned"
-        )
+        loads = "AutoModel (the shared encoder only); the heads load with ptm.models.finetuned.load_finetuned"
     else:
         _save_hf(model, meta, tmp)
         auto = "Token" if hf_class.endswith("TokenClassification") else "Sequence"
-        loads = f"AutoModelFor{auto}Classification ({hf_class}) and ptm.finetuned.load_finetuned"
+        loads = (
+            f"AutoModelFor{auto}Classification ({hf_class}) and ptm.models.finetuned.load_finetuned"
+        )
     save_file({k: v.contiguous() for k, v in model.heads.state_dict().items()}, tmp / HEADS)
     tokenizer.model_max_length = max(t["max_seq_len"] for t in meta["tasks"].values())
     save_tokenizer(tokenizer, tmp)

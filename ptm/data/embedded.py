@@ -6,7 +6,7 @@ a fixed, seeded map turns them into data shaped like the Tianchi news competitio
 real labelled tasks, so the whole pipeline runs on a fresh machine with no data of the user's:
 
 * ``pretrain.txt`` — one document per line; the characters of a word are joined by ``_`` so
-  whole-word masking knows the word boundaries (see `ptm.idtext`). It holds only *training*
+  whole-word masking knows the word boundaries (see `ptm.data.idtext`). It holds only *training*
   paragraphs and reviews: nothing of either task's dev or test split.
 * ``sentiment/`` — review polarity in Tianchi format: ``train.csv``/``dev.csv`` (``label\\ttext``),
   ``test.csv`` (``text``) and the answers in ``test_labels.csv`` (``label``).
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ptm.data.overlap import MIN_LEN, HeldOutIndex
 from ptm.errors import InputError
-from ptm.overlap import MIN_LEN, HeldOutIndex
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ptm.batching import collate, eval_order
-from ptm.heads import TaskModel
-from ptm.metrics import classification_metrics, token_metrics
-from ptm.runtime import autocast
-from ptm.tasks import IGNORE, Split
+from ptm.models.heads import TaskModel
+from ptm.tasks.batching import collate, eval_order
+from ptm.tasks.loading import IGNORE, Split
+from ptm.tasks.metrics import classification_metrics, token_metrics
+from ptm.training.runtime import autocast
 
 
 @dataclass

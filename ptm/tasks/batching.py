@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ptm.tasks import IGNORE, Split
+from ptm.tasks.loading import IGNORE, Split
 
 
 def batch_order(

@@ -1,6 +1,6 @@
 """Reading tab-separated task tables and encoding their text, with errors naming file and line.
 
-Text is encoded by the fast numpy parser of `ptm.idtext` when the tokenizer is an ID vocabulary
+Text is encoded by the fast numpy parser of `ptm.data.idtext` when the tokenizer is an ID vocabulary
 (the tokenizer's Python bindings are ~100x slower on 200,000 long documents), and by the tokenizer
 itself otherwise (a WordPiece model on real text).
 """
@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
+from ptm.data.idtext import parse_id_lines
+from ptm.data.tokenizer import SPECIAL_TOKENS, IdMapper
 from ptm.errors import InputError
-from ptm.idtext import parse_id_lines
-from ptm.tokenizer import SPECIAL_TOKENS, IdMapper
 
 _BATCH_ROWS = 4096
 _FIX_ROW = "every row needs one value per header column, separated by single tabs"

@@ -2,7 +2,7 @@
 
 Why this shape (and not `run_mlm.py`'s tokenize-then-``group_texts``):
 
-* **Streaming, bounded memory.** Corpora are read in chunks (`ptm.idtext`); the vocabulary pass
+* **Streaming, bounded memory.** Corpora are read in chunks (`ptm.data.idtext`); the vocabulary pass
   keeps only ID counts and the packing pass keeps a few dozen open segments, so a 10 GB corpus
   needs no more RAM than a 10 MB one.
 * **Segments, not blind blocks.** A long document becomes consecutive segments of at most
@@ -13,7 +13,7 @@ Why this shape (and not `run_mlm.py`'s tokenize-then-``group_texts``):
 * **Packed documents attend to each other.** transformers' BERT ignores per-document position
   ids, and a block-diagonal mask would forbid the fast attention kernels; like RoBERTa's
   FULL-SENTENCES inputs we keep one attention span per segment, with ``[SEP]`` between documents.
-* **Masks are not stored.** Masking happens per batch (`ptm.masking`), so every epoch sees new
+* **Masks are not stored.** Masking happens per batch (`ptm.data.masking`), so every epoch sees new
   masks (RoBERTa's dynamic masking); word-start marks are stored for whole-word masking.
 
 Layout of the output folder: ``{train,eval}.tokens.bin`` (vocabulary indices, uint16 when they
@@ -37,13 +37,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from transformers import PreTrainedTokenizerBase
 
-from ptm.errors import InputError
-from ptm.idtext import ParsedLines, SourceStats, iter_text_chunks, parse_id_lines
-from ptm.progress import Progress, format_count
-from ptm.tokenizer import (
+from ptm.data.idtext import ParsedLines, SourceStats, iter_text_chunks, parse_id_lines
+from ptm.data.segment_store import FORMAT_VERSION, SPLITS
+from ptm.data.tokenizer import (
     CLS,
     SEP,
     IdMapper,
@@ -53,11 +51,11 @@ from ptm.tokenizer import (
     vocab_from_counts,
     vocab_hash,
 )
+from ptm.errors import InputError
+from ptm.training.progress import Progress, format_count
 
 log = logging.getLogger(__name__)
-SPLITS = ("train", "eval")
 DENSE_LIMIT = 1 << 24  # IDs below this are counted with one bincount per chunk
-FORMAT_VERSION = 1
 MAX_THREADS = 4  # past this, reading and hashing the file on one thread is the limit
 
 
@@ -569,58 +567,6 @@ def cache_key(sources: list[Path], cfg: SegmentConfig, tokenizer_source: str | N
     return h.hexdigest()[:12]
 
 
-class SegmentData:
-    """Read-only view of one split of a segment folder, backed by memory maps."""
-
-    def __init__(self, folder: Path, split: str) -> None:
-        meta_path = folder / "meta.json"
-        if not meta_path.is_file():
-            raise InputError(
-                folder,
-                "not a segment folder (no meta.json)",
-                "build it with `python -m pretrain.segments`",
-            )
-        self.meta = json.loads(meta_path.read_text())
-        if self.meta.get("format_version") != FORMAT_VERSION:
-            raise InputError(
-                folder, "built by another ptm version", "delete the folder to rebuild it"
-            )
-        self.max_seq_len = int(self.meta["config"]["max_seq_len"])
-        dtype = np.dtype(self.meta["dtype"])
-        self.offsets = np.fromfile(folder / f"{split}.offsets.bin", dtype=np.int64)
-        self.tokens = np.memmap(folder / f"{split}.tokens.bin", dtype=dtype, mode="r")
-        ws = folder / f"{split}.word_start.bin"
-        self.word_start = np.memmap(ws, dtype=np.uint8, mode="r") if ws.is_file() else None
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    def batch(
-        self, indices: np.ndarray, pad_id: int, multiple_of: int = 8
-    ) -> dict[str, torch.Tensor]:
-        """Pad the chosen segments to the longest one (rounded up to ``multiple_of``)."""
-        lo, hi = self.offsets[indices], self.offsets[indices + 1]
-        longest = int((hi - lo).max())
-        width = min(-(-longest // multiple_of) * multiple_of, max(self.max_seq_len, longest))
-        ids = np.full((len(indices), width), pad_id, dtype=np.int64)
-        starts = np.ones((len(indices), width), dtype=bool)
-        for row, (a, b) in enumerate(zip(lo.tolist(), hi.tolist(), strict=True)):
-            ids[row, : b - a] = self.tokens[a:b]
-            if self.word_start is not None:
-                starts[row, : b - a] = self.word_start[a:b]
-        out = {
-            "input_ids": torch.from_numpy(ids),
-            "attention_mask": torch.from_numpy(ids != pad_id).long(),
-        }
-        if self.word_start is not None:
-            out["word_start"] = torch.from_numpy(starts)
-        return out
-
-
-def load_segment_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
-    return load_tokenizer(folder / "tokenizer")
-
-
 def prepare_segments(
     corpus: list[Path], tokenizer_source: str | None, cache_dir: Path, cfg: SegmentConfig
 ) -> Path:
@@ -636,15 +582,3 @@ def prepare_segments(
     tokenizer = load_tokenizer(tokenizer_source, cfg.max_seq_len) if tokenizer_source else None
     build_segments(corpus, folder, cfg, tokenizer)
     return folder
-
-
-def unigram_entropy(data: SegmentData, special_ids: list[int], vocab_size: int) -> float:
-    """Entropy (nats) of the ordinary-token unigram distribution: the loss of a model that
-    ignores context. An MLM whose held-out loss is not clearly below it has learned nothing."""
-    counts = np.zeros(vocab_size, np.int64)
-    step = 1 << 24
-    for lo in range(0, len(data.tokens), step):
-        counts += np.bincount(np.asarray(data.tokens[lo : lo + step]), minlength=vocab_size)
-    counts[special_ids] = 0
-    p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log(p)).sum())

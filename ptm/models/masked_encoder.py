@@ -10,7 +10,7 @@ called in the order ``BertLayer`` calls them, so the model saved is an ordinary 
 
 Calling the layers' parts here, rather than ``BertLayer`` itself, also lets attention with dropout
 on CPU (where ``scaled_dot_product_attention`` takes its unfused math path anyway) use ptm's
-cheaper dropout mask (`ptm.dropout`); everywhere else attention is PyTorch's SDPA kernel.
+cheaper dropout mask (`ptm.models.dropout`); everywhere else attention is PyTorch's SDPA kernel.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from transformers import BertModel
 
-from ptm.dropout import MaskedScale, keep_mask, use_fast_path
+from ptm.models.dropout import MaskedScale, keep_mask, use_fast_path
 
 
 def supports_masked_only(encoder: torch.nn.Module) -> bool:

@@ -3,7 +3,7 @@
 A model pretrained on text that later shows up in dev or test has seen the evaluation: its score
 measures memory as much as skill. Newspaper corpora repeat sentences across paragraphs, and
 Tianchi users often pretrain on the competition's test text on purpose, so the check serves two
-purposes: the embedded corpus removes what it finds (`ptm.embedded`), and ``python -m
+purposes: the embedded corpus removes what it finds (`ptm.data.embedded`), and ``python -m
 pretrain.overlap`` reports the amount for a user's own corpus and tasks.
 
 A held-out text counts as contained when its whole token sequence occurs inside one corpus
@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ptm.data.idtext import SourceStats, iter_text_chunks, parse_id_lines
 from ptm.errors import InputError
-from ptm.idtext import SourceStats, iter_text_chunks, parse_id_lines
-from ptm.tables import Table
+from ptm.tasks.tables import Table
 
 MIN_LEN = 8
 _BASE = np.uint64(0x100000001B3)  # an odd multiplier: FNV-1's 64-bit prime

@@ -17,7 +17,7 @@ last three quarters of the budget best on long documents, hence the default. Tok
 truncated — every ID must get a tag — so a long sentence is cut into consecutive windows at word
 boundaries and its predictions are stitched back together.
 
-Reading and encoding the tables is `ptm.tables`'s job.
+Reading and encoding the tables is `ptm.tasks.tables`'s job.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from ptm.errors import InputError
-from ptm.tables import Table, TextEncoder
+from ptm.tasks.tables import Table, TextEncoder
 
 log = logging.getLogger(__name__)
 

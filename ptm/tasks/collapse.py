@@ -4,7 +4,7 @@ At a learning rate like 0.01 a fine-tuned BERT rarely produces NaN (gradient cli
 LayerNorm keep the numbers finite); it collapses instead: every input gets the same class and
 the loss sits at the level of guessing the class frequencies. That run ends "successfully" with a
 useless model — the failure of the well-known write-up that fine-tuned at 0.01 for three epochs.
-`ptm.guard.DivergenceGuard` watches for NaN and blow-ups; this watches for the collapse:
+`ptm.training.guard.DivergenceGuard` watches for NaN and blow-ups; this watches for the collapse:
 
 * training: over a window of steps, (almost) every batch was predicted as one single class *and*
   the mean loss is not below the chance level — the entropy of the training labels, i.e. the loss

@@ -1,0 +1,81 @@
+"""Reading a segment folder (see `ptm.data.segment_builder` for how one is built): memory-mapped
+token arrays, padded batches, and the unigram entropy a useful MLM must beat."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from ptm.data.tokenizer import load_tokenizer
+from ptm.errors import InputError
+
+SPLITS = ("train", "eval")
+FORMAT_VERSION = 1
+
+
+class SegmentData:
+    """Read-only view of one split of a segment folder, backed by memory maps."""
+
+    def __init__(self, folder: Path, split: str) -> None:
+        meta_path = folder / "meta.json"
+        if not meta_path.is_file():
+            raise InputError(
+                folder,
+                "not a segment folder (no meta.json)",
+                "build it with `python -m pretrain.segments`",
+            )
+        self.meta = json.loads(meta_path.read_text())
+        if self.meta.get("format_version") != FORMAT_VERSION:
+            raise InputError(
+                folder, "built by another ptm version", "delete the folder to rebuild it"
+            )
+        self.max_seq_len = int(self.meta["config"]["max_seq_len"])
+        dtype = np.dtype(self.meta["dtype"])
+        self.offsets = np.fromfile(folder / f"{split}.offsets.bin", dtype=np.int64)
+        self.tokens = np.memmap(folder / f"{split}.tokens.bin", dtype=dtype, mode="r")
+        ws = folder / f"{split}.word_start.bin"
+        self.word_start = np.memmap(ws, dtype=np.uint8, mode="r") if ws.is_file() else None
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def batch(
+        self, indices: np.ndarray, pad_id: int, multiple_of: int = 8
+    ) -> dict[str, torch.Tensor]:
+        """Pad the chosen segments to the longest one (rounded up to ``multiple_of``)."""
+        lo, hi = self.offsets[indices], self.offsets[indices + 1]
+        longest = int((hi - lo).max())
+        width = min(-(-longest // multiple_of) * multiple_of, max(self.max_seq_len, longest))
+        ids = np.full((len(indices), width), pad_id, dtype=np.int64)
+        starts = np.ones((len(indices), width), dtype=bool)
+        for row, (a, b) in enumerate(zip(lo.tolist(), hi.tolist(), strict=True)):
+            ids[row, : b - a] = self.tokens[a:b]
+            if self.word_start is not None:
+                starts[row, : b - a] = self.word_start[a:b]
+        out = {
+            "input_ids": torch.from_numpy(ids),
+            "attention_mask": torch.from_numpy(ids != pad_id).long(),
+        }
+        if self.word_start is not None:
+            out["word_start"] = torch.from_numpy(starts)
+        return out
+
+
+def load_segment_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
+    return load_tokenizer(folder / "tokenizer")
+
+
+def unigram_entropy(data: SegmentData, special_ids: list[int], vocab_size: int) -> float:
+    """Entropy (nats) of the ordinary-token unigram distribution: the loss of a model that
+    ignores context. An MLM whose held-out loss is not clearly below it has learned nothing."""
+    counts = np.zeros(vocab_size, np.int64)
+    step = 1 << 24
+    for lo in range(0, len(data.tokens), step):
+        counts += np.bincount(np.asarray(data.tokens[lo : lo + step]), minlength=vocab_size)
+    counts[special_ids] = 0
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
