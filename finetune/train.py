@@ -33,6 +33,7 @@ from ptm.errors import DivergenceError, InputError
 from ptm.models.dropout import use_fast_dropout
 from ptm.models.finetuned import export
 from ptm.models.heads import TaskModel, build_head, check_vocab, encoder_config, load_encoder
+from ptm.progress import format_count, format_duration
 from ptm.tasks.batching import batch_order, collate
 from ptm.tasks.collapse import CollapseGuard
 from ptm.tasks.inference import Prediction, predict, score
@@ -43,7 +44,6 @@ from ptm.training.guard import DivergenceGuard
 from ptm.training.llrd import layer_decay_groups
 from ptm.training.mfu import encoder_training_flops, peak_flops, utilisation
 from ptm.training.optim import build_adamw, lr_factor
-from ptm.training.progress import format_count, format_duration
 from ptm.training.rundir import point_latest
 from ptm.training.runtime import autocast, grad_scaler, maybe_compile
 from ptm.training.tb import TensorBoard

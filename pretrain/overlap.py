@@ -22,9 +22,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from ptm.config import register_resolvers, resolve, to_dataclass
-from ptm.data.overlap import measure_overlap, read_texts
 from ptm.errors import InputError, exit_on_input_error
 from ptm.tasks.loading import TaskConfig
+from ptm.tasks.overlap import measure_overlap, read_texts
 
 log = logging.getLogger(__name__)
 

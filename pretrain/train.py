@@ -33,12 +33,12 @@ from ptm.data.tokenizer import save_tokenizer
 from ptm.errors import InputError
 from ptm.models.dropout import use_fast_dropout
 from ptm.models.mlm import MaskedLMObjective, build_mlm_model
+from ptm.progress import format_count, format_duration
 from ptm.training import dist, runtime
 from ptm.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ptm.training.guard import DivergenceGuard
 from ptm.training.mfu import mlm_training_flops, peak_flops, utilisation
 from ptm.training.optim import build_adamw, lr_factor, param_groups
-from ptm.training.progress import format_count, format_duration
 from ptm.training.rundir import point_latest
 from ptm.training.runtime import autocast, grad_scaler, maybe_compile
 from ptm.training.tb import TensorBoard

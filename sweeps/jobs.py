@@ -27,7 +27,7 @@ import yaml
 
 from ptm.config import flatten
 from ptm.errors import STATUS_FILE, InputError
-from ptm.training.progress import format_duration
+from ptm.progress import format_duration
 from ptm.training.rundir import MULTIRUN_FILE, sweep_started
 
 MODES = ("min", "max")

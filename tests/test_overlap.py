@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 from conftest import run_module
 
-from ptm.data.overlap import HeldOutIndex, text_tokens
+from ptm.data.overlap import HeldOutIndex
+from ptm.tasks.overlap import text_tokens
 
 
 def test_finds_texts_inside_documents_and_nothing_else() -> None:

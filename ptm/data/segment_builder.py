@@ -52,7 +52,7 @@ from ptm.data.tokenizer import (
     vocab_hash,
 )
 from ptm.errors import InputError
-from ptm.training.progress import Progress, format_count
+from ptm.progress import Progress, format_count
 
 log = logging.getLogger(__name__)
 DENSE_LIMIT = 1 << 24  # IDs below this are counted with one bincount per chunk

@@ -1,0 +1,102 @@
+"""The package layout is the architecture: layers import downwards only, stages never import each
+other, and no import cycle appears (the plan a newcomer reads in ``ptm/`` stays true)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Each part of ptm and what it may import (errors and progress are the floor everyone stands on;
+# config turns Hydra configs into dataclasses for the entry points and is imported by none of ptm).
+ALLOWED = {
+    "errors": set(),
+    "progress": set(),
+    "data": {"errors", "progress"},
+    "models": {"errors", "progress", "data"},
+    "training": {"errors", "progress"},
+    "tasks": {"errors", "progress", "data", "models", "training"},
+    "tf": {"errors", "progress", "data"},
+    "config": {"errors", "progress", "training"},
+}
+STAGES = ("pretrain", "finetune", "convert")
+
+
+def imports_of(path: Path) -> set[str]:
+    """Modules a file imports (top-level and inside functions alike)."""
+    tree = ast.parse(path.read_text(), str(path))
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+            out |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return out
+
+
+def part(module: str) -> str:
+    """``ptm.data.tokenizer`` -> ``data``; ``ptm.errors`` -> ``errors``."""
+    return module.split(".")[1]
+
+
+def test_ptm_layers_import_downwards_only() -> None:
+    assert {p.stem if p.is_file() else p.name for p in (ROOT / "ptm").iterdir()} - {
+        "__init__",
+        "__pycache__",
+    } == set(ALLOWED)
+    wrong = []
+    for path in (ROOT / "ptm").rglob("*.py"):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        if module == "ptm.__init__":
+            continue
+        mine = part(module)
+        for target in imports_of(path):
+            if not target.startswith("ptm.") or target.count(".") < 1:
+                continue
+            other = part(target)
+            if other != mine and other in ALLOWED and other not in ALLOWED[mine]:
+                wrong.append(f"{module} imports {target}")
+    assert wrong == []
+
+
+def test_stages_share_code_through_ptm_only() -> None:
+    wrong = []
+    for stage in STAGES:
+        for path in (ROOT / stage).rglob("*.py"):
+            for target in imports_of(path):
+                top = target.split(".")[0]
+                if top in STAGES and top != stage:
+                    wrong.append(f"{path.relative_to(ROOT)} imports {target}")
+                if top in ("sweeps", "bench", "docs", "tests"):
+                    wrong.append(f"{path.relative_to(ROOT)} imports {target}")
+    for path in (ROOT / "ptm").rglob("*.py"):
+        for target in imports_of(path):
+            if target.split(".")[0] in (*STAGES, "sweeps", "bench", "docs", "tests"):
+                wrong.append(f"{path.relative_to(ROOT)} imports {target}")
+    assert wrong == []
+
+
+def test_no_import_cycle_between_modules() -> None:
+    graph: dict[str, set[str]] = {}
+    for path in (ROOT / "ptm").rglob("*.py"):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        graph[module] = set()
+    for module in graph:
+        path = ROOT / (module.replace(".", "/") + ".py")
+        if not path.is_file():
+            path = ROOT / module.replace(".", "/") / "__init__.py"
+        graph[module] = {t for t in imports_of(path) if t in graph and t != module}
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            assert state.get(nxt) != 1, "import cycle: " + " -> ".join([*trail, node, nxt])
+            if nxt not in state:
+                visit(nxt, [*trail, node])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [])
