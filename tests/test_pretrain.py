@@ -50,7 +50,15 @@ class Stop(Exception):
 def test_resume_repeats_the_uninterrupted_run_exactly(
     tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    extra = ("train.log_every=1", "train.save_every=10", "train.max_steps=20")
+    check_exact_resume(tmp_path, corpus, monkeypatch)
+
+
+def check_exact_resume(
+    tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch, *runtime: str
+) -> None:
+    """A run stopped after its step-10 checkpoint and resumed logs the same losses for steps
+    11-20 and exports the same weights as the run that was never stopped."""
+    extra = ("train.log_every=1", "train.save_every=10", "train.max_steps=20", *runtime)
     straight = tmp_path / "straight"
     run(pretrain_config(tmp_path, corpus, straight, *extra))
 
