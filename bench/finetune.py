@@ -135,11 +135,11 @@ def baseline(
 
 
 def run(
-    steps: int, warmup_steps: int, batch_size: int, max_seq_len: int, precision: str
+    steps: int, warmup_steps: int, batch_size: int, max_seq_len: int, precision: str, cpu: bool
 ) -> list[BenchRow]:
     import torch
 
-    setups = [("cpu", precision)]
+    setups = [("cpu", precision)] if cpu else []
     if torch.cuda.is_available():
         setups.append(("cuda", "bf16"))
     rows = []

@@ -137,10 +137,11 @@ def run(
     max_seq_len: int,
     precision: str,
     gpu_batch_size: int,
+    cpu: bool,
 ) -> list[BenchRow]:
     import torch
 
-    setups = [("cpu", precision, batch_size)]
+    setups = [("cpu", precision, batch_size)] if cpu else []
     if torch.cuda.is_available():
         setups.append(("cuda", "bf16", gpu_batch_size))
     rows = []
