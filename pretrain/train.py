@@ -48,7 +48,7 @@ from ptm.training.tb import TensorBoard
 log = logging.getLogger(__name__)
 # Fixed, token-level 15% masking: evaluations compare across runs, masking settings and corpora
 # with or without word marks.
-EVAL_MASKING = MaskingConfig(rate=0.15, whole_word=False)
+EVAL_MASKING = MaskingConfig(rate=0.15, mask_fraction=0.8, random_fraction=0.1, whole_word=False)
 EVAL_SEED = 1234
 
 

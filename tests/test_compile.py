@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from ptm.config import from_conf
 from ptm.data.feed import round_width
 from ptm.data.masking import IGNORE_INDEX, Masker, MaskingConfig
 from ptm.models.mlm import MaskedLMObjective, ModelConfig, build_mlm_model
@@ -15,10 +16,10 @@ VOCAB, SPECIAL, MASK = 60, [0, 1, 2, 3, 4], 4
 
 def tiny_objective(arch: str = "bert") -> MaskedLMObjective:
     torch.manual_seed(0)
-    cfg = ModelConfig(
-        arch=arch, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, max_position_embeddings=128, embedding_size=16,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    cfg = from_conf(
+        ModelConfig, "pretrain", "model", arch=arch, hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=4, intermediate_size=64, max_position_embeddings=128,
+        embedding_size=16, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
     )  # fmt: skip
     return MaskedLMObjective(build_mlm_model(cfg, VOCAB, pad_token_id=0))
 
@@ -29,7 +30,8 @@ def masked_batch(seed: int, rate: float, rows: int = 6, length: int = 48):
     ids = torch.randint(5, VOCAB, (rows, length), generator=g)
     ids[:, 0], ids[:, -1] = 2, 3
     starts = torch.rand(rows, length, generator=g) < 0.6
-    masker = Masker(MaskingConfig(rate=rate, whole_word=True), VOCAB, SPECIAL, MASK)
+    masking = from_conf(MaskingConfig, "pretrain", "data.masking", rate=rate, whole_word=True)
+    masker = Masker(masking, VOCAB, SPECIAL, MASK)
     return masker(ids, starts, g)
 
 

@@ -12,6 +12,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
 
 import pretrain.train as train_module
 from pretrain.train import run
+from ptm.config import from_conf
 from ptm.errors import DivergenceError
 from ptm.models.mlm import MaskedLMObjective, ModelConfig, build_mlm_model
 from tests.conftest import CONF_DIR, compose_config, pretrain_config, run_module
@@ -91,7 +92,10 @@ def tiny_mlm_batch(arch: str, layers: int, masked: dict[int, list[int]]):
     """A small random model in eval mode and a batch of 4 x 20 IDs (row 2 padded after 15)
     with labels at ``masked`` (row -> columns)."""
     torch.manual_seed(0)
-    cfg = ModelConfig(
+    cfg = from_conf(
+        ModelConfig,
+        "pretrain",
+        "model",
         arch=arch,
         hidden_size=32,
         num_hidden_layers=layers,

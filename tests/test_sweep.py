@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ptm.config import PathsConfig
+from ptm.config import PathsConfig, from_conf
 from ptm.errors import InputError
 from sweeps.jobs import latest_sweep, read_sweep, summarize
 from sweeps.summary import SummaryConfig, run
@@ -197,4 +197,4 @@ def test_no_sweep_yet_and_a_bad_mode(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"no sweep found under \*-multirun/"):
         run(SummaryConfig(PathsConfig(output_dir=tmp_path)))
     with pytest.raises(ValueError, match=r"mode='best'; use one of \['min', 'max'\]"):
-        SummaryConfig(PathsConfig(), mode="best")
+        SummaryConfig(from_conf(PathsConfig, "pretrain", "paths"), mode="best")

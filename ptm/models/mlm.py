@@ -34,25 +34,25 @@ from ptm.models.masked_encoder import (
 _MLM_PARTS = {"bert": ("bert", "cls"), "albert": ("albert", "predictions")}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     """The architecture; ``vocab_size`` comes from the tokenizer, never from here."""
 
-    arch: str = "bert"  # bert | albert
-    hidden_size: int = 256
-    num_hidden_layers: int = 4
-    num_attention_heads: int = 4
-    intermediate_size: int = 1024
-    max_position_embeddings: int = 256
-    hidden_act: str = "gelu"
-    type_vocab_size: int = 2
-    hidden_dropout_prob: float = 0.1
-    attention_probs_dropout_prob: float = 0.1
-    initializer_range: float = 0.02
-    layer_norm_eps: float = 1e-12
-    embedding_size: int | None = None  # ALBERT only: factorised embedding width
-    num_hidden_groups: int = 1  # ALBERT only: groups of shared layers
-    init_from: str | None = None  # a model folder to continue from instead of random init
+    arch: str  # bert | albert
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    max_position_embeddings: int
+    hidden_act: str
+    type_vocab_size: int
+    hidden_dropout_prob: float
+    attention_probs_dropout_prob: float
+    initializer_range: float
+    layer_norm_eps: float
+    embedding_size: int | None  # ALBERT only: factorised embedding width
+    num_hidden_groups: int  # ALBERT only: groups of shared layers
+    init_from: str | None  # a model folder to continue from instead of random init
 
 
 def hf_config(cfg: ModelConfig, vocab_size: int, pad_token_id: int) -> PretrainedConfig:

@@ -19,14 +19,14 @@ from ptm.errors import InputError
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RuntimeConfig:
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16
-    compile: bool = False
-    tf32: bool = True
-    peak_tflops: float | None = None  # one device's peak at the run's precision, for MFU
-    deterministic: bool = False  # deterministic kernels (exact GPU resume; slower)
+    device: str  # auto | cpu | cuda
+    precision: str  # auto | fp32 | bf16 | fp16
+    compile: bool
+    tf32: bool
+    peak_tflops: float | None  # one device's peak at the run's precision, for MFU
+    deterministic: bool  # deterministic kernels (exact GPU resume; slower)
 
 
 def cpu_has_amx_bf16() -> bool:
