@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from ptm.data.feed import Prefetch, pin
-from ptm.data.segment_builder import SegmentConfig, build_segments
+from ptm.data.segment_builder import build_segments
 from ptm.data.segment_store import SegmentData
-from tests.conftest import write_corpus
+from tests.conftest import segment_config, write_corpus
 
 
 def reference_batch(data: SegmentData, indices: np.ndarray, pad_id: int, multiple: int = 8):
@@ -31,7 +31,7 @@ def reference_batch(data: SegmentData, indices: np.ndarray, pad_id: int, multipl
 def test_one_gather_equals_the_row_by_row_batch(tmp_path: Path) -> None:
     corpus = write_corpus(tmp_path / "c.txt", 200, words=True)
     build_segments(
-        [corpus], tmp_path / "seg", SegmentConfig(max_seq_len=64, eval_fraction=0.0, pack=False)
+        [corpus], tmp_path / "seg", segment_config(max_seq_len=64, eval_fraction=0.0, pack=False)
     )
     data = SegmentData(tmp_path / "seg", "train")
     rng = np.random.default_rng(0)

@@ -44,7 +44,9 @@ def test_report_runs_every_mode_and_writes_the_table(tmp_path: Path, embedded_di
     data.mkdir()
     (data / "embedded").symlink_to(embedded_dir, target_is_directory=True)
     cfg = ReportConfig(
-        paths=PathsConfig(data_dir=data, output_dir=tmp_path / "out"),
+        paths=from_conf(
+            PathsConfig, "pretrain", "paths", data_dir=data, output_dir=tmp_path / "out"
+        ),
         model_path=embedded_model(tmp_path / "model", embedded_dir),
         seeds=[1, 2],
         finetune_overrides=[

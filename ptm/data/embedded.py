@@ -286,9 +286,7 @@ def build_embedded_corpus(cfg: EmbeddedConfig) -> dict:
         hashes[rel] = hashlib.sha256(data).hexdigest()
     meta = {
         "config": {
-            k: str(v) if isinstance(v, Path) else v
-            for k, v in asdict(cfg).items()
-            if k != "paths"
+            k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items() if k != "paths"
         },
         "sources": {k: hashlib.sha256(p.read_bytes()).hexdigest() for k, p in sources.items()},
         "characters": len(cmap.id_of),
