@@ -23,10 +23,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+from transformers import AutoModel, PretrainedConfig, PreTrainedModel
 from transformers import logging as hf_logging
 
 from ptm.errors import InputError
+from ptm.models.folder import read_config, reading_weights
 
 log = logging.getLogger(__name__)
 POOLINGS = ("cls", "pooler", "mean")
@@ -136,14 +137,11 @@ def quiet_transformers():
 
 
 def encoder_config(folder: Path) -> PretrainedConfig:
-    if not (Path(folder) / "config.json").is_file():
-        raise InputError(
-            folder,
-            "no config.json: not a model folder",
-            "point model.path to a folder written by `make pretrain`, the converter or "
-            "transformers (e.g. outputs/pretrain/latest/model)",
-        )
-    return AutoConfig.from_pretrained(folder, local_files_only=True)
+    return read_config(
+        folder,
+        "point model.path to a folder written by `make pretrain`, the converter or "
+        "transformers (e.g. outputs/pretrain/latest/model)",
+    )
 
 
 def load_encoder(folder: Path, pretrained: bool, with_pooler: bool) -> PreTrainedModel:
@@ -155,13 +153,14 @@ def load_encoder(folder: Path, pretrained: bool, with_pooler: bool) -> PreTraine
     with quiet_transformers():
         if not pretrained:
             return AutoModel.from_config(config, **kwargs)
-        model, info = AutoModel.from_pretrained(
-            folder,
-            local_files_only=True,
-            attn_implementation="sdpa",
-            output_loading_info=True,
-            **kwargs,
-        )
+        with reading_weights(folder):
+            model, info = AutoModel.from_pretrained(
+                folder,
+                local_files_only=True,
+                attn_implementation="sdpa",
+                output_loading_info=True,
+                **kwargs,
+            )
     missing = sorted(info["missing_keys"])
     ignored = sorted(info["unexpected_keys"])
     if missing:
