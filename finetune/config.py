@@ -10,6 +10,7 @@ from ptm.config import PathsConfig, to_dataclass
 from ptm.errors import InputError
 from ptm.models.heads import HeadConfig
 from ptm.tasks.collapse import CollapseConfig
+from ptm.tasks.kinds import KINDS
 from ptm.tasks.loading import TaskConfig
 from ptm.training.guard import GuardConfig
 from ptm.training.runtime import RuntimeConfig
@@ -87,12 +88,17 @@ def build_config(data: dict[str, Any]) -> FinetuneConfig:
         raise InputError(
             None,
             "no task configured",
-            "choose one with task=sentiment (or names, multitask, tianchi, pair)",
+            "choose one with task=sentiment (or another file of conf/task/)",
         )
     for name, settings in tasks.items():
         if not isinstance(settings, dict):
             raise InputError(
                 None, f"tasks.{name} is {settings!r}, not a mapping", "see conf/task/*.yaml"
+            )
+        kind = settings.get("kind", "classification")
+        if kind not in KINDS:
+            raise InputError(
+                None, f"tasks.{name}.kind={kind!r} is unknown", f"use one of {list(KINDS)}"
             )
     data = {**data, "tasks": [{"name": name, **s} for name, s in tasks.items()]}
     return to_dataclass(FinetuneConfig, data)

@@ -12,7 +12,6 @@ shared with the other ranks.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -23,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from finetune.config import FinetuneConfig
@@ -36,9 +34,9 @@ from ptm.models.heads import TaskModel, build_head, check_vocab, encoder_config,
 from ptm.progress import format_count, format_duration
 from ptm.tasks.batching import batch_order, collate
 from ptm.tasks.collapse import CollapseGuard
-from ptm.tasks.inference import Prediction, predict, score
-from ptm.tasks.loading import IGNORE, TaskData, load_task
-from ptm.tasks.metrics import confusion_image, primary
+from ptm.tasks.kinds import load_task
+from ptm.tasks.loading import TaskData
+from ptm.tasks.metrics import confusion_image
 from ptm.training import dist, runtime
 from ptm.training.guard import DivergenceGuard
 from ptm.training.llrd import layer_decay_groups
@@ -79,6 +77,7 @@ class Best:
     step: int = -1
     state: dict | None = None
     dev: dict | None = None
+    decisions: dict | None = None  # per task, what its kind chose on dev (a threshold)
     bad_evals: int = 0
 
 
@@ -104,11 +103,11 @@ def _train(cfg: FinetuneConfig, info: dist.DistInfo) -> dict:
     _check_fit(tasks, config, t.batch_size)
 
     torch.manual_seed(t.seed)
-    sequence_tasks = [task for task in tasks if not task.cfg.is_tokens]
-    with_pooler = cfg.head.pooling == "pooler" and bool(sequence_tasks)
+    pooled = any(task.kind.head == "sequence" for task in tasks)
+    with_pooler = cfg.head.pooling == "pooler" and pooled
     encoder = load_encoder(folder, cfg.model.init == "pretrained", with_pooler)
     heads = {
-        task.name: build_head(task.cfg.kind, config, len(task.labels), cfg.head) for task in tasks
+        task.name: build_head(task.kind.head, config, len(task.labels), cfg.head) for task in tasks
     }
     model = TaskModel(encoder, heads).to(device)
     use_fast_dropout(model)
@@ -160,7 +159,7 @@ def _train(cfg: FinetuneConfig, info: dist.DistInfo) -> dict:
         "parameters": sum(p.numel() for p in model.parameters()),
         "tasks": {
             task.name: {
-                "kind": task.cfg.kind,
+                "kind": task.kind.name,
                 "labels": task.labels,
                 "chance_loss": round(task.chance_loss, 4),
                 "mix": round(float(m), 4),
@@ -188,13 +187,15 @@ def _train(cfg: FinetuneConfig, info: dist.DistInfo) -> dict:
         parts.append(seconds / max_seconds if max_seconds else 0.0)
         return max(parts)
 
-    def evaluate(step: int, lr: float) -> tuple[dict, DivergenceError | None]:
-        """Dev metrics of every task (rank 0), logged; a collapse is returned, not raised."""
-        results, problem = {}, None
+    def evaluate(step: int, lr: float) -> tuple[dict, dict, DivergenceError | None]:
+        """Dev metrics of every task and what its kind chose on dev (rank 0), logged; a
+        collapse is returned, not raised."""
+        results, decisions, problem = {}, {}, None
         for task in tasks:
             dev = task.splits["dev"]
             pred = _predict(model, task, "dev", device, precision, t.eval_batch_size, pad_id)
-            metrics = score(task.cfg.kind, dev, pred, task.labels)
+            decisions[task.name] = task.kind.tune(task, dev, pred)
+            metrics = task.kind.score(task, dev, pred, decisions[task.name])
             results[task.name] = metrics
             name = task.name
             tb.scalars(
@@ -205,16 +206,17 @@ def _train(cfg: FinetuneConfig, info: dist.DistInfo) -> dict:
                     if isinstance(v, float) and v is not None
                 },
             )
-            if tb.writer is not None:
+            if tb.writer is not None and "confusion_matrix" in metrics:
                 image = confusion_image(np.array(metrics["confusion_matrix"]), task.labels)
                 tb.writer.add_image(f"dev/{name}/confusion_matrix", image, step)
             log.info(
-                "step %d | dev %s | %s %.4f | accuracy %.4f | loss %.4f",
+                "step %d | dev %s | %s %.4f | %s %.4f | loss %.4f",
                 step,
                 name,
-                primary(task.cfg.kind),
-                metrics[primary(task.cfg.kind)],
-                metrics.get("accuracy", metrics.get("tag_accuracy")),
+                task.kind.metric,
+                metrics[task.kind.metric],
+                task.kind.secondary,
+                metrics[task.kind.secondary],
                 metrics["loss"],
             )
             if problem is None:
@@ -224,7 +226,7 @@ def _train(cfg: FinetuneConfig, info: dist.DistInfo) -> dict:
                     )
                 except DivergenceError as e:
                     problem = e
-        return results, problem
+        return results, decisions, problem
 
     def collapse_start(step: int) -> int:
         """Collapse checks count once warm-up is over and ``min_steps`` have passed."""
@@ -249,12 +251,12 @@ def _train(cfg: FinetuneConfig, info: dist.DistInfo) -> dict:
             status = torch.zeros(2, device=device)  # (stop early, collapsed)
             problem = None
             if info.is_main:
-                dev, problem = evaluate(step, lr)
-                dev_score = float(np.mean([dev[x.name][primary(x.cfg.kind)] for x in tasks]))
+                dev, decisions, problem = evaluate(step, lr)
+                dev_score = float(np.mean([dev[x.name][x.kind.metric] for x in tasks]))
                 history.append({"step": step, "epoch": step / steps_per_epoch, "score": dev_score})
                 tb.scalars(step, {"dev/score": dev_score, "train/epoch": step / steps_per_epoch})
                 if dev_score > best.score + t.min_delta or best.state is None:
-                    best = Best(dev_score, step, _cpu_state(model), dev, 0)
+                    best = Best(dev_score, step, _cpu_state(model), dev, decisions, 0)
                     log.info("step %d | new best dev score %.4f", step, dev_score)
                 else:
                     best.bad_evals += 1
@@ -296,7 +298,7 @@ def _train(cfg: FinetuneConfig, info: dist.DistInfo) -> dict:
         # Items and tokens of the whole global batch, counted before the copy to the device.
         counted = torch.tensor(
             [
-                sum(int((m["labels"] != IGNORE).sum()) for m in micro),
+                sum(task.kind.count_items(m["labels"]) for m in micro),
                 sum(int(m["attention_mask"].sum()) for m in micro),
                 sum(encoder_training_flops(config, *m["input_ids"].shape) for m in micro),
             ],
@@ -314,18 +316,12 @@ def _train(cfg: FinetuneConfig, info: dist.DistInfo) -> dict:
             sync = i == len(micro) - 1 or info.world_size == 1
             with nullcontext() if sync else wrapped.no_sync(), autocast(device, precision):
                 logits = forward(task.name, **batch)
-                flat = logits.float().reshape(-1, len(task.labels))
-                part = F.cross_entropy(
-                    flat, labels.reshape(-1), ignore_index=IGNORE, reduction="sum"
-                )
+                part = task.kind.loss_sum(logits, labels)
                 # DDP averages gradients over processes; scale so the result is sum / n_items.
                 loss = part * (info.world_size / n_items)
             scaler.scale(loss).backward()
             stats[0] += part.detach().double()
-            keep = labels.reshape(-1) != IGNORE
-            predicted += torch.bincount(
-                flat.detach().argmax(-1)[keep], minlength=len(task.labels)
-            ).double()
+            predicted += task.kind.predicted_counts(logits, labels)
 
         scaler.unscale_(optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(
@@ -384,7 +380,7 @@ def _train(cfg: FinetuneConfig, info: dist.DistInfo) -> dict:
     final = {
         "best": {"step": best.step, "epoch": best.step / steps_per_epoch, "dev_score": best.score},
         "selected_on": "dev "
-        + " / ".join(f"{x.name} {primary(x.cfg.kind)}" for x in tasks)
+        + " / ".join(f"{x.name} {x.kind.metric}" for x in tasks)
         + (" (mean)" if len(tasks) > 1 else ""),
         "stopped": stopped,
         "steps": step,
@@ -397,22 +393,24 @@ def _train(cfg: FinetuneConfig, info: dist.DistInfo) -> dict:
     if info.is_main:
         model.load_state_dict(best.state)
         for task in tasks:
+            decision = best.decisions[task.name]
             entry = {
-                "metric": primary(task.cfg.kind),
+                "kind": task.kind.name,
+                "metric": task.kind.metric,
                 "labels": task.labels,
                 "dev": best.dev[task.name],
             }
             if "test" in task.splits:
                 test = task.splits["test"]
                 pred = _predict(model, task, "test", device, precision, t.eval_batch_size, pad_id)
-                entry["predictions"] = _write_predictions(
-                    run_dir / "predictions" / task.name, task, pred
+                entry["predictions"] = task.kind.write_submission(
+                    run_dir / "predictions" / task.name, task, pred, decision
                 )
                 if test.has_answers:
-                    entry["test"] = score(task.cfg.kind, test, pred, task.labels)
+                    entry["test"] = task.kind.score(task, test, pred, decision)
             final["tasks"][task.name] = entry
         model_dir = run_dir / "model"
-        hf_class = export(model, tokenizer, _export_meta(cfg, tasks), model_dir)
+        hf_class = export(model, tokenizer, _export_meta(cfg, tasks, best.decisions), model_dir)
         final["model"] = {"dir": str(model_dir), "hf_class": hf_class}
         (run_dir / "metrics.json").write_text(
             json.dumps(final, indent=2, ensure_ascii=False) + "\n"
@@ -446,12 +444,7 @@ def _check_fit(tasks: list[TaskData], config, batch_size: int) -> None:
                 f"{config.max_position_embeddings} positions",
                 f"set tasks.{task.name}.max_seq_len={config.max_position_embeddings} or less",
             )
-        if task.cfg.kind == "pair" and getattr(config, "type_vocab_size", 0) < 2:
-            raise InputError(
-                None,
-                f"task {task.name} has text pairs but the model has no second token type",
-                "use a BERT-style model (type_vocab_size 2)",
-            )
+        task.kind.check_model(task, config)
         n = len(task.splits["train"])
         if n < batch_size:
             raise InputError(
@@ -461,65 +454,18 @@ def _check_fit(tasks: list[TaskData], config, batch_size: int) -> None:
             )
 
 
-def _predict(
-    model, task: TaskData, split: str, device, precision, batch_size, pad_id
-) -> Prediction:
-    outside = task.labels.index("O") if task.cfg.is_tokens else 0
-    return predict(
-        model,
-        task.name,
-        task.cfg.kind,
-        task.splits[split],
-        len(task.labels),
-        outside,
-        device,
-        precision,
-        batch_size,
-        pad_id,
-    )
+def _predict(model, task: TaskData, split: str, device, precision, batch_size, pad_id):
+    return task.kind.predict(model, task, task.splits[split], device, precision, batch_size, pad_id)
 
 
 def _cpu_state(model: torch.nn.Module) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def _write_predictions(folder: Path, task: TaskData, pred: Prediction) -> dict[str, str]:
-    """``submission.csv``: the competition's format — one column, one row per test row, in order.
-    Classification adds ``probabilities.csv`` (a column per class, tab-separated like the inputs)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    out = {"submission": str(folder / "submission.csv")}
-    column = task.cfg.label_column
-    with (folder / "submission.csv").open("w", newline="") as f:
-        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-        writer.writerow([column])
-        if task.cfg.is_tokens:
-            writer.writerows([" ".join(task.labels[i] for i in row)] for row in pred.row_tags)
-        else:
-            writer.writerows([task.labels[i]] for i in pred.classes)
-    if pred.probs is not None:
-        with (folder / "probabilities.csv").open("w", newline="") as f:
-            writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-            writer.writerow(task.labels)
-            writer.writerows([f"{p:.6f}" for p in row] for row in pred.probs)
-        out["probabilities"] = str(folder / "probabilities.csv")
-    return out
-
-
-def _export_meta(cfg: FinetuneConfig, tasks: list[TaskData]) -> dict:
+def _export_meta(cfg: FinetuneConfig, tasks: list[TaskData], decisions: dict) -> dict:
     return {
         "tasks": {
-            task.name: {
-                "kind": task.cfg.kind,
-                "labels": task.labels,
-                "pooling": None if task.cfg.is_tokens else cfg.head.pooling,
-                "max_seq_len": task.cfg.max_seq_len,
-                "truncation": task.cfg.truncation,
-                "head_fraction": task.cfg.head_fraction,
-                "text_column": task.cfg.text_column,
-                "text_b_column": task.cfg.text_b_column if task.cfg.kind == "pair" else None,
-                "label_column": task.cfg.label_column,
-            }
-            for task in tasks
+            task.name: task.kind.export_meta(task, cfg.head, decisions[task.name]) for task in tasks
         },
         "base_model": str(cfg.model.path),
         "init": cfg.model.init,

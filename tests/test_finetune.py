@@ -19,11 +19,11 @@ from transformers import (
     AutoTokenizer,
 )
 
-import finetune.train as train_module
 from finetune.train import run
 from ptm.errors import DivergenceError, InputError
 from ptm.models.finetuned import load_finetuned
 from ptm.models.heads import TaskModel
+from ptm.tasks.kinds import Classification
 from ptm.training.llrd import layer_decay_groups
 from tests.conftest import CONF_DIR, compose_config, run_module
 from tests.finetune_helpers import (
@@ -229,22 +229,22 @@ def test_the_best_checkpoint_is_chosen_on_dev_macro_f1(
     macro = [0.2, 0.3, 0.9, 0.4, 0.5, 0.6, 0.7, 0.8]
     accuracy = [0.9, 0.95, 0.5, 0.96, 0.97, 0.98, 0.99, 0.995]
     heads_at: list[dict] = []
-    real_score, real_predict = train_module.score, train_module._predict
+    real_score, real_predict = Classification.score, Classification.predict
 
-    def scripted(kind, split, prediction, labels):
-        out = real_score(kind, split, prediction, labels)
+    def scripted(self, task, split, prediction, decision):
+        out = real_score(self, task, split, prediction, decision)
         if split.name == "dev":
             i = len(heads_at) - 1
             out |= {"macro_f1": macro[i], "accuracy": accuracy[i], "loss": 1.0 - accuracy[i]}
         return out
 
-    def spying(model, task, split, *args):
-        if split == "dev":
+    def spying(self, model, task, split, *args):
+        if split.name == "dev":
             heads_at.append({k: v.clone() for k, v in model.heads.state_dict().items()})
-        return real_predict(model, task, split, *args)
+        return real_predict(self, model, task, split, *args)
 
-    monkeypatch.setattr(train_module, "score", scripted)
-    monkeypatch.setattr(train_module, "_predict", spying)
+    monkeypatch.setattr(Classification, "score", scripted)
+    monkeypatch.setattr(Classification, "predict", spying)
     cfg, _ = cls_config(tmp_path, model_dir, "train.eval_every=5", "train.epochs=4")
     metrics = run(cfg)
     assert len(heads_at) == 8
@@ -259,15 +259,15 @@ def test_the_best_checkpoint_is_chosen_on_dev_macro_f1(
 def test_early_stopping_after_patience_evaluations(
     tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_score = train_module.score
+    real_score = Classification.score
     calls = []
 
-    def worse_and_worse(kind, split, prediction, labels):
-        out = real_score(kind, split, prediction, labels)
+    def worse_and_worse(self, task, split, prediction, decision):
+        out = real_score(self, task, split, prediction, decision)
         calls.append(1)
         return out | {"macro_f1": 1.0 / len(calls)} if split.name == "dev" else out
 
-    monkeypatch.setattr(train_module, "score", worse_and_worse)
+    monkeypatch.setattr(Classification, "score", worse_and_worse)
     cfg, _ = cls_config(tmp_path, model_dir, "train.eval_every=5", "train.patience=2")
     metrics = run(cfg)
     assert metrics["stopped"] == "early_stopping"
@@ -351,7 +351,7 @@ def test_layer_wise_lr_decay_scales_each_depth(model_dir: Path) -> None:
     from ptm.models.heads import HeadConfig, build_head, load_encoder
 
     encoder = load_encoder(model_dir, pretrained=True, with_pooler=False)
-    model = TaskModel(encoder, {"t": build_head("classification", encoder.config, 2, HeadConfig())})
+    model = TaskModel(encoder, {"t": build_head("sequence", encoder.config, 2, HeadConfig())})
     groups = layer_decay_groups(model, n_layers=2, decay=0.5, weight_decay=0.01)
     scale = {}
     for g in groups:

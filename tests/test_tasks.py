@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -9,11 +10,12 @@ import pytest
 
 from ptm.data.tokenizer import SPECIAL_TOKENS, build_tokenizer
 from ptm.errors import InputError
+from ptm.models.heads import HEADS
 from ptm.tasks.batching import batch_order, collate
+from ptm.tasks.kinds import KINDS, TaskKind, load_task
 from ptm.tasks.loading import (
     IGNORE,
     TaskConfig,
-    load_task,
     natural_order,
     pair_budget,
     truncate,
@@ -219,3 +221,29 @@ def test_bad_tags_are_refused(tmp_path: Path, tokenizer) -> None:
         load_task(tags_task("text\ttags\n100\tPER\n", good), tokenizer)
     with pytest.raises(InputError, match=r"d.csv:2: tag 'B-LOC' does not occur"):
         load_task(tags_task(good, "text\ttags\n100\tB-LOC\n"), tokenizer)
+
+
+def test_every_kind_keeps_the_protocol_and_only_kinds_know_kind_names() -> None:
+    """The loop, inference, batching, the heads, export and the sweep summary ask a task's kind
+    (`ptm.tasks.kinds.TaskKind`); none of them compares kind names."""
+    root = Path(__file__).resolve().parents[1]
+    for name, kind in KINDS.items():
+        assert isinstance(kind, TaskKind) and kind.name == name
+        assert kind.head in HEADS
+    askers = [
+        "finetune/train.py",
+        "ptm/tasks/loading.py",
+        "ptm/tasks/inference.py",
+        "ptm/tasks/batching.py",
+        "ptm/models/heads.py",
+        "ptm/models/finetuned.py",
+        *(str(p.relative_to(root)) for p in (root / "sweeps").glob("*.py")),
+    ]
+    for path in askers:
+        text = (root / path).read_text()
+        for name in KINDS:
+            quoted = rf"""["']{name}["']"""
+            compared = rf"(==|!=)\s*{quoted}|{quoted}\s*(==|!=)|\bin\s*[(\[{{][^)\]}}]*{quoted}"
+            found = re.search(compared, text)
+            assert not found, f"{path} compares a kind name ({found[0]}): ask the kind instead"
+        assert "is_tokens" not in text, f"{path} asks is_tokens: ask the kind instead"
