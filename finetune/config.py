@@ -56,6 +56,8 @@ class TrainConfig:
     length_group: int = 50  # batches per length-sorted mega-batch
     mix_temperature: float = 1.0  # multi-task: P(task) ~ batches^(1/T); 1 proportional
     log_every: int = 20
+    save_every: int | None = None  # steps between checkpoints; null: at every evaluation
+    keep_checkpoints: int = 2  # the newest checkpoints kept
     limit_examples: int | None = None  # keep only the first rows of every file (smoke runs)
     guard: GuardConfig = field(default_factory=GuardConfig)
     collapse: CollapseConfig = field(default_factory=CollapseConfig)
@@ -67,6 +69,8 @@ class TrainConfig:
             raise ValueError(f"mix_temperature={self.mix_temperature}; use a positive number")
         if not 0.0 < self.layer_decay <= 1.0:
             raise ValueError(f"layer_decay={self.layer_decay}; use a value in (0, 1]")
+        if self.save_every is not None and self.save_every < 1:
+            raise ValueError(f"save_every={self.save_every}; use a positive number or null")
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,11 @@ class FinetuneConfig:
     head: HeadConfig
     train: TrainConfig
     runtime: RuntimeConfig
+    resume: Path | None = None  # a run folder to continue from its newest intact checkpoint
     run_dir: Path = Path(".")  # Hydra's run folder; set by the entry point, not in conf/
+    # Tasks whose max_seq_len the command line set: kept as set rather than capped at the
+    # model's positions. Set by the entry point, not in conf/.
+    fixed_lengths: list[str] = field(default_factory=list)
 
 
 def build_config(data: dict[str, Any]) -> FinetuneConfig:

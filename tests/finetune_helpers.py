@@ -138,27 +138,29 @@ def task_overrides(name: str, files: dict[str, Path], kind: str, **extra) -> lis
     return out
 
 
-def finetune_config(tmp_path: Path, model_dir: Path, run_dir: Path, *overrides: str):
+def finetune_overrides(tmp_path: Path, model_dir: Path, *overrides: str) -> list[str]:
     """The real Hydra config shrunk to a seconds-long CPU run (tasks given in ``overrides``)."""
+    return [
+        "+experiment=finetune_tiny",
+        "~task",
+        f"paths.output_dir={tmp_path / 'out'}",
+        f"model.path={model_dir}",
+        "train.limit_examples=null",
+        "train.epochs=4",
+        "train.batch_size=16",
+        "train.micro_batch_size=16",
+        "train.lr=2e-3",
+        "train.log_every=1",
+        "train.patience=null",
+        *overrides,
+    ]
+
+
+def finetune_config(tmp_path: Path, model_dir: Path, run_dir: Path, *overrides: str):
+    """`finetune_overrides` composed into the typed config of a run in ``run_dir``."""
     from finetune.config import build_config
 
-    cfg = compose_config(
-        "finetune",
-        [
-            "+experiment=finetune_tiny",
-            "~task",
-            f"paths.output_dir={tmp_path / 'out'}",
-            f"model.path={model_dir}",
-            "train.limit_examples=null",
-            "train.epochs=4",
-            "train.batch_size=16",
-            "train.micro_batch_size=16",
-            "train.lr=2e-3",
-            "train.log_every=1",
-            "train.patience=null",
-            *overrides,
-        ],
-    )
+    cfg = compose_config("finetune", finetune_overrides(tmp_path, model_dir, *overrides))
     data = OmegaConf.to_container(cfg, resolve=True)
     data["run_dir"] = str(run_dir)
     return build_config(data)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -429,3 +430,33 @@ def test_latest_names_the_newest_run_but_not_inside_a_sweep(tmp_path: Path) -> N
     (study / "0" / ".hydra").mkdir(parents=True)
     point_latest(study / "0")
     assert not (study / "latest").exists()
+
+
+def test_a_task_length_follows_the_model_unless_the_command_line_sets_it(
+    tmp_path: Path, model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The task file asks 128 positions, the tiny model has 64: capped, with a log line. The
+    same length given on the command line is kept as asked, and is then an error."""
+    import dataclasses
+
+    from finetune.__main__ import fixed_lengths
+
+    caplog.set_level(logging.INFO, logger="finetune.train")
+    files = write_classification(tmp_path / "data")
+    cfg = finetune_config(
+        tmp_path,
+        model_dir,
+        tmp_path / "run",
+        *task_overrides("cls", files, "classification", max_seq_len=128),
+        "train.epochs=1",
+    )
+    run(cfg)
+    assert "task cls: max_seq_len 128 capped at the model's 64 positions" in caplog.text
+    meta = json.loads((tmp_path / "run" / "model" / "finetune.json").read_text())
+    assert meta["tasks"]["cls"]["max_seq_len"] == 64
+
+    given = ["+tasks.cls.max_seq_len=128", "train.lr=1e-3", "tasks.sentiment.max_seq_len=32"]
+    assert fixed_lengths(given) == ["cls", "sentiment"]
+    fixed = dataclasses.replace(cfg, fixed_lengths=["cls"], run_dir=tmp_path / "fixed")
+    with pytest.raises(InputError, match=r"tasks.cls.max_seq_len=128 exceeds the model's 64"):
+        run(fixed)
