@@ -77,6 +77,38 @@ def write_classification(folder: Path, n_train: int = 160, classes: int = 2) -> 
     return files
 
 
+def multilabel_rows(n: int, seed: int) -> list[tuple[str, str]]:
+    """``(labels, text)``: a text carries the marker of each of its labels (one to three of
+    ``neg``, ``pos``, ``third``), labels joined by commas."""
+    rng = np.random.default_rng(seed)
+    names = ["neg", "pos", "third"]
+    rows = []
+    for i in range(n):
+        chosen = [c for c in names if rng.random() < 0.4] or [names[i % 3]]
+        ids = _text(rng, int(rng.integers(4, 30)))
+        for c in chosen:
+            ids.insert(int(rng.integers(0, len(ids))), MARKERS[c])
+        rows.append((",".join(chosen), " ".join(map(str, ids))))
+    return rows
+
+
+def write_multilabel(folder: Path) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name, n, seed in (("train", 160, 1), ("dev", 40, 2)):
+        path = folder / f"{name}.csv"
+        path.write_text(
+            "label\ttext\n" + "".join(f"{a}\t{t}\n" for a, t in multilabel_rows(n, seed))
+        )
+        files[name] = path
+    test = multilabel_rows(30, 3)
+    files["test"] = folder / "test.csv"
+    files["test"].write_text("text\n" + "".join(f"{t}\n" for _, t in test))
+    files["test_labels"] = folder / "test_labels.csv"
+    files["test_labels"].write_text("label\n" + "".join(f"{a}\n" for a, _ in test))
+    return files
+
+
 def write_pairs(folder: Path) -> dict[str, Path]:
     """``text_a\ttext_b\tlabel``: ``first`` or ``second`` — which text holds the marker, so the
     model must tell the two texts apart (token types, [SEP])."""

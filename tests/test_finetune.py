@@ -32,6 +32,7 @@ from tests.finetune_helpers import (
     task_overrides,
     tiny_model_dir,
     write_classification,
+    write_multilabel,
     write_pairs,
     write_tags,
 )
@@ -184,6 +185,50 @@ def test_pair_task_learns_which_text_holds_the_marker(tmp_path: Path, model_dir:
     assert enc["token_type_ids"][0, -1] == 1
     with torch.no_grad():
         assert hf.config.id2label[int(hf(**enc).logits.argmax())] == "second"
+
+
+def test_multi_label_task_learns_every_label_of_a_text_and_exports(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    files = write_multilabel(tmp_path / "ml")
+    cfg = finetune_config(
+        tmp_path,
+        model_dir,
+        tmp_path / "run",
+        *task_overrides("tags", files, "multi_label", max_seq_len=64),
+        "train.epochs=15",
+    )
+    metrics = run(cfg)
+    entry = metrics["tasks"]["tags"]
+    assert entry["kind"] == "multi_label" and entry["metric"] == "macro_f1"
+    assert entry["labels"] == ["neg", "pos", "third"]
+    assert entry["dev"]["macro_f1"] > 0.9 and entry["test"]["micro_f1"] > 0.9
+    threshold = entry["dev"]["threshold"]
+    assert entry["test"]["threshold"] == threshold and 0.05 <= threshold <= 0.95
+
+    # Submission: each row's labels joined by the separator, in test order, from the
+    # probabilities and the dev threshold (the most probable label where none reaches it).
+    header, rows = read_column(tmp_path / "run" / "predictions" / "tags" / "submission.csv")
+    probs = np.loadtxt(tmp_path / "run" / "predictions" / "tags" / "probabilities.csv", skiprows=1)
+    assert header == ["label"] and len(rows) == 30 and probs.shape == (30, 3)
+    for row, p in zip(rows, probs, strict=True):
+        chosen = [lab for lab, q in zip(entry["labels"], p, strict=True) if q >= threshold]
+        assert row.split(",") == (chosen or [entry["labels"][int(p.argmax())]])
+    truth = texts_of(files["test_labels"])
+    assert sum(r == t for r, t in zip(rows, truth, strict=True)) >= 24
+
+    # transformers loads it as a multi-label classifier computing the same sigmoid outputs.
+    folder = tmp_path / "run" / "model"
+    hf = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    assert hf.config.problem_type == "multi_label_classification"
+    assert hf.config.id2label == {0: "neg", 1: "pos", 2: "third"}
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    enc = tokenizer(texts_of(files["test"])[:5], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        np.testing.assert_allclose(torch.sigmoid(hf(**enc).logits).numpy(), probs[:5], atol=1e-5)
+    _, _, meta = load_finetuned(folder)
+    assert meta["tasks"]["tags"]["decision"] == {"threshold": threshold}
+    assert meta["tasks"]["tags"]["label_separator"] == ","
 
 
 def test_multitask_shares_one_encoder_and_scores_each_task(tmp_path: Path, model_dir: Path) -> None:
@@ -383,8 +428,8 @@ def test_every_finetune_config_option_composes(group: str, tmp_path: Path) -> No
     for option in options:
         override = f"+experiment={option}" if group == "experiment" else f"{group}={option}"
         extra = []
-        if option in ("tianchi", "pair"):
-            extra = [f"tasks.{option}.train={tmp_path / 'train.csv'}"]
+        if group == "task" and "???" in (Path(CONF_DIR) / group / f"{option}.yaml").read_text():
+            extra = [f"tasks.{option}.train={tmp_path / 'train.csv'}"]  # a required file
         cfg = compose_config("finetune", [override, *extra])
         config = build_config(OmegaConf.to_container(cfg, resolve=True))
         assert config.tasks and config.train.lr > 0

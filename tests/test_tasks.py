@@ -247,3 +247,35 @@ def test_every_kind_keeps_the_protocol_and_only_kinds_know_kind_names() -> None:
             found = re.search(compared, text)
             assert not found, f"{path} compares a kind name ({found[0]}): ask the kind instead"
         assert "is_tokens" not in text, f"{path} asks is_tokens: ask the kind instead"
+
+
+def test_multi_label_rows_become_label_sets(tmp_path: Path, tokenizer) -> None:
+    train = "label\ttext\nb;a\t100 101\nc\t102\na; a\t103\nb\t104\n"
+    cfg = TaskConfig(
+        name="m",
+        kind="multi_label",
+        train=write(tmp_path / "train.csv", train),
+        dev=tmp_path / "train.csv",
+        label_separator=";",
+    )
+    task = load_task(cfg, tokenizer)
+    assert task.labels == ["a", "b", "c"]
+    assert task.splits["train"].labels.tolist() == [[1, 1, 0], [0, 0, 1], [1, 0, 0], [0, 1, 0]]
+    p = np.array([0.5, 0.5, 0.25])  # each label's share of the rows
+    entropy = -(p * np.log(p) + (1 - p) * np.log(1 - p))
+    assert task.chance_loss == pytest.approx(entropy.mean())
+    batch = collate(task.splits["train"], np.array([0, 2]), pad_id=0)
+    assert batch["labels"].tolist() == [[1, 1, 0], [1, 0, 0]]
+
+    for bad, line, what in (("a;;b", 2, "an empty label in 'a;;b'"), ("", 2, "an empty label")):
+        rows = train.replace("b;a", bad)
+        with pytest.raises(InputError, match=what) as caught:
+            load_task(
+                TaskConfig(**{**cfg.__dict__, "train": write(tmp_path / "bad.csv", rows)}),
+                tokenizer,
+            )
+        assert caught.value.line == line
+    dev = write(tmp_path / "dev.csv", "label\ttext\na;d\t100\n")
+    with pytest.raises(InputError, match="label 'd' does not occur in the training data") as caught:
+        load_task(TaskConfig(**{**cfg.__dict__, "dev": dev}), tokenizer)
+    assert (caught.value.path, caught.value.line) == (dev, 2)

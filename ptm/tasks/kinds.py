@@ -25,6 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import f1_score, precision_recall_fscore_support
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from ptm.errors import InputError
@@ -515,9 +516,173 @@ class Tokens(_Softmax):
         }
 
 
+# ----------------------------------------------------------------------------- several labels a text
+
+
+class MultiLabel(Classification):
+    """Any number of labels per text: ``label\ttext`` with a row's labels joined by the task's
+    ``label_separator`` (``sports,finance``); every row has at least one.
+
+    One sigmoid per label (binary cross-entropy, averaged over every text x label cell, as
+    transformers' ``multi_label_classification`` computes it). A label is predicted when its
+    probability reaches one threshold, chosen on dev at every evaluation (the one that maximises
+    dev macro-F1; ties go to the one nearest 0.5) and kept with the best step; a text with no
+    label above it gets its most probable one, since no training row is empty. Selected on
+    macro-F1 over labels (rare labels count as much as common ones, as in the competitions this
+    serves); micro-F1, exact-match accuracy and per-label P/R/F1 come with it. Exported as
+    ``<Arch>ForSequenceClassification`` with ``problem_type="multi_label_classification"``, so
+    transformers' pipeline applies the sigmoid; the threshold is in ``finetune.json``.
+    """
+
+    name = "multi_label"
+    metric, metric_label, secondary = "macro_f1", "macro-F1", "micro_f1"
+    problem_type = "multi_label_classification"
+    baseline = None
+    THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
+
+    def parse_answers(
+        self, cfg: TaskConfig, values: list[str], path: Path, lines: np.ndarray, first: list | None
+    ) -> list:
+        answers = []
+        for value, line in zip(values, lines, strict=True):
+            parts = [p.strip() for p in value.split(cfg.label_separator)]
+            if not value or not all(parts):
+                raise InputError(
+                    path,
+                    f"an empty label in {value!r}",
+                    f"give every row one label or more, separated by {cfg.label_separator!r}",
+                    int(line),
+                )
+            answers.append(list(dict.fromkeys(parts)))  # a label given twice is the same label
+        return answers
+
+    def label_set(self, cfg: TaskConfig, answers: list, path: Path) -> list[str]:
+        return super().label_set(cfg, [label for row in answers for label in row], path)
+
+    def answer_indices(self, cfg: TaskConfig, raw: RawSplit, index: dict[str, int]) -> Any:
+        hot = np.zeros((len(raw.answers), len(index)), np.int64)
+        for i, row in enumerate(raw.answers):
+            for label in row:
+                if label not in index:
+                    raise unknown_label(raw, "label", label, i, index)
+                hot[i, index[label]] = 1
+        return hot
+
+    def strata(self, train: Split) -> np.ndarray | None:
+        return None  # a row has several labels: the held-out rows are drawn at random
+
+    def chance_loss(self, train: Split, n_labels: int) -> float:
+        """The mean binary entropy of the labels: the loss of predicting each label's frequency."""
+        p = train.labels.mean(0)
+        inner = np.where((p > 0) & (p < 1), p, 0.5)
+        h = -(inner * np.log(inner) + (1 - inner) * np.log(1 - inner))
+        return float(np.where((p > 0) & (p < 1), h, 0.0).mean())
+
+    def count_items(self, labels: torch.Tensor) -> int:
+        return labels.numel()
+
+    def loss_sum(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="sum")
+
+    def predicted_counts(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """How often each label was a text's most probable one: a collapsed model gives every
+        text the same."""
+        return torch.bincount(logits.detach().argmax(-1), minlength=logits.shape[-1]).double()
+
+    def predict(
+        self,
+        model: TaskModel,
+        task: TaskData,
+        split: Split,
+        device: torch.device,
+        precision: str,
+        batch_size: int,
+        pad_id: int,
+    ) -> Prediction:
+        n_labels = len(task.labels)
+        loss_sum, n_cells = 0.0, 0
+        counts = np.zeros(n_labels, np.int64)
+        probs = np.zeros((len(split), n_labels), np.float32)
+        for idx, logits, labels, _ in logits_batches(
+            model, task.name, split, device, precision, batch_size, pad_id
+        ):
+            if labels is not None:
+                loss_sum += self.loss_sum(logits, labels).item()
+                n_cells += self.count_items(labels)
+            counts += np.bincount(logits.argmax(-1).cpu().numpy(), minlength=n_labels)
+            probs[idx] = torch.sigmoid(logits).cpu().numpy()
+        return Prediction(loss_sum / n_cells if n_cells else None, counts, probs=probs)
+
+    def decide(self, probs: np.ndarray, threshold: float) -> np.ndarray:
+        """``(n, C)`` 0/1: the labels at or above ``threshold``, else the most probable one."""
+        chosen = (probs >= threshold).astype(np.int64)
+        empty = chosen.sum(1) == 0
+        chosen[empty, probs[empty].argmax(1)] = 1
+        return chosen
+
+    def tune(self, task: TaskData, split: Split, prediction: Prediction) -> dict:
+        """The threshold that maximises dev macro-F1 (ties: the one nearest 0.5)."""
+        truth = split.row_labels()
+
+        def macro(t: float) -> float:
+            guess = self.decide(prediction.probs, t)
+            return f1_score(truth, guess, average="macro", zero_division=0)
+
+        scores = {float(t): macro(float(t)) for t in self.THRESHOLDS}
+        return {"threshold": max(scores, key=lambda t: (scores[t], -abs(t - 0.5)))}
+
+    def score(
+        self, task: TaskData, split: Split, prediction: Prediction, decision: dict
+    ) -> dict[str, Any]:
+        truth = split.row_labels()
+        guess = self.decide(prediction.probs, decision["threshold"])
+        p, r, f, support = precision_recall_fscore_support(
+            truth, guess, average=None, zero_division=0
+        )
+        return {
+            "loss": prediction.loss,
+            "macro_f1": float(f1_score(truth, guess, average="macro", zero_division=0)),
+            "micro_f1": float(f1_score(truth, guess, average="micro", zero_division=0)),
+            "exact_match": float((truth == guess).all(1).mean()),
+            "threshold": decision["threshold"],
+            "per_class": {
+                label: {
+                    "precision": float(p[i]),
+                    "recall": float(r[i]),
+                    "f1": float(f[i]),
+                    "support": int(support[i]),
+                }
+                for i, label in enumerate(task.labels)
+            },
+        }
+
+    def export_meta(self, task: TaskData, head: HeadConfig, decision: dict) -> dict:
+        return {
+            **super().export_meta(task, head, decision),
+            "label_separator": task.cfg.label_separator,
+        }
+
+    def write_submission(
+        self, folder: Path, task: TaskData, prediction: Prediction, decision: dict
+    ) -> dict[str, str]:
+        """``submission.csv``: each test row's labels joined by the task's separator, in file
+        order; ``probabilities.csv``: every label's probability (a column per label)."""
+        chosen = self.decide(prediction.probs, decision["threshold"])
+        sep = task.cfg.label_separator
+        rows = [[sep.join(task.labels[i] for i in np.flatnonzero(row))] for row in chosen]
+        return {
+            "submission": _write_table(folder / "submission.csv", [task.cfg.label_column], rows),
+            "probabilities": _write_table(
+                folder / "probabilities.csv",
+                task.labels,
+                ([f"{p:.6f}" for p in row] for row in prediction.probs),
+            ),
+        }
+
+
 # ----------------------------------------------------------------------------- the registry
 
-KINDS: dict[str, TaskKind] = {k.name: k for k in (Classification(), Pair(), Tokens())}
+KINDS: dict[str, TaskKind] = {k.name: k for k in (Classification(), Pair(), Tokens(), MultiLabel())}
 
 
 def kind_named(name: str) -> TaskKind:

@@ -55,6 +55,7 @@ class TaskConfig:
     text_column: str = "text"
     text_b_column: str = "text_b"  # pair only
     label_column: str = "label"  # tokens: the column of space-separated tags
+    label_separator: str = ","  # multi_label: between the labels of one row
     labels: list[str] | None = None  # explicit class order; null: the training file's, sorted
     dev_fraction: float = 0.1
     split_seed: int = 0  # the held-out dev split does not move with train.seed
@@ -74,6 +75,8 @@ class TaskConfig:
             raise ValueError(f"max_seq_len={self.max_seq_len} is too short; use 8 or more")
         if self.weight is not None and self.weight <= 0:
             raise ValueError(f"weight={self.weight}; use a positive number or null")
+        if not self.label_separator:
+            raise ValueError("label_separator is empty; use the character between labels")
 
 
 @dataclass
