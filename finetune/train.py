@@ -452,6 +452,7 @@ def _train(cfg: FinetuneConfig, session: loop.Session) -> dict:
             entry = {
                 "kind": task.kind.name,
                 "metric": task.kind.metric,
+                "metric_label": task.kind.metric_label,
                 "labels": task.labels,
                 "dev": best.dev[task.name],
             }
