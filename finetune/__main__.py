@@ -10,6 +10,7 @@ Other tasks:               python -m finetune task=names | task=multitask
 Your Tianchi data:         python -m finetune task=tianchi tasks.tianchi.train=/data/train_set.csv \\
                                tasks.tianchi.test=/data/test_a.csv
 From scratch (baseline):   python -m finetune model.init=scratch
+Continue a stopped run:    python -m finetune resume=outputs/finetune/<time>   # same overrides
 A sweep:                   python -m finetune -m train.lr=5e-5,1e-4,2e-4 train.seed=1,2,3
 Optuna search:             python -m finetune -m +search=optuna
 One job per GPU:           python -m finetune -m +launcher=gpus train.lr=1e-4,2e-4 train.seed=1,2
@@ -18,6 +19,8 @@ On SLURM:                  python -m finetune -m +launcher=slurm hydra.launcher.
 """
 
 from __future__ import annotations
+
+import re
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -34,8 +37,16 @@ from ptm.errors import exit_on_input_error
 def main(cfg: DictConfig) -> float:
     data = resolve(cfg)  # a required value left at ??? is a one-line error
     data["run_dir"] = HydraConfig.get().runtime.output_dir
+    data["fixed_lengths"] = fixed_lengths(HydraConfig.get().overrides.task)
     metrics = run(build_config(data))
     return metrics["best"]["dev_score"]  # what a Hydra sweeper optimises
+
+
+def fixed_lengths(overrides: list[str]) -> list[str]:
+    """The tasks whose ``max_seq_len`` the command line sets (``tasks.<name>.max_seq_len=N``):
+    those are kept as given; a length from a task file follows the model instead."""
+    found = (re.fullmatch(r"\+{0,2}tasks\.([^.=]+)\.max_seq_len=.*", item) for item in overrides)
+    return [m[1] for m in found if m]
 
 
 if __name__ == "__main__":

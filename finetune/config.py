@@ -10,6 +10,7 @@ from ptm.config import PathsConfig, to_dataclass
 from ptm.errors import InputError
 from ptm.models.heads import HeadConfig
 from ptm.tasks.collapse import CollapseConfig
+from ptm.tasks.kinds import KINDS
 from ptm.tasks.loading import TaskConfig
 from ptm.training.guard import GuardConfig
 from ptm.training.runtime import RuntimeConfig
@@ -55,6 +56,8 @@ class TrainConfig:
     length_group: int = 50  # batches per length-sorted mega-batch
     mix_temperature: float = 1.0  # multi-task: P(task) ~ batches^(1/T); 1 proportional
     log_every: int = 20
+    save_every: int | None = None  # steps between checkpoints; null: at every evaluation
+    keep_checkpoints: int = 2  # the newest checkpoints kept
     limit_examples: int | None = None  # keep only the first rows of every file (smoke runs)
     guard: GuardConfig = field(default_factory=GuardConfig)
     collapse: CollapseConfig = field(default_factory=CollapseConfig)
@@ -66,6 +69,8 @@ class TrainConfig:
             raise ValueError(f"mix_temperature={self.mix_temperature}; use a positive number")
         if not 0.0 < self.layer_decay <= 1.0:
             raise ValueError(f"layer_decay={self.layer_decay}; use a value in (0, 1]")
+        if self.save_every is not None and self.save_every < 1:
+            raise ValueError(f"save_every={self.save_every}; use a positive number or null")
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,11 @@ class FinetuneConfig:
     head: HeadConfig
     train: TrainConfig
     runtime: RuntimeConfig
+    resume: Path | None = None  # a run folder to continue from its newest intact checkpoint
     run_dir: Path = Path(".")  # Hydra's run folder; set by the entry point, not in conf/
+    # Tasks whose max_seq_len the command line set: kept as set rather than capped at the
+    # model's positions. Set by the entry point, not in conf/.
+    fixed_lengths: list[str] = field(default_factory=list)
 
 
 def build_config(data: dict[str, Any]) -> FinetuneConfig:
@@ -87,12 +96,17 @@ def build_config(data: dict[str, Any]) -> FinetuneConfig:
         raise InputError(
             None,
             "no task configured",
-            "choose one with task=sentiment (or names, multitask, tianchi, pair)",
+            "choose one with task=sentiment (or another file of conf/task/)",
         )
     for name, settings in tasks.items():
         if not isinstance(settings, dict):
             raise InputError(
                 None, f"tasks.{name} is {settings!r}, not a mapping", "see conf/task/*.yaml"
+            )
+        kind = settings.get("kind", "classification")
+        if kind not in KINDS:
+            raise InputError(
+                None, f"tasks.{name}.kind={kind!r} is unknown", f"use one of {list(KINDS)}"
             )
     data = {**data, "tasks": [{"name": name, **s} for name, s in tasks.items()]}
     return to_dataclass(FinetuneConfig, data)

@@ -1,29 +1,33 @@
-"""The fine-tuning loop. Reads top to bottom: set LR -> evaluate on dev, keep the best -> stop
-check -> micro-steps -> clip/step/zero -> guards -> log; a ``last_step`` flag runs the final
-evaluation. After the loop the best state (by dev macro-F1, or entity F1 for token tasks; the
-mean over tasks for multi-task runs) is restored, the test files are predicted and the model is
-exported.
+"""The fine-tuning loop. Reads top to bottom: set LR -> evaluate on dev, keep the best ->
+checkpoint -> stop check -> micro-steps -> clip/step/zero -> guards -> log; a ``last_step`` flag
+runs the final evaluation. After the loop the best state (by each task's primary dev metric —
+macro-F1, entity F1 for token tasks; their mean for multi-task runs) is restored, the test files
+are predicted and the model is exported. What differs between kinds of task is the kind's
+(`ptm.tasks.kinds`); what every training loop shares is `ptm.training.loop`'s.
 
 One step trains one task: with several tasks, a seeded draw picks which (P(task) proportional to
 its batches per epoch ^ 1/``mix_temperature``), every process drawing the same, so DDP stays in
 step. Evaluation and export run on rank 0 only (dev sets are small); the decision to stop is
 shared with the other ranks.
+
+Exact resume: a checkpoint (``train.save_every``; by default at every evaluation, and at the end)
+holds the model, optimizer, scaler, every process's RNG, the data position of every task's batch
+stream and of the task mix, the guards, the best-so-far state with its score and dev decisions,
+the early-stopping counter and the history; ``resume=<run dir>`` continues from the newest intact
+one to the same dev and test metrics and the same exported weights as a run never stopped.
 """
 
 from __future__ import annotations
 
-import csv
-import json
+import dataclasses
 import logging
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from finetune.config import FinetuneConfig
@@ -36,16 +40,16 @@ from ptm.models.heads import TaskModel, build_head, check_vocab, encoder_config,
 from ptm.progress import format_count, format_duration
 from ptm.tasks.batching import batch_order, collate
 from ptm.tasks.collapse import CollapseGuard
-from ptm.tasks.inference import Prediction, predict, score
-from ptm.tasks.loading import IGNORE, TaskData, load_task
-from ptm.tasks.metrics import confusion_image, primary
-from ptm.training import dist, runtime
+from ptm.tasks.kinds import TaskKind, load_task
+from ptm.tasks.loading import TaskConfig, TaskData
+from ptm.tasks.metrics import confusion_image
+from ptm.training import dist, loop
+from ptm.training.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
 from ptm.training.guard import DivergenceGuard
 from ptm.training.llrd import layer_decay_groups
-from ptm.training.mfu import encoder_training_flops, peak_flops, utilisation
+from ptm.training.mfu import encoder_training_flops
 from ptm.training.optim import build_adamw, lr_factor
-from ptm.training.rundir import point_latest
-from ptm.training.runtime import autocast, grad_scaler, maybe_compile
+from ptm.training.runtime import grad_scaler, maybe_compile
 from ptm.training.tb import TensorBoard
 
 log = logging.getLogger(__name__)
@@ -55,7 +59,8 @@ LOSS_FLOOR = 0.1
 
 
 class BatchStream:
-    """Endless length-grouped training batches of one task, reshuffled every epoch."""
+    """Endless length-grouped training batches of one task, reshuffled every epoch. Its position
+    is two numbers (epoch, batches left): the epoch's order is a function of the seed."""
 
     def __init__(self, task: TaskData, batch_size: int, seed: int, index: int, group: int | None):
         self.lengths = task.splits["train"].lengths
@@ -65,34 +70,67 @@ class BatchStream:
     def __len__(self) -> int:
         return len(self.lengths) // self.batch_size
 
+    def _order(self) -> list[np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.index, self.epoch])
+        return batch_order(self.lengths, self.batch_size, rng, self.group)[::-1]
+
     def next(self) -> np.ndarray:
         if not self.queue:
             self.epoch += 1
-            rng = np.random.default_rng([self.seed, self.index, self.epoch])
-            self.queue = batch_order(self.lengths, self.batch_size, rng, self.group)[::-1]
+            self.queue = self._order()
         return self.queue.pop()
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "left": len(self.queue)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch = state["epoch"]
+        self.queue = self._order()[: state["left"]] if self.epoch >= 0 else []
 
 
 @dataclass
 class Best:
+    """The best evaluation so far: its dev score, step, weights (CPU), metrics and decisions."""
+
     score: float = -math.inf
     step: int = -1
     state: dict | None = None
     dev: dict | None = None
-    bad_evals: int = 0
+    decisions: dict | None = None  # per task, what its kind chose on dev (a threshold)
+    bad_evals: int = 0  # evaluations since, none better: early stopping counts these
 
 
 def run(cfg: FinetuneConfig) -> dict:
     """Fine-tune; returns the metrics (also written to ``metrics.json`` in the run folder)."""
-    with dist.process_group(cfg.runtime.device) as info:
-        return _train(cfg, info)
+    with loop.session(cfg.runtime) as session:
+        return _train(cfg, session)
 
 
-def _train(cfg: FinetuneConfig, info: dist.DistInfo) -> dict:
+def train_step(
+    forward, ddp, kind: TaskKind, task: str, micro: list[dict], n_items: float, world: int,
+    scaler, device: torch.device, precision: str, n_labels: int,
+) -> torch.Tensor:  # fmt: skip
+    """Forward and backward of one optimizer step of ``task`` over its micro-batches; returns
+    ``[loss sum, predictions per class...]`` of this process's share, for the log and guards."""
+    stats = torch.zeros(1 + n_labels, device=device, dtype=torch.float64)
+
+    def loss_of(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        labels = batch.pop("labels")
+        logits = forward(task, **batch)
+        part = kind.loss_sum(logits, labels)
+        stats[0] += part.detach().double()
+        stats[1:] += kind.predicted_counts(logits, labels)
+        # DDP averages gradients over processes; scale so the result is sum / n_items.
+        return part * (world / n_items)
+
+    loop.accumulate(micro, loss_of, ddp, scaler, device, precision)
+    return stats
+
+
+def _train(cfg: FinetuneConfig, session: loop.Session) -> dict:
     t = cfg.train
-    device = info.device
+    info, device, precision = session.info, session.device, session.precision
     run_dir = Path(cfg.run_dir)
-    precision = runtime.prepare(cfg.runtime, device)
 
     # Model folder, tokenizer and data, checked against each other before anything trains.
     folder = Path(cfg.model.path)
@@ -100,15 +138,16 @@ def _train(cfg: FinetuneConfig, info: dist.DistInfo) -> dict:
     tokenizer_from = cfg.model.tokenizer or folder
     tokenizer = load_tokenizer(tokenizer_from)
     check_vocab(len(tokenizer), config, tokenizer_from)
-    tasks = [load_task(tc, tokenizer, t.limit_examples) for tc in cfg.tasks]
+    task_cfgs = [_fit_length(tc, config, tc.name in cfg.fixed_lengths) for tc in cfg.tasks]
+    tasks = [load_task(tc, tokenizer, t.limit_examples) for tc in task_cfgs]
     _check_fit(tasks, config, t.batch_size)
 
     torch.manual_seed(t.seed)
-    sequence_tasks = [task for task in tasks if not task.cfg.is_tokens]
-    with_pooler = cfg.head.pooling == "pooler" and bool(sequence_tasks)
+    pooled = any(task.kind.head == "sequence" for task in tasks)
+    with_pooler = cfg.head.pooling == "pooler" and pooled
     encoder = load_encoder(folder, cfg.model.init == "pretrained", with_pooler)
     heads = {
-        task.name: build_head(task.cfg.kind, config, len(task.labels), cfg.head) for task in tasks
+        task.name: build_head(task.kind.head, config, len(task.labels), cfg.head) for task in tasks
     }
     model = TaskModel(encoder, heads).to(device)
     use_fast_dropout(model)
@@ -122,7 +161,6 @@ def _train(cfg: FinetuneConfig, info: dist.DistInfo) -> dict:
     groups = layer_decay_groups(model, config.num_hidden_layers, t.layer_decay, t.weight_decay)
     optimizer = build_adamw(groups, t.lr, tuple(t.betas), t.eps, device)
     scaler = grad_scaler(device, precision)
-    peak = peak_flops(device, precision, cfg.runtime.tf32, cfg.runtime.peak_tflops)
     accum = dist.micro_steps_per_step(t.batch_size, t.micro_batch_size, info.world_size)
     pad_id, multiple = tokenizer.pad_token_id, 8 if device.type == "cuda" else 1
 
@@ -133,7 +171,7 @@ def _train(cfg: FinetuneConfig, info: dist.DistInfo) -> dict:
     total_steps = math.ceil(t.epochs * steps_per_epoch) if t.epochs > 0 else None
     if t.max_steps is not None:
         total_steps = min(total_steps or t.max_steps, t.max_steps)
-    max_seconds = t.max_minutes * 60 if t.max_minutes else None
+    budget = loop.Budget(total_steps, None, t.max_minutes * 60 if t.max_minutes else None)
     eval_every = t.eval_every or steps_per_epoch
     weights = np.array(
         [
@@ -149,6 +187,33 @@ def _train(cfg: FinetuneConfig, info: dist.DistInfo) -> dict:
         for task in tasks
     }
 
+    # Where the run starts: step 0, or the newest intact checkpoint of ``resume``.
+    step, examples, elapsed, evaluated_at, stopped = 0, 0, 0.0, -1, "budget"
+    best, history = Best(), []
+    resumed_at = None
+    found = load_latest(Path(cfg.resume) / "checkpoints") if cfg.resume else None
+    if cfg.resume and found is None:
+        log.warning("resume=%s has no checkpoint yet: starting from scratch", cfg.resume)
+    if found is not None:
+        path, state = found
+        _load_model_state(model, state["model"], path)
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        ranks = state["rng"]
+        set_rng_state(ranks[info.rank] if len(ranks) == info.world_size else ranks[0])
+        for stream, s in zip(streams, state["streams"], strict=True):
+            stream.load_state_dict(s)
+        mixer.bit_generator.state = state["mixer"]
+        for name, g in state["guards"].items():
+            guards[name].load_state_dict(g)
+        for name, recent in state["collapse"].items():
+            collapse[name].recent.extend(recent)
+        best = Best(**state["best"])
+        step, examples, elapsed = state["step"], state["examples"], state["elapsed"]
+        evaluated_at, stopped, history = state["evaluated_at"], state["stopped"], state["history"]
+        resumed_at = step
+        log.info("resumed from %s at step %d (best dev score %.4f)", path, step, best.score)
+
     tb = TensorBoard(run_dir / "tb" if info.is_main else None)
     summary = {
         "run_dir": str(run_dir),
@@ -160,8 +225,9 @@ def _train(cfg: FinetuneConfig, info: dist.DistInfo) -> dict:
         "parameters": sum(p.numel() for p in model.parameters()),
         "tasks": {
             task.name: {
-                "kind": task.cfg.kind,
+                "kind": task.kind.name,
                 "labels": task.labels,
+                "max_seq_len": task.cfg.max_seq_len,
                 "chance_loss": round(task.chance_loss, 4),
                 "mix": round(float(m), 4),
                 **{name: len(split) for name, split in task.splits.items()},
@@ -174,27 +240,20 @@ def _train(cfg: FinetuneConfig, info: dist.DistInfo) -> dict:
         "global_batch": t.batch_size,
         "accumulation": accum,
         "pooling": cfg.head.pooling,
+        "resumed_at": resumed_at,
     }
     if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        point_latest(run_dir)
-        log.info("run summary: %s", json.dumps(summary))
-        (run_dir / "run.json").write_text(
-            json.dumps({"summary": summary, "config": to_plain(cfg)}, indent=2) + "\n"
-        )
+        loop.write_run_summary(run_dir, summary, to_plain(cfg))
 
-    def progress_at(step: int, seconds: float) -> float:
-        parts = [step / total_steps if total_steps else 0.0]
-        parts.append(seconds / max_seconds if max_seconds else 0.0)
-        return max(parts)
-
-    def evaluate(step: int, lr: float) -> tuple[dict, DivergenceError | None]:
-        """Dev metrics of every task (rank 0), logged; a collapse is returned, not raised."""
-        results, problem = {}, None
+    def evaluate(step: int, lr: float) -> tuple[dict, dict, DivergenceError | None]:
+        """Dev metrics of every task and what its kind chose on dev (rank 0), logged; a
+        collapse is returned, not raised."""
+        results, decisions, problem = {}, {}, None
         for task in tasks:
             dev = task.splits["dev"]
             pred = _predict(model, task, "dev", device, precision, t.eval_batch_size, pad_id)
-            metrics = score(task.cfg.kind, dev, pred, task.labels)
+            decisions[task.name] = task.kind.tune(task, dev, pred)
+            metrics = task.kind.score(task, dev, pred, decisions[task.name])
             results[task.name] = metrics
             name = task.name
             tb.scalars(
@@ -205,16 +264,17 @@ def _train(cfg: FinetuneConfig, info: dist.DistInfo) -> dict:
                     if isinstance(v, float) and v is not None
                 },
             )
-            if tb.writer is not None:
+            if tb.writer is not None and "confusion_matrix" in metrics:
                 image = confusion_image(np.array(metrics["confusion_matrix"]), task.labels)
                 tb.writer.add_image(f"dev/{name}/confusion_matrix", image, step)
             log.info(
-                "step %d | dev %s | %s %.4f | accuracy %.4f | loss %.4f",
+                "step %d | dev %s | %s %.4f | %s %.4f | loss %.4f",
                 step,
                 name,
-                primary(task.cfg.kind),
-                metrics[primary(task.cfg.kind)],
-                metrics.get("accuracy", metrics.get("tag_accuracy")),
+                task.kind.metric,
+                metrics[task.kind.metric],
+                task.kind.secondary,
+                metrics[task.kind.secondary],
                 metrics["loss"],
             )
             if problem is None:
@@ -224,37 +284,58 @@ def _train(cfg: FinetuneConfig, info: dist.DistInfo) -> dict:
                     )
                 except DivergenceError as e:
                     problem = e
-        return results, problem
+        return results, decisions, problem
 
     def collapse_start(step: int) -> int:
         """Collapse checks count once warm-up is over and ``min_steps`` have passed."""
-        warm = progress_at(step, time.perf_counter() - clock) >= t.warmup_fraction
+        warm = budget.progress(step, 0, elapsed_now()) >= t.warmup_fraction
         return t.collapse.min_steps if warm else step + 1
 
-    best = Best()
-    history = []
-    step, examples, stopped = 0, 0, "budget"
+    def elapsed_now() -> float:
+        return elapsed + time.perf_counter() - clock
+
+    def checkpoint() -> None:
+        state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": loop.gather(rng_state()),
+            "streams": [s.state_dict() for s in streams],
+            "mixer": mixer.bit_generator.state,
+            "guards": {name: g.state_dict() for name, g in guards.items()},
+            "collapse": {name: list(c.recent) for name, c in collapse.items()},
+            "best": {f.name: getattr(best, f.name) for f in dataclasses.fields(best)},
+            "step": step,
+            "examples": examples,
+            "elapsed": elapsed_now(),
+            "evaluated_at": evaluated_at,
+            "stopped": stopped,
+            "history": history,
+        }
+        if info.is_main:
+            save_checkpoint(run_dir / "checkpoints", step, state, t.keep_checkpoints)
+
     clock = time.perf_counter()
-    window_examples, window_tokens, window_flops, window_start = 0, 0, 0.0, clock
+    start_examples, start_progress = examples, budget.progress(step, 0, elapsed)
+    meter = loop.Meter(session.peak, info.world_size)
     model.train()
     while True:
-        elapsed = time.perf_counter() - clock
-        progress = progress_at(step, elapsed)
+        progress = budget.progress(step, 0, elapsed_now())
         last_step = progress >= 1.0
         lr = t.lr * lr_factor(progress, t.warmup_fraction, t.decay, t.min_lr_fraction)
-        for g in optimizer.param_groups:
-            g["lr"] = lr * g["lr_scale"]
+        loop.set_lr(optimizer, lr)
 
-        if (step > 0 and step % eval_every == 0) or last_step:
+        evaluating = ((step > 0 and step % eval_every == 0) or last_step) and step != evaluated_at
+        if evaluating:
             status = torch.zeros(2, device=device)  # (stop early, collapsed)
             problem = None
             if info.is_main:
-                dev, problem = evaluate(step, lr)
-                dev_score = float(np.mean([dev[x.name][primary(x.cfg.kind)] for x in tasks]))
+                dev, decisions, problem = evaluate(step, lr)
+                dev_score = float(np.mean([dev[x.name][x.kind.metric] for x in tasks]))
                 history.append({"step": step, "epoch": step / steps_per_epoch, "score": dev_score})
                 tb.scalars(step, {"dev/score": dev_score, "train/epoch": step / steps_per_epoch})
                 if dev_score > best.score + t.min_delta or best.state is None:
-                    best = Best(dev_score, step, _cpu_state(model), dev, 0)
+                    best = Best(dev_score, step, _cpu_state(model), dev, decisions, 0)
                     log.info("step %d | new best dev score %.4f", step, dev_score)
                 else:
                     best.bad_evals += 1
@@ -262,6 +343,7 @@ def _train(cfg: FinetuneConfig, info: dist.DistInfo) -> dict:
                         status[0] = 1
                 status[1] = float(problem is not None)
             dist.all_reduce_sum(status)
+            evaluated_at = step
             if status[1] > 0:
                 raise problem or DivergenceError("training collapsed (see rank 0's message)")
             if status[0] > 0 and not last_step:
@@ -274,8 +356,11 @@ def _train(cfg: FinetuneConfig, info: dist.DistInfo) -> dict:
                     best.score,
                     best.step,
                 )
-                break
-        if last_step:
+        ending = last_step or stopped == "early_stopping"
+        saving = evaluating if t.save_every is None else step % t.save_every == 0
+        if step > 0 and step != resumed_at and (saving or ending):
+            checkpoint()
+        if ending:
             break
 
         # One optimizer step on one task: its global batch, split over processes and micro-steps.
@@ -296,7 +381,7 @@ def _train(cfg: FinetuneConfig, info: dist.DistInfo) -> dict:
         # Items and tokens of the whole global batch, counted before the copy to the device.
         counted = torch.tensor(
             [
-                sum(int((m["labels"] != IGNORE).sum()) for m in micro),
+                sum(task.kind.count_items(m["labels"]) for m in micro),
                 sum(int(m["attention_mask"].sum()) for m in micro),
                 sum(encoder_training_flops(config, *m["input_ids"].shape) for m in micro),
             ],
@@ -305,53 +390,26 @@ def _train(cfg: FinetuneConfig, info: dist.DistInfo) -> dict:
         micro = [{k2: v.to(device, non_blocking=True) for k2, v in m.items()} for m in micro]
         dist.all_reduce_sum(counted)
         n_items, step_tokens = max(counted[0].item(), 1.0), int(counted[1].item())
-        window_flops += counted[2].item()
 
-        stats = torch.zeros(1, device=device, dtype=torch.float64)
-        predicted = torch.zeros(len(task.labels), device=device, dtype=torch.float64)
-        for i, batch in enumerate(micro):
-            labels = batch.pop("labels")
-            sync = i == len(micro) - 1 or info.world_size == 1
-            with nullcontext() if sync else wrapped.no_sync(), autocast(device, precision):
-                logits = forward(task.name, **batch)
-                flat = logits.float().reshape(-1, len(task.labels))
-                part = F.cross_entropy(
-                    flat, labels.reshape(-1), ignore_index=IGNORE, reduction="sum"
-                )
-                # DDP averages gradients over processes; scale so the result is sum / n_items.
-                loss = part * (info.world_size / n_items)
-            scaler.scale(loss).backward()
-            stats[0] += part.detach().double()
-            keep = labels.reshape(-1) != IGNORE
-            predicted += torch.bincount(
-                flat.detach().argmax(-1)[keep], minlength=len(task.labels)
-            ).double()
+        stats = train_step(
+            forward, wrapped, task.kind, task.name, micro, n_items, info.world_size, scaler,
+            device, precision, len(task.labels),
+        )  # fmt: skip
+        grad_norm = loop.optimizer_step(model, optimizer, scaler, t.grad_clip)
 
-        scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            model.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf")
-        )
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-
-        reduced = dist.all_reduce_sum(torch.cat([stats, predicted]))
+        reduced = dist.all_reduce_sum(stats)
         train_loss = reduced[0].item() / n_items
-        floor = LOSS_FLOOR * task.chance_loss
-        guards[task.name].check(
-            step, max(train_loss, floor) if math.isfinite(train_loss) else train_loss, lr
+        loop.check_divergence(
+            guards[task.name], step, train_loss, lr, LOSS_FLOOR * task.chance_loss
         )
         collapse[task.name].update(train_loss, reduced[1:].cpu().numpy())
         collapse[task.name].check_training(step, lr, collapse_start(step))
         step += 1
         examples += t.batch_size
-        window_examples += t.batch_size
-        window_tokens += step_tokens
+        meter.add(t.batch_size, step_tokens, counted[2].item())
 
         if step % t.log_every == 0:
-            now = time.perf_counter()
-            rate = window_examples / max(now - window_start, 1e-9)
-            mfu = utilisation(window_flops, now - window_start, peak, info.world_size)
+            rates = meter.lap()
             tb.scalars(
                 step,
                 {
@@ -359,64 +417,58 @@ def _train(cfg: FinetuneConfig, info: dist.DistInfo) -> dict:
                     "train/loss": train_loss,
                     "train/lr": lr,
                     "train/grad_norm": float(grad_norm),
-                    "train/examples_per_s": rate,
-                    "train/tokens_per_s": window_tokens / max(now - window_start, 1e-9),
-                    **({"train/mfu": mfu} if mfu is not None else {}),
+                    **{f"train/{k}": v for k, v in rates.items()},
                 },
             )
-            done = progress_at(step, now - clock)
-            eta = (now - clock) * (1 - done) / max(done, 1e-9)
-            log.info(
-                "step %d | epoch %.2f | %s loss %.4f | lr %.2e | %s ex/s%s | %3.0f%% | ETA %s",
-                step,
-                step / steps_per_epoch,
-                task.name,
-                train_loss,
-                lr,
-                format_count(rate),
-                "" if mfu is None else f" | MFU {100 * mfu:.1f}%",
-                100 * done,
-                format_duration(eta),
+            done = budget.progress(step, 0, elapsed_now())
+            fields = (
+                f"epoch {step / steps_per_epoch:.2f} | {task.name} loss {train_loss:.4f} | "
+                f"lr {lr:.2e}"
             )
-            window_examples, window_tokens, window_flops, window_start = 0, 0, 0.0, now
+            left = loop.eta(time.perf_counter() - clock, done, start_progress)
+            rate = f"{format_count(rates['examples_per_s'])} ex/s"
+            log.info(loop.progress_line(step, fields, rate, rates.get("mfu"), done, left))
 
     wall = time.perf_counter() - clock
     final = {
         "best": {"step": best.step, "epoch": best.step / steps_per_epoch, "dev_score": best.score},
         "selected_on": "dev "
-        + " / ".join(f"{x.name} {primary(x.cfg.kind)}" for x in tasks)
+        + " / ".join(f"{x.name} {x.kind.metric}" for x in tasks)
         + (" (mean)" if len(tasks) > 1 else ""),
         "stopped": stopped,
         "steps": step,
         "examples": examples,
         "wall_seconds": round(wall, 2),
-        "examples_per_s": round(examples / max(wall, 1e-9), 1),
+        "examples_per_s": round((examples - start_examples) / max(wall, 1e-9), 1),
         "tasks": {},
         "history": history,
     }
+    if resumed_at is not None:
+        final["resumed_at"] = resumed_at
     if info.is_main:
         model.load_state_dict(best.state)
         for task in tasks:
+            decision = best.decisions[task.name]
             entry = {
-                "metric": primary(task.cfg.kind),
+                "kind": task.kind.name,
+                "metric": task.kind.metric,
+                "metric_label": task.kind.metric_label,
                 "labels": task.labels,
                 "dev": best.dev[task.name],
             }
             if "test" in task.splits:
                 test = task.splits["test"]
                 pred = _predict(model, task, "test", device, precision, t.eval_batch_size, pad_id)
-                entry["predictions"] = _write_predictions(
-                    run_dir / "predictions" / task.name, task, pred
+                entry["predictions"] = task.kind.write_submission(
+                    run_dir / "predictions" / task.name, task, pred, decision
                 )
                 if test.has_answers:
-                    entry["test"] = score(task.cfg.kind, test, pred, task.labels)
+                    entry["test"] = task.kind.score(task, test, pred, decision)
             final["tasks"][task.name] = entry
         model_dir = run_dir / "model"
-        hf_class = export(model, tokenizer, _export_meta(cfg, tasks), model_dir)
+        hf_class = export(model, tokenizer, _export_meta(cfg, tasks, best.decisions), model_dir)
         final["model"] = {"dir": str(model_dir), "hf_class": hf_class}
-        (run_dir / "metrics.json").write_text(
-            json.dumps(final, indent=2, ensure_ascii=False) + "\n"
-        )
+        loop.write_metrics(run_dir, final)
         tb.hparams(
             flatten({k: v for k, v in to_plain(cfg).items() if k in ("model", "head", "train")}),
             _headline(final),
@@ -437,21 +489,34 @@ def _model_config(folder: Path):
     return encoder_config(folder)
 
 
+def _fit_length(task: TaskConfig, config, fixed: bool) -> TaskConfig:
+    """A task's length follows the model it fine-tunes: a length from the task file that the
+    model has no positions for is capped at the model's (logged); one the user set on the command
+    line (``fixed``) is kept, and one too long is an error."""
+    positions = config.max_position_embeddings
+    if task.max_seq_len <= positions:
+        return task
+    if fixed:
+        raise InputError(
+            None,
+            f"tasks.{task.name}.max_seq_len={task.max_seq_len} exceeds the model's {positions} "
+            "positions",
+            f"set tasks.{task.name}.max_seq_len={positions} or less",
+        )
+    log.info(
+        "task %s: max_seq_len %d capped at the model's %d positions (set tasks.%s.max_seq_len to "
+        "choose another length)",
+        task.name,
+        task.max_seq_len,
+        positions,
+        task.name,
+    )
+    return dataclasses.replace(task, max_seq_len=positions)
+
+
 def _check_fit(tasks: list[TaskData], config, batch_size: int) -> None:
     for task in tasks:
-        if task.cfg.max_seq_len > config.max_position_embeddings:
-            raise InputError(
-                None,
-                f"tasks.{task.name}.max_seq_len={task.cfg.max_seq_len} exceeds the model's "
-                f"{config.max_position_embeddings} positions",
-                f"set tasks.{task.name}.max_seq_len={config.max_position_embeddings} or less",
-            )
-        if task.cfg.kind == "pair" and getattr(config, "type_vocab_size", 0) < 2:
-            raise InputError(
-                None,
-                f"task {task.name} has text pairs but the model has no second token type",
-                "use a BERT-style model (type_vocab_size 2)",
-            )
+        task.kind.check_model(task, config)
         n = len(task.splits["train"])
         if n < batch_size:
             raise InputError(
@@ -461,65 +526,30 @@ def _check_fit(tasks: list[TaskData], config, batch_size: int) -> None:
             )
 
 
-def _predict(
-    model, task: TaskData, split: str, device, precision, batch_size, pad_id
-) -> Prediction:
-    outside = task.labels.index("O") if task.cfg.is_tokens else 0
-    return predict(
-        model,
-        task.name,
-        task.cfg.kind,
-        task.splits[split],
-        len(task.labels),
-        outside,
-        device,
-        precision,
-        batch_size,
-        pad_id,
-    )
+def _load_model_state(model: torch.nn.Module, state: dict, path: Path) -> None:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:  # another model, head or label set than this run builds
+        first = str(e).splitlines()[0]
+        raise InputError(
+            path,
+            f"the checkpoint does not fit this run's model ({first})",
+            "resume with the settings of the run that wrote it (model, tasks, head)",
+        ) from e
+
+
+def _predict(model, task: TaskData, split: str, device, precision, batch_size, pad_id):
+    return task.kind.predict(model, task, task.splits[split], device, precision, batch_size, pad_id)
 
 
 def _cpu_state(model: torch.nn.Module) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def _write_predictions(folder: Path, task: TaskData, pred: Prediction) -> dict[str, str]:
-    """``submission.csv``: the competition's format — one column, one row per test row, in order.
-    Classification adds ``probabilities.csv`` (a column per class, tab-separated like the inputs)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    out = {"submission": str(folder / "submission.csv")}
-    column = task.cfg.label_column
-    with (folder / "submission.csv").open("w", newline="") as f:
-        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-        writer.writerow([column])
-        if task.cfg.is_tokens:
-            writer.writerows([" ".join(task.labels[i] for i in row)] for row in pred.row_tags)
-        else:
-            writer.writerows([task.labels[i]] for i in pred.classes)
-    if pred.probs is not None:
-        with (folder / "probabilities.csv").open("w", newline="") as f:
-            writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-            writer.writerow(task.labels)
-            writer.writerows([f"{p:.6f}" for p in row] for row in pred.probs)
-        out["probabilities"] = str(folder / "probabilities.csv")
-    return out
-
-
-def _export_meta(cfg: FinetuneConfig, tasks: list[TaskData]) -> dict:
+def _export_meta(cfg: FinetuneConfig, tasks: list[TaskData], decisions: dict) -> dict:
     return {
         "tasks": {
-            task.name: {
-                "kind": task.cfg.kind,
-                "labels": task.labels,
-                "pooling": None if task.cfg.is_tokens else cfg.head.pooling,
-                "max_seq_len": task.cfg.max_seq_len,
-                "truncation": task.cfg.truncation,
-                "head_fraction": task.cfg.head_fraction,
-                "text_column": task.cfg.text_column,
-                "text_b_column": task.cfg.text_b_column if task.cfg.kind == "pair" else None,
-                "label_column": task.cfg.label_column,
-            }
-            for task in tasks
+            task.name: task.kind.export_meta(task, cfg.head, decisions[task.name]) for task in tasks
         },
         "base_model": str(cfg.model.path),
         "init": cfg.model.init,

@@ -8,8 +8,8 @@ finishes and, in a multirun, ``status.json``: ``ok``, or ``failed`` with the one
 with neither file is still running or was killed: it is reported ``incomplete``, never guessed.
 
 Rows are sorted by the target metric (pretrain: held-out MLM loss, lower is better; finetune: the
-dev score the run selected its best step on — macro-F1, entity F1 for token tasks, their mean
-for multi-task runs — higher is better), then jobs without it, then incomplete ones, then failed
+dev score the run selected its best step on — each task's kind names its primary metric: macro-F1,
+entity F1 for token tasks; their mean for multi-task runs — higher is better), then jobs without it, then incomplete ones, then failed
 ones, so the best job is always the first row.
 """
 
@@ -293,8 +293,8 @@ class Summary:
 
 def summarize(sweep: Sweep, metric: str | None = None, mode: str | None = None) -> Summary:
     target = target_for(sweep.stage, metric, mode)
-    selected_on = {job.metrics.get("selected_on") for job in sweep.jobs} - {None}
-    if metric is None and len(selected_on) == 1:  # finetune: "dev sentiment macro_f1"
+    selected_on = {selection(job.metrics) for job in sweep.jobs} - {None}
+    if metric is None and len(selected_on) == 1:  # finetune: "dev sentiment macro-F1"
         target = Target(target.metric, target.mode, str(selected_on.pop()))
     known = {k for job in sweep.jobs for k in job.metrics}
     if metric is not None and known and metric not in known:
@@ -303,6 +303,22 @@ def summarize(sweep: Sweep, metric: str | None = None, mode: str | None = None) 
         raise InputError(None, f"no job's metrics.json has {metric!r}", f"use one of: {shown}")
     ranked = rank(sweep.jobs, target)
     return Summary(sweep, target, ranked, varying_keys(sweep.jobs), best_job(ranked, target))
+
+
+def selection(metrics: dict[str, Any]) -> str | None:
+    """What a fine-tuning job selected its best step on, in the words of each task's kind (its
+    primary metric's name, which the run records as ``tasks.<name>.metric_label``): "dev
+    sentiment macro-F1", "dev sentiment macro-F1 / names entity F1 (mean)". A run from before
+    kinds named their metric: its ``selected_on``."""
+    labels = {
+        key.split(".")[1]: value
+        for key, value in metrics.items()
+        if key.startswith("tasks.") and key.endswith(".metric_label") and key.count(".") == 2
+    }
+    if not labels:
+        return metrics.get("selected_on")
+    named = " / ".join(f"{task} {label}" for task, label in labels.items())
+    return f"dev {named}" + (" (mean)" if len(labels) > 1 else "")
 
 
 def _hint(folder: Path) -> str:

@@ -77,6 +77,38 @@ def write_classification(folder: Path, n_train: int = 160, classes: int = 2) -> 
     return files
 
 
+def multilabel_rows(n: int, seed: int) -> list[tuple[str, str]]:
+    """``(labels, text)``: a text carries the marker of each of its labels (one to three of
+    ``neg``, ``pos``, ``third``), labels joined by commas."""
+    rng = np.random.default_rng(seed)
+    names = ["neg", "pos", "third"]
+    rows = []
+    for i in range(n):
+        chosen = [c for c in names if rng.random() < 0.4] or [names[i % 3]]
+        ids = _text(rng, int(rng.integers(4, 30)))
+        for c in chosen:
+            ids.insert(int(rng.integers(0, len(ids))), MARKERS[c])
+        rows.append((",".join(chosen), " ".join(map(str, ids))))
+    return rows
+
+
+def write_multilabel(folder: Path) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name, n, seed in (("train", 160, 1), ("dev", 40, 2)):
+        path = folder / f"{name}.csv"
+        path.write_text(
+            "label\ttext\n" + "".join(f"{a}\t{t}\n" for a, t in multilabel_rows(n, seed))
+        )
+        files[name] = path
+    test = multilabel_rows(30, 3)
+    files["test"] = folder / "test.csv"
+    files["test"].write_text("text\n" + "".join(f"{t}\n" for _, t in test))
+    files["test_labels"] = folder / "test_labels.csv"
+    files["test_labels"].write_text("label\n" + "".join(f"{a}\n" for a, _ in test))
+    return files
+
+
 def write_pairs(folder: Path) -> dict[str, Path]:
     """``text_a\ttext_b\tlabel``: ``first`` or ``second`` — which text holds the marker, so the
     model must tell the two texts apart (token types, [SEP])."""
@@ -138,27 +170,29 @@ def task_overrides(name: str, files: dict[str, Path], kind: str, **extra) -> lis
     return out
 
 
-def finetune_config(tmp_path: Path, model_dir: Path, run_dir: Path, *overrides: str):
+def finetune_overrides(tmp_path: Path, model_dir: Path, *overrides: str) -> list[str]:
     """The real Hydra config shrunk to a seconds-long CPU run (tasks given in ``overrides``)."""
+    return [
+        "+experiment=finetune_tiny",
+        "~task",
+        f"paths.output_dir={tmp_path / 'out'}",
+        f"model.path={model_dir}",
+        "train.limit_examples=null",
+        "train.epochs=4",
+        "train.batch_size=16",
+        "train.micro_batch_size=16",
+        "train.lr=2e-3",
+        "train.log_every=1",
+        "train.patience=null",
+        *overrides,
+    ]
+
+
+def finetune_config(tmp_path: Path, model_dir: Path, run_dir: Path, *overrides: str):
+    """`finetune_overrides` composed into the typed config of a run in ``run_dir``."""
     from finetune.config import build_config
 
-    cfg = compose_config(
-        "finetune",
-        [
-            "+experiment=finetune_tiny",
-            "~task",
-            f"paths.output_dir={tmp_path / 'out'}",
-            f"model.path={model_dir}",
-            "train.limit_examples=null",
-            "train.epochs=4",
-            "train.batch_size=16",
-            "train.micro_batch_size=16",
-            "train.lr=2e-3",
-            "train.log_every=1",
-            "train.patience=null",
-            *overrides,
-        ],
-    )
+    cfg = compose_config("finetune", finetune_overrides(tmp_path, model_dir, *overrides))
     data = OmegaConf.to_container(cfg, resolve=True)
     data["run_dir"] = str(run_dir)
     return build_config(data)

@@ -67,7 +67,7 @@ KNOWN_WITHOUT_COMMENT = {
     "conf/train/mlm.yaml: guard.ema",
 }
 # Typed settings that have no key in conf/ on purpose: the entry point sets the run folder.
-NOT_IN_CONF = {"run_dir"}
+NOT_IN_CONF = {"run_dir", "fixed_lengths"}  # set by the entry point
 # Known gap: the multi-task sampling weight of a task (ptm.tasks.loading.TaskConfig.weight).
 TASK_KEYS_NOT_IN_CONF = {"name", "weight"}
 

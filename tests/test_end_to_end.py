@@ -24,7 +24,6 @@ def test_pretrain_then_finetune_on_the_embedded_corpus(tmp_path: Path, embedded_
         "+experiment=finetune_tiny",
         f"paths.data_dir={data}",
         f"model.path={pretrained / 'model'}",
-        "tasks.sentiment.max_seq_len=64",  # the tiny model has 64 positions
         "train.limit_examples=null",
         "train.max_steps=150",
         "train.batch_size=16",
@@ -34,6 +33,8 @@ def test_pretrain_then_finetune_on_the_embedded_corpus(tmp_path: Path, embedded_
     )
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
+    # The task file asks 128 positions: the length follows the tiny model's 64 (README's pair).
+    assert "task sentiment: max_seq_len 128 capped at the model's 64 positions" in output
     for where in ("model:", "metrics:", "submission:", "probabilities:", "tensorboard:"):
         assert where in output  # the run says where everything went
 

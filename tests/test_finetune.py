@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +20,11 @@ from transformers import (
     AutoTokenizer,
 )
 
-import finetune.train as train_module
 from finetune.train import run
 from ptm.errors import DivergenceError, InputError
 from ptm.models.finetuned import load_finetuned
 from ptm.models.heads import TaskModel
+from ptm.tasks.kinds import Classification
 from ptm.training.llrd import layer_decay_groups
 from tests.conftest import CONF_DIR, compose_config, run_module
 from tests.finetune_helpers import (
@@ -31,6 +32,7 @@ from tests.finetune_helpers import (
     task_overrides,
     tiny_model_dir,
     write_classification,
+    write_multilabel,
     write_pairs,
     write_tags,
 )
@@ -185,6 +187,50 @@ def test_pair_task_learns_which_text_holds_the_marker(tmp_path: Path, model_dir:
         assert hf.config.id2label[int(hf(**enc).logits.argmax())] == "second"
 
 
+def test_multi_label_task_learns_every_label_of_a_text_and_exports(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    files = write_multilabel(tmp_path / "ml")
+    cfg = finetune_config(
+        tmp_path,
+        model_dir,
+        tmp_path / "run",
+        *task_overrides("tags", files, "multi_label", max_seq_len=64),
+        "train.epochs=15",
+    )
+    metrics = run(cfg)
+    entry = metrics["tasks"]["tags"]
+    assert entry["kind"] == "multi_label" and entry["metric"] == "macro_f1"
+    assert entry["labels"] == ["neg", "pos", "third"]
+    assert entry["dev"]["macro_f1"] > 0.9 and entry["test"]["micro_f1"] > 0.9
+    threshold = entry["dev"]["threshold"]
+    assert entry["test"]["threshold"] == threshold and 0.05 <= threshold <= 0.95
+
+    # Submission: each row's labels joined by the separator, in test order, from the
+    # probabilities and the dev threshold (the most probable label where none reaches it).
+    header, rows = read_column(tmp_path / "run" / "predictions" / "tags" / "submission.csv")
+    probs = np.loadtxt(tmp_path / "run" / "predictions" / "tags" / "probabilities.csv", skiprows=1)
+    assert header == ["label"] and len(rows) == 30 and probs.shape == (30, 3)
+    for row, p in zip(rows, probs, strict=True):
+        chosen = [lab for lab, q in zip(entry["labels"], p, strict=True) if q >= threshold]
+        assert row.split(",") == (chosen or [entry["labels"][int(p.argmax())]])
+    truth = texts_of(files["test_labels"])
+    assert sum(r == t for r, t in zip(rows, truth, strict=True)) >= 24
+
+    # transformers loads it as a multi-label classifier computing the same sigmoid outputs.
+    folder = tmp_path / "run" / "model"
+    hf = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    assert hf.config.problem_type == "multi_label_classification"
+    assert hf.config.id2label == {0: "neg", 1: "pos", 2: "third"}
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    enc = tokenizer(texts_of(files["test"])[:5], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        np.testing.assert_allclose(torch.sigmoid(hf(**enc).logits).numpy(), probs[:5], atol=1e-5)
+    _, _, meta = load_finetuned(folder)
+    assert meta["tasks"]["tags"]["decision"] == {"threshold": threshold}
+    assert meta["tasks"]["tags"]["label_separator"] == ","
+
+
 def test_multitask_shares_one_encoder_and_scores_each_task(tmp_path: Path, model_dir: Path) -> None:
     cls_files = write_classification(tmp_path / "cls")
     tag_files = write_tags(tmp_path / "tags")
@@ -229,22 +275,22 @@ def test_the_best_checkpoint_is_chosen_on_dev_macro_f1(
     macro = [0.2, 0.3, 0.9, 0.4, 0.5, 0.6, 0.7, 0.8]
     accuracy = [0.9, 0.95, 0.5, 0.96, 0.97, 0.98, 0.99, 0.995]
     heads_at: list[dict] = []
-    real_score, real_predict = train_module.score, train_module._predict
+    real_score, real_predict = Classification.score, Classification.predict
 
-    def scripted(kind, split, prediction, labels):
-        out = real_score(kind, split, prediction, labels)
+    def scripted(self, task, split, prediction, decision):
+        out = real_score(self, task, split, prediction, decision)
         if split.name == "dev":
             i = len(heads_at) - 1
             out |= {"macro_f1": macro[i], "accuracy": accuracy[i], "loss": 1.0 - accuracy[i]}
         return out
 
-    def spying(model, task, split, *args):
-        if split == "dev":
+    def spying(self, model, task, split, *args):
+        if split.name == "dev":
             heads_at.append({k: v.clone() for k, v in model.heads.state_dict().items()})
-        return real_predict(model, task, split, *args)
+        return real_predict(self, model, task, split, *args)
 
-    monkeypatch.setattr(train_module, "score", scripted)
-    monkeypatch.setattr(train_module, "_predict", spying)
+    monkeypatch.setattr(Classification, "score", scripted)
+    monkeypatch.setattr(Classification, "predict", spying)
     cfg, _ = cls_config(tmp_path, model_dir, "train.eval_every=5", "train.epochs=4")
     metrics = run(cfg)
     assert len(heads_at) == 8
@@ -259,15 +305,15 @@ def test_the_best_checkpoint_is_chosen_on_dev_macro_f1(
 def test_early_stopping_after_patience_evaluations(
     tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_score = train_module.score
+    real_score = Classification.score
     calls = []
 
-    def worse_and_worse(kind, split, prediction, labels):
-        out = real_score(kind, split, prediction, labels)
+    def worse_and_worse(self, task, split, prediction, decision):
+        out = real_score(self, task, split, prediction, decision)
         calls.append(1)
         return out | {"macro_f1": 1.0 / len(calls)} if split.name == "dev" else out
 
-    monkeypatch.setattr(train_module, "score", worse_and_worse)
+    monkeypatch.setattr(Classification, "score", worse_and_worse)
     cfg, _ = cls_config(tmp_path, model_dir, "train.eval_every=5", "train.patience=2")
     metrics = run(cfg)
     assert metrics["stopped"] == "early_stopping"
@@ -351,7 +397,7 @@ def test_layer_wise_lr_decay_scales_each_depth(model_dir: Path) -> None:
     from ptm.models.heads import HeadConfig, build_head, load_encoder
 
     encoder = load_encoder(model_dir, pretrained=True, with_pooler=False)
-    model = TaskModel(encoder, {"t": build_head("classification", encoder.config, 2, HeadConfig())})
+    model = TaskModel(encoder, {"t": build_head("sequence", encoder.config, 2, HeadConfig())})
     groups = layer_decay_groups(model, n_layers=2, decay=0.5, weight_decay=0.01)
     scale = {}
     for g in groups:
@@ -382,8 +428,8 @@ def test_every_finetune_config_option_composes(group: str, tmp_path: Path) -> No
     for option in options:
         override = f"+experiment={option}" if group == "experiment" else f"{group}={option}"
         extra = []
-        if option in ("tianchi", "pair"):
-            extra = [f"tasks.{option}.train={tmp_path / 'train.csv'}"]
+        if group == "task" and "???" in (Path(CONF_DIR) / group / f"{option}.yaml").read_text():
+            extra = [f"tasks.{option}.train={tmp_path / 'train.csv'}"]  # a required file
         cfg = compose_config("finetune", [override, *extra])
         config = build_config(OmegaConf.to_container(cfg, resolve=True))
         assert config.tasks and config.train.lr > 0
@@ -429,3 +475,33 @@ def test_latest_names_the_newest_run_but_not_inside_a_sweep(tmp_path: Path) -> N
     (study / "0" / ".hydra").mkdir(parents=True)
     point_latest(study / "0")
     assert not (study / "latest").exists()
+
+
+def test_a_task_length_follows_the_model_unless_the_command_line_sets_it(
+    tmp_path: Path, model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The task file asks 128 positions, the tiny model has 64: capped, with a log line. The
+    same length given on the command line is kept as asked, and is then an error."""
+    import dataclasses
+
+    from finetune.__main__ import fixed_lengths
+
+    caplog.set_level(logging.INFO, logger="finetune.train")
+    files = write_classification(tmp_path / "data")
+    cfg = finetune_config(
+        tmp_path,
+        model_dir,
+        tmp_path / "run",
+        *task_overrides("cls", files, "classification", max_seq_len=128),
+        "train.epochs=1",
+    )
+    run(cfg)
+    assert "task cls: max_seq_len 128 capped at the model's 64 positions" in caplog.text
+    meta = json.loads((tmp_path / "run" / "model" / "finetune.json").read_text())
+    assert meta["tasks"]["cls"]["max_seq_len"] == 64
+
+    given = ["+tasks.cls.max_seq_len=128", "train.lr=1e-3", "tasks.sentiment.max_seq_len=32"]
+    assert fixed_lengths(given) == ["cls", "sentiment"]
+    fixed = dataclasses.replace(cfg, fixed_lengths=["cls"], run_dir=tmp_path / "fixed")
+    with pytest.raises(InputError, match=r"tasks.cls.max_seq_len=128 exceeds the model's 64"):
+        run(fixed)

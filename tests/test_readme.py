@@ -84,6 +84,13 @@ COVERED = {
     "python -m finetune task=names train.lr=2e-4": (
         "tests/test_finetune.py::test_token_task_windows_long_rows_and_exports"
     ),
+    "python -m finetune task=multilabel tasks.multilabel.train=train.csv tasks.multilabel.dev=dev.csv": (
+        "tests/test_finetune.py::test_multi_label_task_learns_every_label_of_a_text_and_exports"
+    ),
+    "python -m finetune resume=outputs/finetune/latest": (
+        "tests/test_finetune_resume.py::"
+        "test_a_run_killed_mid_epoch_resumes_to_the_same_metrics_and_weights"
+    ),
     "python -m finetune model.init=scratch": (
         "tests/test_finetune.py::test_from_scratch_baseline_reinitialises_the_encoder"
     ),
@@ -287,7 +294,7 @@ def test_the_summary_commands_rank_the_newest_sweep(sweep: Path) -> None:
     newest = make("summary", args=outputs)
     assert newest.returncode == 0, newest.stderr
     assert newest.stdout.startswith(f"# Sweep {sweep}\n")
-    assert "ranked by `best.dev_score` (dev sentiment macro_f1), higher is better" in newest.stdout
+    assert "ranked by `best.dev_score` (dev sentiment macro-F1), higher is better" in newest.stdout
     best = (
         rf"^Best: job [01] \(best.dev_score [\d.]+\) — model: {re.escape(str(sweep))}/[01]/model$"
     )

@@ -95,7 +95,7 @@ def test_finetune_sweep_ranks_by_dev_score_failed_jobs_last(tmp_path: Path) -> N
     assert summary.best_model == sweep / "2" / "model"
 
     text = (sweep / "summary.md").read_text()
-    assert "ranked by `best.dev_score` (dev cls macro_f1), higher is better" in text
+    assert "ranked by `best.dev_score` (dev cls macro-F1), higher is better" in text
     best = table_rows(text)[0]
     assert best[:4] == ["2", "0.002", "16", f"{scores['2']:.4f}"]
     assert best[4] == str(json.loads((sweep / "2" / "metrics.json").read_text())["best"]["step"])
@@ -202,3 +202,17 @@ def test_no_sweep_yet_and_a_bad_mode(tmp_path: Path) -> None:
         run(SummaryConfig(from_conf(PathsConfig, "pretrain", "paths", output_dir=tmp_path)))
     with pytest.raises(ValueError, match=r"mode='best'; use one of \['min', 'max'\]"):
         SummaryConfig(from_conf(PathsConfig, "pretrain", "paths"), mode="best")
+
+
+def test_the_selection_is_named_by_each_tasks_kind() -> None:
+    from sweeps.jobs import selection
+
+    both = {
+        "tasks.sentiment.metric_label": "macro-F1",
+        "tasks.names.metric_label": "entity F1",
+        "tasks.names.dev.per_type.PER.metric_label": "not a task entry",
+        "selected_on": "dev sentiment macro_f1 / names entity_f1 (mean)",
+    }
+    assert selection(both) == "dev sentiment macro-F1 / names entity F1 (mean)"
+    assert selection({"selected_on": "dev cls macro_f1"}) == "dev cls macro_f1"  # an older run
+    assert selection({"eval/loss": 6.0}) is None

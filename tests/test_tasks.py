@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -9,11 +10,12 @@ import pytest
 
 from ptm.data.tokenizer import SPECIAL_TOKENS, build_tokenizer
 from ptm.errors import InputError
+from ptm.models.heads import HEADS
 from ptm.tasks.batching import batch_order, collate
+from ptm.tasks.kinds import KINDS, TaskKind, load_task
 from ptm.tasks.loading import (
     IGNORE,
     TaskConfig,
-    load_task,
     natural_order,
     pair_budget,
     truncate,
@@ -219,3 +221,61 @@ def test_bad_tags_are_refused(tmp_path: Path, tokenizer) -> None:
         load_task(tags_task("text\ttags\n100\tPER\n", good), tokenizer)
     with pytest.raises(InputError, match=r"d.csv:2: tag 'B-LOC' does not occur"):
         load_task(tags_task(good, "text\ttags\n100\tB-LOC\n"), tokenizer)
+
+
+def test_every_kind_keeps_the_protocol_and_only_kinds_know_kind_names() -> None:
+    """The loop, inference, batching, the heads, export and the sweep summary ask a task's kind
+    (`ptm.tasks.kinds.TaskKind`); none of them compares kind names."""
+    root = Path(__file__).resolve().parents[1]
+    for name, kind in KINDS.items():
+        assert isinstance(kind, TaskKind) and kind.name == name
+        assert kind.head in HEADS
+    askers = [
+        "finetune/train.py",
+        "ptm/tasks/loading.py",
+        "ptm/tasks/inference.py",
+        "ptm/tasks/batching.py",
+        "ptm/models/heads.py",
+        "ptm/models/finetuned.py",
+        *(str(p.relative_to(root)) for p in (root / "sweeps").glob("*.py")),
+    ]
+    for path in askers:
+        text = (root / path).read_text()
+        for name in KINDS:
+            quoted = rf"""["']{name}["']"""
+            compared = rf"(==|!=)\s*{quoted}|{quoted}\s*(==|!=)|\bin\s*[(\[{{][^)\]}}]*{quoted}"
+            found = re.search(compared, text)
+            assert not found, f"{path} compares a kind name ({found[0]}): ask the kind instead"
+        assert "is_tokens" not in text, f"{path} asks is_tokens: ask the kind instead"
+
+
+def test_multi_label_rows_become_label_sets(tmp_path: Path, tokenizer) -> None:
+    train = "label\ttext\nb;a\t100 101\nc\t102\na; a\t103\nb\t104\n"
+    cfg = TaskConfig(
+        name="m",
+        kind="multi_label",
+        train=write(tmp_path / "train.csv", train),
+        dev=tmp_path / "train.csv",
+        label_separator=";",
+    )
+    task = load_task(cfg, tokenizer)
+    assert task.labels == ["a", "b", "c"]
+    assert task.splits["train"].labels.tolist() == [[1, 1, 0], [0, 0, 1], [1, 0, 0], [0, 1, 0]]
+    p = np.array([0.5, 0.5, 0.25])  # each label's share of the rows
+    entropy = -(p * np.log(p) + (1 - p) * np.log(1 - p))
+    assert task.chance_loss == pytest.approx(entropy.mean())
+    batch = collate(task.splits["train"], np.array([0, 2]), pad_id=0)
+    assert batch["labels"].tolist() == [[1, 1, 0], [1, 0, 0]]
+
+    for bad, line, what in (("a;;b", 2, "an empty label in 'a;;b'"), ("", 2, "an empty label")):
+        rows = train.replace("b;a", bad)
+        with pytest.raises(InputError, match=what) as caught:
+            load_task(
+                TaskConfig(**{**cfg.__dict__, "train": write(tmp_path / "bad.csv", rows)}),
+                tokenizer,
+            )
+        assert caught.value.line == line
+    dev = write(tmp_path / "dev.csv", "label\ttext\na;d\t100\n")
+    with pytest.raises(InputError, match="label 'd' does not occur in the training data") as caught:
+        load_task(TaskConfig(**{**cfg.__dict__, "dev": dev}), tokenizer)
+    assert (caught.value.path, caught.value.line) == (dev, 2)

@@ -13,6 +13,7 @@ It is a Hugging Face ``tokenizers`` word-level model wrapped as a transformers f
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +111,9 @@ def load_tokenizer(path: str | Path, max_seq_len: int | None = None) -> PreTrain
     becomes our word-level tokenizer.
     """
     path = Path(path)
+    for name in ("tokenizer_config.json", "tokenizer.json"):
+        if path.is_dir() and (path / name).is_file():
+            _check_json(path / name)
     if path.is_dir():
         if (path / "tokenizer_config.json").is_file():
             tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
@@ -124,6 +128,7 @@ def load_tokenizer(path: str | Path, max_seq_len: int | None = None) -> PreTrain
                 "point to a model folder written by ptm or transformers, or to a vocab.txt",
             )
     elif path.name.endswith(".json") and path.is_file():
+        _check_json(path)
         tok = _wrap(Tokenizer.from_file(str(path)), max_seq_len or 512)
     elif path.is_file():
         tok = _from_vocab_txt(path, max_seq_len)
@@ -137,8 +142,31 @@ def load_tokenizer(path: str | Path, max_seq_len: int | None = None) -> PreTrain
     return tok
 
 
+def _check_json(path: Path) -> None:
+    """A truncated or corrupt tokenizer file is one line naming it: the tokenizers library
+    answers it with a bare ``Exception`` (or transformers with a JSON traceback)."""
+    data = path.read_bytes()
+    try:
+        json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(
+            path,
+            f"not a readable JSON file ({e})",
+            "copy the tokenizer (or the model folder) again: it may have been cut short",
+        ) from e
+
+
 def _from_vocab_txt(path: Path, max_seq_len: int | None) -> PreTrainedTokenizerBase:
-    vocab = path.read_text(encoding="utf-8").splitlines()
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise InputError(path, f"not UTF-8 text ({e.reason})", "save it as UTF-8", line) from e
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise InputError(path, "a NUL byte: not a vocabulary", "one token per line, UTF-8", line)
+    vocab = text.splitlines()
     if any(t.startswith("##") for t in vocab):
         # transformers 5 ignores ``vocab_file=`` here and would keep only the special tokens.
         index = {token: i for i, token in enumerate(vocab)}

@@ -2,15 +2,17 @@
 
 What a folder written by `export` holds:
 
-* one task with a head transformers has a class for — ``config.json`` + ``model.safetensors``
-  of ``<Arch>ForSequenceClassification`` or ``<Arch>ForTokenClassification`` with
-  ``id2label``/``label2id`` set, so ``AutoModelFor...Classification.from_pretrained(folder)``
-  and ``pipeline(...)`` work with no ptm code;
+* one task whose kind names a transformers class (``hf_task`` in its ``finetune.json`` entry:
+  ``SequenceClassification`` or ``TokenClassification``, with the kind's ``problem_type``) —
+  ``config.json`` + ``model.safetensors`` of ``<Arch>For<hf_task>`` with ``id2label``/``label2id``
+  set, so ``AutoModelFor...Classification.from_pretrained(folder)`` and ``pipeline(...)`` work
+  with no ptm code;
 * otherwise (mean pooling, several tasks, another architecture) — the shared encoder as
   ``AutoModel`` loads it; the heads are in ``heads.safetensors`` and only `load_finetuned`
   (ptm) assembles the whole model;
 * always: the tokenizer, ``heads.safetensors`` (the exact head weights) and ``finetune.json``
-  (tasks, label order, pooling, truncation and how the folder loads).
+  (tasks, their kind and head, label order, pooling, truncation, decisions such as a multi-label
+  threshold, and how the folder loads).
 
 The ``[CLS]``-state head and ``BertForSequenceClassification``: that class always classifies
 ``tanh(W_p h + b_p)``, the pooler output. We export the pooler as ``W_p = eps * I``, ``b_p = 0``
@@ -43,6 +45,7 @@ from transformers import (
 
 from ptm.data.tokenizer import load_tokenizer, save_tokenizer
 from ptm.errors import InputError
+from ptm.models.folder import reading_weights
 from ptm.models.heads import HeadConfig, TaskModel, build_head, load_encoder, quiet_transformers
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,11 @@ HEADS = "heads.safetensors"
 # encoder, and the pooler's weight names inside it.
 _HF = {"bert": ("bert", "pooler.dense"), "albert": ("albert", "pooler")}
 TANH_LINEAR_RANGE = 1e-3
+# The transformers head classes a kind can name as its ``hf_task``.
+_AUTO = {
+    "SequenceClassification": AutoModelForSequenceClassification,
+    "TokenClassification": AutoModelForTokenClassification,
+}
 
 
 def pooler_scale(encoder: nn.Module) -> float:
@@ -77,12 +85,11 @@ def hf_class_for(model: TaskModel, meta: dict) -> str | None:
     if len(tasks) != 1 or model.encoder.config.model_type not in _HF:
         return None
     (task,) = tasks.values()
-    prefix = type(model.encoder).__name__.removesuffix("Model")
-    if task["kind"] == "tokens":
-        return f"{prefix}ForTokenClassification"
-    if task["pooling"] in ("cls", "pooler"):
-        return f"{prefix}ForSequenceClassification"
-    return None
+    if task.get("hf_task") not in _AUTO:
+        return None
+    if task["head"] == "sequence" and task["pooling"] not in ("cls", "pooler"):
+        return None  # transformers has no mean-pooling classifier
+    return type(model.encoder).__name__.removesuffix("Model") + "For" + task["hf_task"]
 
 
 def export(
@@ -101,9 +108,9 @@ def export(
         loads = "AutoModel (the shared encoder only); the heads load with ptm.models.finetuned.load_finetuned"
     else:
         _save_hf(model, meta, tmp)
-        auto = "Token" if hf_class.endswith("TokenClassification") else "Sequence"
+        (task,) = meta["tasks"].values()
         loads = (
-            f"AutoModelFor{auto}Classification ({hf_class}) and ptm.models.finetuned.load_finetuned"
+            f"AutoModelFor{task['hf_task']} ({hf_class}) and ptm.models.finetuned.load_finetuned"
         )
     save_file({k: v.contiguous() for k, v in model.heads.state_dict().items()}, tmp / HEADS)
     tokenizer.model_max_length = max(t["max_seq_len"] for t in meta["tasks"].values())
@@ -121,15 +128,15 @@ def _save_hf(model: TaskModel, meta: dict, folder: Path) -> None:
     config.num_labels = len(task["labels"])
     config.id2label = dict(enumerate(task["labels"]))
     config.label2id = {label: i for i, label in enumerate(task["labels"])}
-    tokens = task["kind"] == "tokens"
-    auto = AutoModelForTokenClassification if tokens else AutoModelForSequenceClassification
+    if task.get("problem_type"):
+        config.problem_type = task["problem_type"]
     with quiet_transformers():
-        hf = auto.from_config(config)
+        hf = _AUTO[task["hf_task"]].from_config(config)
     encoder_attr, pooler = _HF[config.model_type]
     state = {f"{encoder_attr}.{k}": v for k, v in model.encoder.state_dict().items()}
     head = model.heads[name].classifier
     weight, bias = head.weight.detach().clone(), head.bias.detach().clone()
-    if not tokens and task["pooling"] == "cls":
+    if task["head"] == "sequence" and task["pooling"] == "cls":
         eps = pooler_scale(model.encoder)
         hidden = config.hidden_size
         state[f"{encoder_attr}.{pooler}.weight"] = torch.eye(hidden) * eps
@@ -150,7 +157,10 @@ def load_finetuned(folder: Path) -> tuple[TaskModel, PreTrainedTokenizerBase, di
         raise InputError(
             folder, f"no {META}: not a folder written by ptm's fine-tuning", "check the path"
         )
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(meta_path, f"not readable JSON ({e})", "copy the folder again") from e
     if meta.get("format") != FORMAT:
         raise InputError(meta_path, f"format {meta.get('format')} is not {FORMAT}", "re-export")
     tasks = meta["tasks"]
@@ -158,10 +168,18 @@ def load_finetuned(folder: Path) -> tuple[TaskModel, PreTrainedTokenizerBase, di
     encoder = load_encoder(folder, pretrained=True, with_pooler=with_pooler)
     heads = {  # token heads have no pooling (null in finetune.json)
         name: build_head(
-            t["kind"], encoder.config, len(t["labels"]), HeadConfig(pooling=t["pooling"] or "cls")
+            _head_of(t), encoder.config, len(t["labels"]), HeadConfig(pooling=t["pooling"] or "cls")
         )
         for name, t in tasks.items()
     }
     model = TaskModel(encoder, heads)
-    model.heads.load_state_dict(load_file(folder / HEADS), strict=True)
+    with reading_weights(folder / HEADS):
+        state = load_file(folder / HEADS)
+    model.heads.load_state_dict(state, strict=True)
     return model.eval(), load_tokenizer(folder), meta
+
+
+def _head_of(task: dict) -> str:
+    # Folders written before finetune.json named the head: a token head was the one with no
+    # pooling.
+    return task.get("head") or ("token" if task["pooling"] is None else "sequence")

@@ -1,5 +1,8 @@
-"""A shared encoder with one head per task: sequence classification (one text or a pair) and
-token classification. Single-task fine-tuning is the one-head case of the same module.
+"""A shared encoder with one head per task: a ``sequence`` head (one output vector per text or
+pair of texts, from a pooled representation) or a ``token`` head (one per position). Which head a
+task gets, and what its outputs mean (softmax classes, independent sigmoid labels, BIO tags), is
+its kind's choice (`ptm.tasks.kinds`). Single-task fine-tuning is the one-head case of the same
+module.
 
 Sentence representation (``pooling``):
 
@@ -23,20 +26,22 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+from transformers import AutoModel, PretrainedConfig, PreTrainedModel
 from transformers import logging as hf_logging
 
 from ptm.errors import InputError
+from ptm.models.folder import read_config, reading_weights
 
 log = logging.getLogger(__name__)
 POOLINGS = ("cls", "pooler", "mean")
+HEADS = ("sequence", "token")
 # Padding a vocabulary to a multiple of 8/64/128 for tensor cores leaves unused rows: allowed.
 _PADDED_VOCAB_SLACK = 128
 
 
 @dataclass(frozen=True)
 class HeadConfig:
-    pooling: str = "cls"  # cls | pooler | mean (sequence tasks; token tasks use every state)
+    pooling: str = "cls"  # cls | pooler | mean (sequence heads; token heads use every state)
     dropout: float | None = None  # before the linear layer; null: the encoder's hidden dropout
 
     def __post_init__(self) -> None:
@@ -111,12 +116,14 @@ class TaskModel(nn.Module):
         return self.heads[task](out.last_hidden_state, attention_mask, out.get("pooler_output"))
 
 
-def build_head(kind: str, config: PretrainedConfig, n_labels: int, head: HeadConfig) -> nn.Module:
-    dropout = config.hidden_dropout_prob if head.dropout is None else head.dropout
-    if kind == "tokens":
+def build_head(head: str, config: PretrainedConfig, n_labels: int, cfg: HeadConfig) -> nn.Module:
+    """A ``sequence`` or ``token`` head (`HEADS`) of ``n_labels`` outputs over ``config``'s states."""
+    dropout = config.hidden_dropout_prob if cfg.dropout is None else cfg.dropout
+    if head == "token":
         return TokenHead(config.hidden_size, n_labels, dropout, config.initializer_range)
+    assert head == "sequence", f"head {head!r} is not one of {HEADS}"
     return SequenceHead(
-        config.hidden_size, n_labels, head.pooling, dropout, config.initializer_range
+        config.hidden_size, n_labels, cfg.pooling, dropout, config.initializer_range
     )
 
 
@@ -136,14 +143,11 @@ def quiet_transformers():
 
 
 def encoder_config(folder: Path) -> PretrainedConfig:
-    if not (Path(folder) / "config.json").is_file():
-        raise InputError(
-            folder,
-            "no config.json: not a model folder",
-            "point model.path to a folder written by `make pretrain`, the converter or "
-            "transformers (e.g. outputs/pretrain/latest/model)",
-        )
-    return AutoConfig.from_pretrained(folder, local_files_only=True)
+    return read_config(
+        folder,
+        "point model.path to a folder written by `make pretrain`, the converter or "
+        "transformers (e.g. outputs/pretrain/latest/model)",
+    )
 
 
 def load_encoder(folder: Path, pretrained: bool, with_pooler: bool) -> PreTrainedModel:
@@ -155,13 +159,14 @@ def load_encoder(folder: Path, pretrained: bool, with_pooler: bool) -> PreTraine
     with quiet_transformers():
         if not pretrained:
             return AutoModel.from_config(config, **kwargs)
-        model, info = AutoModel.from_pretrained(
-            folder,
-            local_files_only=True,
-            attn_implementation="sdpa",
-            output_loading_info=True,
-            **kwargs,
-        )
+        with reading_weights(folder):
+            model, info = AutoModel.from_pretrained(
+                folder,
+                local_files_only=True,
+                attn_implementation="sdpa",
+                output_loading_info=True,
+                **kwargs,
+            )
     missing = sorted(info["missing_keys"])
     ignored = sorted(info["unexpected_keys"])
     if missing:

@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import (
     AlbertConfig,
-    AutoConfig,
     AutoModelForMaskedLM,
     BertConfig,
     PretrainedConfig,
@@ -24,6 +23,7 @@ from transformers import (
 from ptm.data.feed import round_width
 from ptm.data.masking import IGNORE_INDEX
 from ptm.errors import InputError
+from ptm.models.folder import read_config, reading_weights
 from ptm.models.masked_encoder import (
     encode_masked_positions,
     masked_rows,
@@ -102,22 +102,17 @@ def build_mlm_model(cfg: ModelConfig, vocab_size: int, pad_token_id: int) -> Pre
 
 
 def load_mlm_model(folder: Path) -> PreTrainedModel:
-    if not (folder / "config.json").is_file():
-        raise InputError(
-            folder,
-            "no config.json: not a model folder",
-            "point to a folder written by ptm or transformers",
-        )
-    config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    config = read_config(folder)
     if config.model_type not in _MLM_PARTS:
         raise InputError(
             folder,
             f"model type {config.model_type!r} is not supported",
             "use a BERT or ALBERT model",
         )
-    return AutoModelForMaskedLM.from_pretrained(
-        folder, local_files_only=True, attn_implementation="sdpa"
-    )
+    with reading_weights(folder):
+        return AutoModelForMaskedLM.from_pretrained(
+            folder, local_files_only=True, attn_implementation="sdpa"
+        )
 
 
 class MaskedLMObjective(nn.Module):

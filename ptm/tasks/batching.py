@@ -47,8 +47,8 @@ def collate(
     """Pad the chosen examples to the longest (rounded up to ``multiple_of``: 8 for tensor cores).
 
     Returns ``input_ids``, ``attention_mask``, ``token_type_ids`` (1 from the second text on) and
-    ``labels`` — ``(B,)`` class indices, or ``(B, L)`` tag indices with ``IGNORE`` elsewhere — when
-    the split has answers.
+    ``labels`` — ``(B,)`` class indices, ``(B, C)`` 0/1 per label (multi-label), or ``(B, L)`` tag
+    indices with ``IGNORE`` elsewhere — when the split has answers.
     """
     lengths = [len(split.input_ids[i]) for i in idx]
     width = -(-max(lengths) // multiple_of) * multiple_of

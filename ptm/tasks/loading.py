@@ -1,11 +1,11 @@
-"""Labelled task files -> encoded examples, checked at the boundary with errors naming file and line.
+"""Labelled task files -> encoded splits: the data structures and the machinery every kind of
+task shares, checked at the boundary with errors naming file and line.
 
-Three kinds of task, all read from tab-separated tables with a header (the Tianchi layout):
-
-* ``classification`` — ``label\\ttext``; a test file holds ``text`` only, as the competition's
-  ``test_a.csv`` does, and its answers (when known) sit in a separate ``label`` file.
-* ``pair`` — two text columns (``text_a\\ttext_b\\tlabel``); token types 0 and 1, as in BERT.
-* ``tokens`` — one BIO tag per ID (``text\\ttags``); a test file may carry the tags (answers).
+What differs between kinds — which columns hold text, what an answer looks like, how a row
+becomes model inputs — belongs to the kind (`ptm.tasks.kinds`); `read_task` runs the steps they
+share and asks the kind at each. Files are tab-separated tables with a header (the Tianchi
+layout); a test file may hold the text only, as the competition's ``test_a.csv`` does, its answers
+(when known) in a separate ``label`` file.
 
 Labels are kept exactly as written; their order is the natural one (numeric when every label is
 an integer, so Tianchi's ``0..13`` stay in order) unless the task lists them. A dev or test label
@@ -25,9 +25,9 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from transformers import PreTrainedTokenizerBase
@@ -37,7 +37,6 @@ from ptm.tasks.tables import Table, TextEncoder
 
 log = logging.getLogger(__name__)
 
-KINDS = ("classification", "pair", "tokens")
 TRUNCATIONS = ("head", "tail", "head_tail")
 UNKNOWN_WARNING = 0.05  # share of [UNK] tokens in a split above which the run warns
 IGNORE = -100  # label of positions that carry no answer (specials, padding, sub-word pieces)
@@ -49,13 +48,14 @@ class TaskConfig:
 
     name: str
     train: Path
-    kind: str = "classification"  # classification | pair | tokens
+    kind: str = "classification"  # a name in ptm.tasks.kinds.KINDS
     dev: Path | None = None  # null: hold out dev_fraction of train (stratified, fixed split_seed)
     test: Path | None = None
-    test_labels: Path | None = None  # classification/pair: one `label` column, test order
+    test_labels: Path | None = None  # kinds without answers in the test file: `label`, test order
     text_column: str = "text"
     text_b_column: str = "text_b"  # pair only
     label_column: str = "label"  # tokens: the column of space-separated tags
+    label_separator: str = ","  # multi_label: between the labels of one row
     labels: list[str] | None = None  # explicit class order; null: the training file's, sorted
     dev_fraction: float = 0.1
     split_seed: int = 0  # the held-out dev split does not move with train.seed
@@ -65,8 +65,6 @@ class TaskConfig:
     weight: float | None = None  # multi-task sampling weight; null: from train.mix_temperature
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"kind={self.kind!r} is unknown; use one of {list(KINDS)}")
         if self.truncation not in TRUNCATIONS:
             raise ValueError(f"truncation={self.truncation!r}; use one of {list(TRUNCATIONS)}")
         if not 0.0 <= self.head_fraction <= 1.0:
@@ -77,10 +75,8 @@ class TaskConfig:
             raise ValueError(f"max_seq_len={self.max_seq_len} is too short; use 8 or more")
         if self.weight is not None and self.weight <= 0:
             raise ValueError(f"weight={self.weight}; use a positive number or null")
-
-    @property
-    def is_tokens(self) -> bool:
-        return self.kind == "tokens"
+        if not self.label_separator:
+            raise ValueError("label_separator is empty; use the character between labels")
 
 
 @dataclass
@@ -98,7 +94,8 @@ class Split:
     segment_b: np.ndarray  # (n,) first position of the second text; = length for one text
     row: np.ndarray  # (n,) row of the split each example comes from
     lines: np.ndarray  # (n_rows,) file line of each row, for messages
-    labels: np.ndarray | None = None  # (n,) class index; None when there are no answers
+    labels: np.ndarray | None = None  # (n,) class index, or (n, C) 0/1 for multi-label; None
+    # when there are no answers
     tags: list[np.ndarray] | None = None  # tokens: per example (length,) tag index or IGNORE
     word_at: list[np.ndarray] | None = None  # tokens: per example (length,) word index or -1
     row_words: np.ndarray | None = None  # tokens: (n_rows,) words per row
@@ -146,7 +143,7 @@ class Split:
         )
 
     def row_labels(self) -> np.ndarray:
-        """Classification answers per row (one example per row for these tasks)."""
+        """Per-text answers per row (one example per row for these kinds)."""
         assert self.labels is not None, "row_labels() needs answers"
         return self.labels
 
@@ -159,6 +156,7 @@ class Split:
 @dataclass
 class TaskData:
     cfg: TaskConfig
+    kind: Any  # its ptm.tasks.kinds.TaskKind: everything that differs between kinds
     labels: list[str]  # class names (or BIO tags) in index order
     splits: dict[str, Split]  # train, dev and, when given, test
     chance_loss: float  # entropy of the training labels: the loss of predicting their frequencies
@@ -223,7 +221,7 @@ def tag_order(tags: set[str]) -> list[str]:
     return sorted(tags, key=lambda t: ("" if t == "O" else t[2:], t[:1]))
 
 
-def _check_tag(tag: str, path: Path, line: int) -> None:
+def check_tag(tag: str, path: Path, line: int) -> None:
     if tag != "O" and not re.fullmatch(r"[BI]-\S+", tag):
         raise InputError(
             path,
@@ -238,39 +236,65 @@ def entropy(counts: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-# ----------------------------------------------------------------------------- loading a task
+# ----------------------------------------------------------------------------- reading a task
 
 
-def load_task(
-    cfg: TaskConfig, tokenizer: PreTrainedTokenizerBase, limit: int | None = None
-) -> TaskData:
-    """Read, check and encode every split of one task.
+@dataclass
+class RawSplit:
+    """A split as read: token indices per row (and the second text, the answers) + line numbers.
+
+    ``answers`` holds what the kind parsed from each row's answer field (a label, a list of tags,
+    a list of labels); ``first`` pairs each row's token indices with the first token of each
+    of its words (-1: the word has no token; empty when the kind does not track words).
+    """
+
+    path: Path
+    lines: np.ndarray
+    first: list[tuple[np.ndarray, np.ndarray]]
+    second: list[np.ndarray] | None
+    answers: list[Any] | None
+    answer_path: Path | None = None  # where the answers come from, for messages
+    answer_lines: np.ndarray | None = None
+    kept_rows: np.ndarray | None = None  # the rows read, when limited (else all)
+
+    @property
+    def where(self) -> tuple[Path, np.ndarray]:
+        """The file and line numbers the answers were read from."""
+        lines = self.answer_lines if self.answer_lines is not None else self.lines
+        return self.answer_path or self.path, lines
+
+
+def read_task(cfg: TaskConfig, kind: Any, tokenizer: PreTrainedTokenizerBase, limit: int | None):
+    """Read, check and encode every split of one task, asking ``kind`` (a
+    `ptm.tasks.kinds.TaskKind`) wherever kinds differ.
 
     ``limit`` keeps that many rows of every file, spread evenly over it (smoke runs, sweeps).
     """
     encoder = TextEncoder(tokenizer)
-    raw_train = _read(cfg, cfg.train, encoder, answers="required", limit=limit)
-    labels = _label_set(cfg, raw_train)
+    raw_train = read_split(cfg, kind, cfg.train, encoder, answers="required", limit=limit)
+    labels = kind.label_set(cfg, raw_train.answers, raw_train.path)
     index = {label: i for i, label in enumerate(labels)}
-    train = _encode(cfg, "train", raw_train, index, tokenizer)
+
+    def encode(name: str, raw: RawSplit) -> Split:
+        answers = None if raw.answers is None else kind.answer_indices(cfg, raw, index)
+        return kind.encode(cfg, name, raw, answers, tokenizer)
+
+    train = encode("train", raw_train)
     if cfg.dev is None:
-        train, dev = _hold_out(cfg, train)
+        train, dev = hold_out(cfg, train, kind.strata(train))
     else:
-        dev = _encode(cfg, "dev", _read(cfg, cfg.dev, encoder, "required", limit), index, tokenizer)
+        dev = encode("dev", read_split(cfg, kind, cfg.dev, encoder, "required", limit))
     splits = {"train": train, "dev": dev}
     if cfg.test is not None:
-        raw_test = _read(cfg, cfg.test, encoder, "optional" if cfg.is_tokens else "none", limit)
+        in_file = "optional" if kind.answers_in_test_file else "none"
+        raw_test = read_split(cfg, kind, cfg.test, encoder, in_file, limit)
         if cfg.test_labels is not None:
-            _read_test_labels(cfg, raw_test)
-        splits["test"] = _encode(cfg, "test", raw_test, index, tokenizer)
+            read_test_labels(cfg, kind, raw_test)
+        splits["test"] = encode("test", raw_test)
     elif cfg.test_labels is not None:
         raise InputError(
             cfg.test_labels, "test_labels is set but test is not", "set the task's test file too"
         )
-    if train.tags is not None:
-        counts = np.bincount(np.concatenate([t[t >= 0] for t in train.tags]), minlength=len(labels))
-    else:
-        counts = np.bincount(train.labels, minlength=len(labels))
     for name, split in splits.items():
         log.info(
             "task %s, %s: %d rows -> %d examples from %s%s",
@@ -290,30 +314,16 @@ def load_task(
                 name,
                 100 * unknown,
             )
-    return TaskData(cfg, labels, splits, chance_loss=entropy(counts))
+    return TaskData(cfg, kind, labels, splits, chance_loss=kind.chance_loss(train, len(labels)))
 
 
-@dataclass
-class _Raw:
-    """A split as read: token indices per row (and the second text, the answers) + line numbers."""
-
-    path: Path
-    lines: np.ndarray
-    first: list[tuple[np.ndarray, np.ndarray]]  # (token indices, first token of each word)
-    second: list[np.ndarray] | None
-    answers: list[str] | list[list[str]] | None
-    answer_path: Path | None = None  # where the answers come from, for messages
-    answer_lines: np.ndarray | None = None
-    kept_rows: np.ndarray | None = None  # the rows read, when limited (else all)
-
-
-def _read(
-    cfg: TaskConfig, path: Path, encoder: TextEncoder, answers: str, limit: int | None
-) -> _Raw:
-    """``answers``: ``required`` (train/dev), ``optional`` (token test) or ``none`` (test)."""
+def read_split(
+    cfg: TaskConfig, kind: Any, path: Path, encoder: TextEncoder, answers: str, limit: int | None
+) -> RawSplit:
+    """``answers``: ``required`` (train/dev), ``optional`` (a test file that may carry them) or
+    ``none`` (a text-only test file)."""
     table = Table(path)
-    text_col = table.column(cfg.text_column)
-    b_col = table.column(cfg.text_b_column) if cfg.kind == "pair" else None
+    text_cols = [table.column(c) for c in kind.text_columns(cfg)]
     has_label = cfg.label_column in table.header
     if answers == "none" and has_label:
         raise InputError(
@@ -325,201 +335,96 @@ def _read(
             line=1,
         )
     label_col = table.column(cfg.label_column) if answers == "required" or has_label else None
-    lines, first, second, labels = [], [], [] if b_col is not None else None, []
+    lines, first, values = [], [], []
+    second = [] if len(text_cols) > 1 else None
     keep = table.spread(limit)
     for batch_lines, rows in table.batches(keep):
-        texts = [r[text_col] for r in rows]
-        if cfg.is_tokens:
-            first += encoder.words(texts, path, batch_lines)
-        else:
-            first += [
-                (ids, np.zeros(0, np.int64)) for ids in encoder.texts(texts, path, batch_lines)
-            ]
-        if b_col is not None:
-            second += encoder.texts([r[b_col] for r in rows], path, batch_lines)
+        first += kind.encode_text(encoder, [r[text_cols[0]] for r in rows], path, batch_lines)
+        if second is not None:
+            second += encoder.texts([r[text_cols[1]] for r in rows], path, batch_lines)
         if label_col is not None:
-            labels += [r[label_col].strip() for r in rows]
+            values += [r[label_col].strip() for r in rows]
         lines.append(batch_lines)
     if not lines:
         raise InputError(path, "no rows after the header", "add examples to the file", line=2)
-    raw = _Raw(path, np.concatenate(lines), first, second, None, kept_rows=keep)
-    if label_col is not None and cfg.is_tokens:
-        raw.answers = []
-        for (_, word_first), tags, line in zip(first, labels, raw.lines, strict=True):
-            row_tags = tags.split()
-            if len(row_tags) != len(word_first):
-                raise InputError(
-                    path,
-                    f"{len(row_tags)} tags for {len(word_first)} IDs",
-                    "give exactly one tag per ID, separated by spaces",
-                    int(line),
-                )
-            for tag in row_tags:
-                _check_tag(tag, path, int(line))
-            raw.answers.append(row_tags)
-    elif label_col is not None:
-        for label, line in zip(labels, raw.lines, strict=True):
-            if not label:
-                raise InputError(path, "empty label", "every row needs a label", int(line))
-        raw.answers = labels
+    raw = RawSplit(path, np.concatenate(lines), first, second, None, kept_rows=keep)
+    if label_col is not None:
+        raw.answers = kind.parse_answers(cfg, values, path, raw.lines, first)
     return raw
 
 
-def _read_test_labels(cfg: TaskConfig, raw: _Raw) -> None:
+def read_test_labels(cfg: TaskConfig, kind: Any, raw: RawSplit) -> None:
     """Attach the answers of a text-only test file, checking there is one per test row."""
     table = Table(cfg.test_labels)
     col = table.column(cfg.label_column)
-    labels, lines = [], []
+    values, lines = [], []
     for batch_lines, rows in table.batches():
-        labels += [r[col].strip() for r in rows]
+        values += [r[col].strip() for r in rows]
         lines.append(batch_lines)
     n_test = len(raw.lines) if raw.kept_rows is None else Table(raw.path).count_rows()
-    if len(labels) != n_test:
+    if len(values) != n_test:
         raise InputError(
             cfg.test_labels,
-            f"{len(labels)} labels for {n_test} rows of {raw.path}",
+            f"{len(values)} labels for {n_test} rows of {raw.path}",
             "give one label per test row, in the test file's order",
         )
     lines = np.concatenate(lines)
     if raw.kept_rows is not None:
-        labels, lines = [labels[i] for i in raw.kept_rows], lines[raw.kept_rows]
-    raw.answers, raw.answer_path, raw.answer_lines = labels, cfg.test_labels, lines
+        values, lines = [values[i] for i in raw.kept_rows], lines[raw.kept_rows]
+    raw.answers = kind.parse_answers(cfg, values, cfg.test_labels, lines, None)
+    raw.answer_path, raw.answer_lines = cfg.test_labels, lines
 
 
-def _label_set(cfg: TaskConfig, raw: _Raw) -> list[str]:
-    seen = {t for tags in raw.answers for t in tags} if cfg.is_tokens else set(raw.answers or [])
-    if cfg.labels is not None:
-        labels = [str(x) for x in cfg.labels]
-        if cfg.is_tokens and "O" not in labels:
-            raise InputError(
-                raw.path, f"the task's labels {labels[:10]} lack 'O'", "add O to the tag list"
-            )
-        extra = sorted(seen - set(labels))
-        if extra:
-            raise InputError(
-                raw.path,
-                f"label(s) {extra[:5]} are not in the task's labels {labels[:10]}",
-                "add them to the task's labels list, or set labels: null to take them from train",
-            )
-        return labels
-    if cfg.is_tokens:
-        return tag_order(seen | {"O"})
+def explicit_labels(cfg: TaskConfig, seen: set[str], path: Path) -> list[str]:
+    """The task's own label list (``labels:``), checked against the labels the file uses."""
+    labels = [str(x) for x in cfg.labels]
+    extra = sorted(seen - set(labels))
+    if extra:
+        raise InputError(
+            path,
+            f"label(s) {extra[:5]} are not in the task's labels {labels[:10]}",
+            "add them to the task's labels list, or set labels: null to take them from train",
+        )
+    return labels
+
+
+def at_least_two(seen: set[str], path: Path) -> list[str]:
+    """The labels a training file uses, in natural order; a classifier needs two or more."""
     if len(seen) < 2:
         raise InputError(
-            raw.path,
+            path,
             f"the training file has only the label(s) {sorted(seen)}",
             "a classifier needs examples of at least two classes",
         )
     return natural_order(seen)
 
 
-def _encode(
-    cfg: TaskConfig,
-    name: str,
-    raw: _Raw,
-    index: dict[str, int],
-    tokenizer: PreTrainedTokenizerBase,
-) -> Split:
-    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
-    budget = cfg.max_seq_len - (3 if cfg.kind == "pair" else 2)
-    stats = Counter(rows=len(raw.lines))
-    all_ids = np.concatenate([ids for ids, _ in raw.first]) if raw.first else np.zeros(0)
-    if raw.second is not None:
-        all_ids = np.concatenate([all_ids, *raw.second])
-    stats["unknown_tokens"] = int((all_ids == tokenizer.unk_token_id).sum())
-    stats["tokens"] = len(all_ids)
-    answers = _answer_indices(cfg, name, raw, index)
-
-    if cfg.is_tokens:
-        ids_out, b_out, row_out, tags_out, words_out = [], [], [], [], []
-        for r, (ids, first) in enumerate(raw.first):
-            tag_of_token = np.full(len(ids), IGNORE, np.int64)
-            word_of_token = np.full(len(ids), -1, np.int64)
-            has = first >= 0
-            word_of_token[first[has]] = np.flatnonzero(has)
-            if answers is not None:
-                tag_of_token[first[has]] = answers[r][has]
-            spans = windows(first, len(ids), budget)
-            stats["windowed_rows"] += len(spans) > 1
-            for lo, hi in spans:
-                ids_out.append(np.concatenate([[cls], ids[lo:hi], [sep]]).astype(np.int32))
-                b_out.append(hi - lo + 2)
-                row_out.append(r)
-                tags_out.append(np.concatenate([[IGNORE], tag_of_token[lo:hi], [IGNORE]]))
-                words_out.append(np.concatenate([[-1], word_of_token[lo:hi], [-1]]))
-        stats["examples"] = len(ids_out)
-        return Split(
-            name,
-            raw.path,
-            ids_out,
-            np.array(b_out, np.int64),
-            np.array(row_out, np.int64),
-            raw.lines,
-            tags=tags_out if answers is not None else None,
-            word_at=words_out,
-            row_words=np.array([len(f) for _, f in raw.first], np.int64),
-            row_answers=answers,
-            stats=dict(stats),
-        )
-
-    ids_out, b_out = [], []
-    for r, (a, _) in enumerate(raw.first):
-        if raw.second is None:
-            kept = truncate(a, budget, cfg.truncation, cfg.head_fraction)
-            stats["truncated"] += len(kept) < len(a)
-            ids_out.append(np.concatenate([[cls], kept, [sep]]).astype(np.int32))
-            b_out.append(len(kept) + 2)
-        else:
-            b = raw.second[r]
-            ka, kb = pair_budget(len(a), len(b), budget)
-            stats["truncated"] += ka + kb < len(a) + len(b)
-            ids_out.append(np.concatenate([[cls], a[:ka], [sep], b[:kb], [sep]]).astype(np.int32))
-            b_out.append(ka + 2)
-    stats["examples"] = len(ids_out)
-    return Split(
-        name,
-        raw.path,
-        ids_out,
-        np.array(b_out, np.int64),
-        np.arange(len(ids_out)),
-        raw.lines,
-        labels=None if answers is None else np.asarray(answers, np.int64),
-        stats=dict(stats),
+def unknown_label(raw: RawSplit, what: str, value: str, i: int, index: dict[str, int]):
+    """The error for a dev/test answer the training data never had (row ``i`` of ``raw``)."""
+    path, lines = raw.where
+    return InputError(
+        path,
+        f"{what} {value!r} does not occur in the training data (known: {list(index)[:10]})",
+        "fix the value, or list every label in the task's labels so the model has a class for it",
+        int(lines[i]),
     )
 
 
-def _answer_indices(cfg: TaskConfig, name: str, raw: _Raw, index: dict[str, int]):
-    if raw.answers is None:
-        return None
-    where = raw.answer_path or raw.path
-    lines = raw.answer_lines if raw.answer_lines is not None else raw.lines
-
-    def unknown(value: str, i: int) -> InputError:
-        return InputError(
-            where,
-            f"{'tag' if cfg.is_tokens else 'label'} {value!r} does not occur in the training "
-            f"data (known: {list(index)[:10]})",
-            "fix the value, or list every label in the task's labels so the model has a class "
-            "for it",
-            int(lines[i]),
-        )
-
-    if cfg.is_tokens:
-        out = []
-        for i, tags in enumerate(raw.answers):
-            for t in tags:
-                if t not in index:
-                    raise unknown(t, i)
-            out.append(np.array([index[t] for t in tags], np.int64))
-        return out
-    for i, label in enumerate(raw.answers):
-        if label not in index:
-            raise unknown(label, i)
-    return [index[label] for label in raw.answers]
+def token_stats(raw: RawSplit, tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
+    """Rows, tokens and unknown tokens of a split, for the log and the [UNK] warning."""
+    all_ids = np.concatenate([ids for ids, _ in raw.first]) if raw.first else np.zeros(0)
+    if raw.second is not None:
+        all_ids = np.concatenate([all_ids, *raw.second])
+    return {
+        "rows": len(raw.lines),
+        "unknown_tokens": int((all_ids == tokenizer.unk_token_id).sum()),
+        "tokens": len(all_ids),
+    }
 
 
-def _hold_out(cfg: TaskConfig, train: Split) -> tuple[Split, Split]:
-    """Dev rows drawn from train: stratified by label where every class has two rows or more."""
+def hold_out(cfg: TaskConfig, train: Split, strata: np.ndarray | None) -> tuple[Split, Split]:
+    """Dev rows drawn from train: stratified by ``strata`` (a class per row) where every class
+    has two rows or more, at random otherwise."""
     rng = np.random.default_rng(cfg.split_seed)
     n = train.n_rows
     n_dev = max(1, round(n * cfg.dev_fraction))
@@ -527,11 +432,11 @@ def _hold_out(cfg: TaskConfig, train: Split) -> tuple[Split, Split]:
         raise InputError(
             train.path, f"{n} rows are too few to hold out a dev split", "give a dev file"
         )
-    counts = np.bincount(train.labels) if train.labels is not None else np.zeros(0, np.int64)
+    counts = np.bincount(strata) if strata is not None else np.zeros(0, np.int64)
     if len(counts) and counts[counts > 0].min() >= 2:
         dev_rows = []
-        for c in np.unique(train.labels):
-            rows = np.flatnonzero(train.labels == c)
+        for c in np.unique(strata):
+            rows = np.flatnonzero(strata == c)
             take = max(1, math.floor(len(rows) * cfg.dev_fraction + rng.random()))
             dev_rows.append(rng.choice(rows, size=min(take, len(rows) - 1), replace=False))
         dev = np.concatenate(dev_rows)

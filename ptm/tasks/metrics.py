@@ -87,7 +87,9 @@ def token_metrics(
 
 
 def primary(kind: str) -> str:
-    """The metric a task is selected and reported on."""
+    """The metric a task of this kind name is selected and reported on: what
+    ``ptm.tasks.kinds.kind_named(kind).metric`` says, kept by name for the callers that still
+    hold the name rather than the kind."""
     return "entity_f1" if kind == "tokens" else "macro_f1"
 
 

@@ -19,10 +19,17 @@ from ptm.errors import InputError
 
 _BATCH_ROWS = 4096
 _FIX_ROW = "every row needs one value per header column, separated by single tabs"
+_FIX_ENCODING = "save the file as UTF-8 (e.g. iconv -f GB18030 -t UTF-8 in.csv > out.csv)"
 
 
 class Table:
-    """A tab-separated file with a header, read in batches of rows with their line numbers."""
+    """A tab-separated file with a header, read in batches of rows with their line numbers.
+
+    Every line is checked as it is read, the header included: bytes that are not UTF-8 and NUL
+    bytes (a binary file, or UTF-16 text) are errors naming the line and column, never a
+    traceback and never text silently changed. A UTF-8 byte-order mark and CRLF line ends are
+    accepted.
+    """
 
     def __init__(self, path: Path) -> None:
         path = Path(path)
@@ -36,11 +43,36 @@ class Table:
             raise InputError(
                 path, "the file is empty", "a Tianchi file starts with a header line", line=1
             )
-        self.header = first.rstrip("\n").split("\t")
+        self.header = self._checked(first, 1).rstrip("\n").split("\t")
 
     def _open(self):
-        # utf-8-sig drops a byte-order mark; universal newlines turn CRLF into LF.
-        return self.path.open(encoding="utf-8-sig", newline=None)
+        # utf-8-sig drops a byte-order mark; universal newlines turn CRLF into LF. Bytes that
+        # are not UTF-8 become lone surrogates, so `_checked` reports them with their line.
+        return self.path.open(encoding="utf-8-sig", errors="surrogateescape", newline=None)
+
+    def _checked(self, text: str, line: int) -> str:
+        if not text.isascii():  # ID text is ASCII: the common case costs one fast scan
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as e:
+                byte = ord(text[e.start]) - 0xDC00
+                utf16 = line == 1 and text.startswith(("\udcff\udcfe", "\udcfe\udcff"))
+                raise InputError(
+                    self.path,
+                    f"{'UTF-16 text' if utf16 else 'not UTF-8 text'}: byte 0x{byte:02x} at "
+                    f"column {e.start + 1}",
+                    _FIX_ENCODING.replace("GB18030", "UTF-16") if utf16 else _FIX_ENCODING,
+                    line=line,
+                ) from e
+        if "\x00" in text:
+            raise InputError(
+                self.path,
+                f"a NUL byte at column {text.index(chr(0)) + 1}: not a text table",
+                "check that this is the tab-separated text file you meant: text has no NUL "
+                "bytes (a binary, corrupt or UTF-16 file does)",
+                line=line,
+            )
+        return text
 
     def column(self, name: str) -> int:
         if name not in self.header:
@@ -79,36 +111,33 @@ class Table:
         blank_at = 0
         wanted = None if keep is None else set(keep.tolist())
         row_no = -1
-        try:
-            with self._open() as f:
-                f.readline()
-                for line_no, raw in enumerate(f, start=2):
-                    text = raw.rstrip("\n")
-                    if not text.strip():
-                        blank_at = blank_at or line_no
-                        continue
-                    if blank_at:
-                        raise InputError(
-                            self.path, "an empty row", "delete the empty line", line=blank_at
-                        )
-                    row_no += 1
-                    if wanted is not None and row_no not in wanted:
-                        continue
-                    fields = text.split("\t")
-                    if len(fields) != n_fields:
-                        raise InputError(
-                            self.path,
-                            f"{len(fields)} tab-separated fields where the header has {n_fields}",
-                            _FIX_ROW,
-                            line=line_no,
-                        )
-                    lines.append(line_no)
-                    rows.append(fields)
-                    if len(rows) == _BATCH_ROWS:
-                        yield np.array(lines), rows
-                        lines, rows = [], []
-        except UnicodeDecodeError as e:
-            raise InputError(self.path, f"not UTF-8 text ({e.reason})", "save it as UTF-8") from e
+        with self._open() as f:
+            f.readline()
+            for line_no, raw in enumerate(f, start=2):
+                text = self._checked(raw, line_no).rstrip("\n")
+                if not text.strip():
+                    blank_at = blank_at or line_no
+                    continue
+                if blank_at:
+                    raise InputError(
+                        self.path, "an empty row", "delete the empty line", line=blank_at
+                    )
+                row_no += 1
+                if wanted is not None and row_no not in wanted:
+                    continue
+                fields = text.split("\t")
+                if len(fields) != n_fields:
+                    raise InputError(
+                        self.path,
+                        f"{len(fields)} tab-separated fields where the header has {n_fields}",
+                        _FIX_ROW,
+                        line=line_no,
+                    )
+                lines.append(line_no)
+                rows.append(fields)
+                if len(rows) == _BATCH_ROWS:
+                    yield np.array(lines), rows
+                    lines, rows = [], []
         if rows:
             yield np.array(lines), rows
 

@@ -1,0 +1,222 @@
+"""The pieces every training loop shares, so each loop keeps only what is its own.
+
+A loop still reads top to bottom as nanoGPT's ``train.py`` does — set LR, evaluate, checkpoint,
+stop check, micro-steps, clip/step/zero, guard, log — and calls these for the steps that are the
+same in pretraining and fine-tuning:
+
+* `session` — the process group (``torchrun`` or one process) and the runtime prologue: device,
+  precision, backends, and the accelerator's peak for model FLOPs utilisation;
+* `Budget` — how far a run is through its step, token and time limits (the LR schedule and the
+  stop check read it);
+* `set_lr` — the scheduled rate into every parameter group (times its ``lr_scale``, if any);
+* `accumulate` — forward and backward over the micro-batches of one optimizer step, gradients
+  synchronised on the last one only (DDP's ``no_sync``), under autocast;
+* `optimizer_step` — unscale, clip, step, update the scaler, zero the gradients;
+* `check_divergence` — the divergence guard on the step's loss;
+* `Meter` and `progress_line` — throughput, MFU and ETA since the last log line, and the line;
+* `gather` — a value of every process (their RNG states, for a checkpoint);
+* `write_run_summary` / `write_metrics` — the one-screen summary at the start (log + run.json)
+  and the metrics at the end.
+
+Nothing here knows what is being trained: the step's loss is the caller's function of a batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ptm.progress import format_duration
+from ptm.training import dist, runtime
+from ptm.training.guard import DivergenceGuard
+from ptm.training.mfu import peak_flops, utilisation
+from ptm.training.rundir import point_latest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Session:
+    """Where a run executes: its place in the process group, precision and accelerator peak."""
+
+    info: dist.DistInfo
+    precision: str  # fp32 | bf16 | fp16, as resolved for this device
+    peak: float | None  # dense peak FLOP/s at that precision (MFU); None when unknown (CPU)
+
+    @property
+    def device(self) -> torch.device:
+        return self.info.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.info.is_main
+
+    @property
+    def world_size(self) -> int:
+        return self.info.world_size
+
+
+@contextmanager
+def session(cfg: runtime.RuntimeConfig) -> Iterator[Session]:
+    """Join the process group (left however the run ends) and prepare the runtime."""
+    with dist.process_group(cfg.device) as info:
+        precision = runtime.prepare(cfg, info.device)
+        peak = peak_flops(info.device, precision, cfg.tf32, cfg.peak_tflops)
+        yield Session(info, precision, peak)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A run ends at whichever limit it reaches first; None turns a limit off."""
+
+    max_steps: int | None
+    max_tokens: int | None = None
+    max_seconds: float | None = None
+
+    def progress(self, step: int, tokens: int = 0, seconds: float = 0.0) -> float:
+        """Fraction of the budget used: the furthest along of the limits that are set."""
+        parts = [step / self.max_steps if self.max_steps else 0.0]
+        parts.append(tokens / self.max_tokens if self.max_tokens else 0.0)
+        parts.append(seconds / self.max_seconds if self.max_seconds else 0.0)
+        return max(parts)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The scheduled rate into every group, scaled by the group's ``lr_scale`` (layer-wise
+    decay) where it has one."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group["lr_scale"] if "lr_scale" in group else lr
+
+
+def accumulate(
+    micro: Sequence[Any],
+    loss_of: Callable[[Any], torch.Tensor],
+    ddp: nn.Module,
+    scaler: torch.amp.GradScaler,
+    device: torch.device,
+    precision: str,
+) -> None:
+    """Forward and backward of every micro-batch of one optimizer step.
+
+    ``loss_of(batch)`` runs the forward pass and returns the loss to differentiate, already
+    scaled so that the sum over micro-batches (and DDP's mean over processes) is the step's loss.
+    Gradients are all-reduced on the last micro-batch only (``no_sync`` before it); the backward
+    pass runs outside autocast, as PyTorch recommends.
+    """
+    for i, batch in enumerate(micro):
+        sync = i == len(micro) - 1 or not isinstance(ddp, DistributedDataParallel)
+        with nullcontext() if sync else ddp.no_sync(), runtime.autocast(device, precision):
+            loss = loss_of(batch)
+        scaler.scale(loss).backward()
+
+
+def optimizer_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    grad_clip: float,
+) -> torch.Tensor:
+    """Unscale, clip the global gradient norm (``grad_clip`` <= 0: no clipping, the norm is still
+    measured), step, update the scaler, zero the gradients; returns the norm before clipping."""
+    scaler.unscale_(optimizer)
+    norm = torch.nn.utils.clip_grad_norm_(
+        model.parameters(), grad_clip if grad_clip > 0 else float("inf")
+    )
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return norm
+
+
+def check_divergence(
+    guard: DivergenceGuard, step: int, loss: float, lr: float, floor: float = 0.0
+) -> None:
+    """The divergence guard on this step's loss. A finite loss under ``floor`` counts as
+    ``floor``, so noise around a near-zero loss late in training is not read as a blow-up."""
+    guard.check(step, max(loss, floor) if math.isfinite(loss) else loss, lr)
+
+
+@dataclass
+class Meter:
+    """Work since the last log line (rates, MFU) and over the whole run (the final summary)."""
+
+    peak: float | None
+    world_size: int
+    start: float = field(default_factory=time.perf_counter)
+    examples: int = 0
+    tokens: int = 0
+    flops: float = 0.0
+    run_flops: float = 0.0
+
+    def add(self, examples: int = 0, tokens: int = 0, flops: float = 0.0) -> None:
+        self.examples += examples
+        self.tokens += tokens
+        self.flops += flops
+        self.run_flops += flops
+
+    def lap(self) -> dict[str, float]:
+        """``examples_per_s``, ``tokens_per_s`` and (where the peak is known) ``mfu`` since the
+        last lap; starts the next window."""
+        now = time.perf_counter()
+        seconds = max(now - self.start, 1e-9)
+        out = {"examples_per_s": self.examples / seconds, "tokens_per_s": self.tokens / seconds}
+        mfu = utilisation(self.flops, now - self.start, self.peak, self.world_size)
+        if mfu is not None:
+            out["mfu"] = mfu
+        self.start, self.examples, self.tokens, self.flops = now, 0, 0, 0.0
+        return out
+
+
+def eta(seconds: float, done: float, done_at_start: float = 0.0) -> float:
+    """Seconds left, extrapolating the progress made in the ``seconds`` this process has run
+    (a resumed run counts from where it resumed)."""
+    return seconds * (1 - done) / max(done - done_at_start, 1e-9)
+
+
+def progress_line(
+    step: int, fields: str, rate: str, mfu: float | None, done: float, left: float
+) -> str:
+    """``step N | <the loop's fields> | <rate>[ | MFU x%] | pct% | ETA t``."""
+    shown = "" if mfu is None else f" | MFU {100 * mfu:.1f}%"
+    return (
+        f"step {step} | {fields} | {rate}{shown} | {100 * done:3.0f}% | ETA {format_duration(left)}"
+    )
+
+
+def gather(obj: Any) -> list[Any]:
+    """``obj`` of every process, in rank order (a one-item list in a single process): what a
+    checkpoint needs of state that differs between processes, such as RNG states."""
+    if not torch.distributed.is_initialized():
+        return [obj]
+    out: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
+def write_run_summary(run_dir: Path, summary: dict, config: dict) -> None:
+    """The one-screen summary a run starts with: logged, and written with the resolved config
+    to ``run.json``; ``<runs>/latest`` names the run. Rank 0 only."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    point_latest(run_dir)
+    log.info("run summary: %s", json.dumps(summary))
+    (run_dir / "run.json").write_text(
+        json.dumps({"summary": summary, "config": config}, indent=2) + "\n"
+    )
+
+
+def write_metrics(run_dir: Path, metrics: dict) -> Path:
+    """``metrics.json``: what the run measured, as the sweep summary and the report read it."""
+    path = run_dir / "metrics.json"
+    path.write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
+    return path
