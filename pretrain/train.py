@@ -17,8 +17,6 @@ import math
 import os
 import shutil
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from pretrain.config import PretrainConfig
 from ptm.config import flatten, to_plain
-from ptm.data.feed import Prefetch, mask_on_device, pin
+from ptm.data.feed import MicroBatch, Prefetch, mask_on_device, pin
 from ptm.data.masking import Masker, MaskingConfig
 from ptm.data.segment_builder import prepare_segments
 from ptm.data.segment_store import SegmentData, load_segment_tokenizer, unigram_entropy
@@ -35,13 +33,12 @@ from ptm.data.tokenizer import save_tokenizer
 from ptm.errors import InputError
 from ptm.models.dropout import use_fast_dropout
 from ptm.models.mlm import MaskedLMObjective, build_mlm_model
-from ptm.progress import format_count, format_duration
-from ptm.training import dist, runtime
+from ptm.progress import format_count
+from ptm.training import dist, loop
 from ptm.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ptm.training.guard import DivergenceGuard
-from ptm.training.mfu import mlm_training_flops, peak_flops, utilisation
+from ptm.training.mfu import mlm_training_flops, utilisation
 from ptm.training.optim import build_adamw, lr_factor, param_groups
-from ptm.training.rundir import point_latest
 from ptm.training.runtime import autocast, grad_scaler, maybe_compile
 from ptm.training.tb import TensorBoard
 
@@ -75,31 +72,37 @@ class SampleOrder:
         return out
 
 
-@dataclass
-class Budget:
-    max_steps: int | None
-    max_tokens: int | None
-    max_seconds: float | None
+def train_step(
+    forward, ddp, micro: list[MicroBatch], dropout_seed, n_predicted: float, world: int,
+    scaler, device: torch.device, precision: str,
+) -> torch.Tensor:  # fmt: skip
+    """Forward and backward of one optimizer step over this process's masked micro-batches;
+    returns ``[loss sum, correct predictions]`` of its share. ``dropout_seed(chunk)`` seeds
+    each micro-batch's dropout, so the step is the same however the work is split."""
+    sums = torch.zeros(2, device=device, dtype=torch.float64)
 
-    def progress(self, step: int, tokens: int, seconds: float) -> float:
-        """Fraction of the budget used: the furthest along of the limits that are set."""
-        parts = [step / self.max_steps if self.max_steps else 0.0]
-        parts.append(tokens / self.max_tokens if self.max_tokens else 0.0)
-        parts.append(seconds / self.max_seconds if self.max_seconds else 0.0)
-        return max(parts)
+    def loss_of(m: MicroBatch) -> torch.Tensor:
+        torch.manual_seed(dropout_seed(m.chunk))
+        part_sum, part_correct, _ = forward(m.input_ids, m.attention_mask, m.labels, m.width)
+        sums[0] += part_sum.detach().double()
+        sums[1] += part_correct.detach().double()
+        # DDP averages gradients over processes; scale so the result is sum / n_predicted.
+        return part_sum * (world / n_predicted)
+
+    loop.accumulate(micro, loss_of, ddp, scaler, device, precision)
+    return sums
 
 
 def run(cfg: PretrainConfig) -> dict:
     """Pretrain with masked-LM only; returns the final metrics (also written to metrics.json)."""
-    with dist.process_group(cfg.runtime.device) as info:
-        return _train(cfg, info)
+    with loop.session(cfg.runtime) as session:
+        return _train(cfg, session)
 
 
-def _train(cfg: PretrainConfig, info: dist.DistInfo) -> dict:
+def _train(cfg: PretrainConfig, session: loop.Session) -> dict:
     t = cfg.train
-    device = info.device
+    info, device, precision = session.info, session.device, session.precision
     run_dir = Path(cfg.run_dir)
-    precision = runtime.prepare(cfg.runtime, device)
 
     # Data: rank 0 builds the segments once; the others wait and read the same folder.
     tokenizer_source = cfg.data.tokenizer or cfg.model.init_from
@@ -142,22 +145,21 @@ def _train(cfg: PretrainConfig, info: dist.DistInfo) -> dict:
         param_groups(model, t.weight_decay), t.lr, tuple(t.betas), t.eps, device
     )
     scaler = grad_scaler(device, precision)
-    peak = peak_flops(device, precision, cfg.runtime.tf32, cfg.runtime.peak_tflops)
     guard = DivergenceGuard(t.guard)
     accum = dist.micro_steps_per_step(t.batch_size, t.micro_batch_size, info.world_size)
     order = SampleOrder(len(train_set), t.seed)
-    budget = Budget(t.max_steps, t.max_tokens, t.max_minutes * 60 if t.max_minutes else None)
+    budget = loop.Budget(t.max_steps, t.max_tokens, t.max_minutes * 60 if t.max_minutes else None)
     ckpt_dir = run_dir / "checkpoints"
     chunks = [a * info.world_size + info.rank for a in range(accum)]
 
     def host_batches(at_step: int) -> list[tuple[int, dict]]:
         """This process's micro-batches of a step, cut from the segments on the host."""
         positions = order.take(at_step * t.batch_size, t.batch_size)
+        mine = [positions[c * t.micro_batch_size : (c + 1) * t.micro_batch_size] for c in chunks]
         return [
-            (c, pin(train_set.batch(positions[c * t.micro_batch_size :][: t.micro_batch_size],
-                                    tokenizer.pad_token_id), device))
-            for c in chunks
-        ]  # fmt: skip
+            (c, pin(train_set.batch(idx, tokenizer.pad_token_id), device))
+            for c, idx in zip(chunks, mine, strict=True)
+        ]
 
     feed = Prefetch(host_batches, enabled=device.type == "cuda")
 
@@ -179,7 +181,6 @@ def _train(cfg: PretrainConfig, info: dist.DistInfo) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     tb = TensorBoard(run_dir / "tb" if info.is_main else None)
     if info.is_main:
-        point_latest(run_dir)
         summary = {
             "run_dir": str(run_dir),
             "device": str(device),
@@ -191,10 +192,7 @@ def _train(cfg: PretrainConfig, info: dist.DistInfo) -> dict:
             "accumulation": accum,
             "unigram_entropy": round(entropy, 4),
         }
-        log.info("run summary: %s", json.dumps(summary))
-        (run_dir / "run.json").write_text(
-            json.dumps({"summary": summary, "config": to_plain(cfg)}, indent=2)
-        )
+        loop.write_run_summary(run_dir, summary, to_plain(cfg))
 
     n_eval = min(len(eval_set), t.eval_max_segments)
 
@@ -227,16 +225,14 @@ def _train(cfg: PretrainConfig, info: dist.DistInfo) -> dict:
     clock = time.perf_counter()
     start_elapsed, start_tokens = elapsed, tokens
     start_progress = budget.progress(step, tokens, elapsed)
-    window_tokens, window_flops, window_start = 0, 0.0, time.perf_counter()
-    run_flops = 0.0
+    meter = loop.Meter(session.peak, info.world_size)
     objective.train()
     while True:
         elapsed = start_elapsed + time.perf_counter() - clock
         progress = budget.progress(step, tokens, elapsed)
         last_step = progress >= 1.0
         lr = t.lr * lr_factor(progress, t.warmup_fraction, t.decay, t.min_lr_fraction)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        loop.set_lr(optimizer, lr)
 
         if ((step % t.eval_every == 0 and step > 0) or last_step) and n_eval > 0:
             metrics = evaluate()
@@ -286,70 +282,39 @@ def _train(cfg: PretrainConfig, info: dist.DistInfo) -> dict:
         n_predicted, step_tokens = max(counts[0].item(), 1.0), int(counts[1].item())
         step_flops = counts[2].item()
 
-        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-        correct = torch.zeros((), device=device, dtype=torch.float64)
-        for i, m in enumerate(micro):
-            torch.manual_seed(stream_seed(t.seed + 1, step, m.chunk))  # dropout, layout-independent
-            sync = i == len(micro) - 1 or info.world_size == 1
-            with nullcontext() if sync else wrapped.no_sync(), autocast(device, precision):
-                part_sum, part_correct, _ = forward(
-                    m.input_ids, m.attention_mask, m.labels, m.width
-                )
-                # DDP averages gradients over processes; scale so the result is sum / n_predicted.
-                loss = part_sum * (info.world_size / n_predicted)
-            scaler.scale(loss).backward()
-            loss_sum += part_sum.detach().double()
-            correct += part_correct.detach().double()
-
-        scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            model.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf")
-        )
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-
-        stats = torch.stack([loss_sum, correct])
-        dist.all_reduce_sum(stats)
-        train_loss = (stats[0] / n_predicted).item()
-        guard.check(step, train_loss, lr)
+        sums = train_step(
+            forward, wrapped, micro, functools.partial(stream_seed, t.seed + 1, step),
+            n_predicted, info.world_size, scaler, device, precision,
+        )  # fmt: skip
+        grad_norm = loop.optimizer_step(model, optimizer, scaler, t.grad_clip)
+        dist.all_reduce_sum(sums)
+        train_loss = (sums[0] / n_predicted).item()
+        loop.check_divergence(guard, step, train_loss, lr)
         step += 1
         tokens += step_tokens
-        window_tokens += step_tokens
-        window_flops += step_flops
-        run_flops += step_flops
+        meter.add(tokens=step_tokens, flops=step_flops)
 
         if step % t.log_every == 0:
+            rates = meter.lap()
             now = time.perf_counter()
-            rate = window_tokens / max(now - window_start, 1e-9)
-            mfu = utilisation(window_flops, now - window_start, peak, info.world_size)
-            window_tokens, window_flops, window_start = 0, 0.0, now
             done = budget.progress(step, tokens, start_elapsed + now - clock)
-            eta = (now - clock) * (1 - done) / max(done - start_progress, 1e-9)
             tb.scalars(
                 step,
                 {
                     "train/loss": train_loss,
-                    "train/accuracy": (stats[1] / n_predicted).item(),
+                    "train/accuracy": (sums[1] / n_predicted).item(),
                     "train/lr": lr,
                     "train/grad_norm": float(grad_norm),
-                    "train/tokens_per_s": rate,
+                    "train/tokens_per_s": rates["tokens_per_s"],
                     "train/packing_efficiency": step_tokens
                     / (t.batch_size * train_set.max_seq_len),
-                    **({"train/mfu": mfu} if mfu is not None else {}),
+                    **({"train/mfu": rates["mfu"]} if "mfu" in rates else {}),
                 },
             )
-            log.info(
-                "step %d | loss %.4f | lr %.2e | grad norm %.2f | %s tok/s%s | %3.0f%% | ETA %s",
-                step,
-                train_loss,
-                lr,
-                float(grad_norm),
-                format_count(rate),
-                "" if mfu is None else f" | MFU {100 * mfu:.1f}%",
-                100 * done,
-                format_duration(eta),
-            )
+            fields = f"loss {train_loss:.4f} | lr {lr:.2e} | grad norm {float(grad_norm):.2f}"
+            rate = f"{format_count(rates['tokens_per_s'])} tok/s"
+            left = loop.eta(now - clock, done, start_progress)
+            log.info(loop.progress_line(step, fields, rate, rates.get("mfu"), done, left))
 
     feed.close()
     wall = time.perf_counter() - clock
@@ -361,11 +326,11 @@ def _train(cfg: PretrainConfig, info: dist.DistInfo) -> dict:
         "wall_seconds": round(wall, 2),
         "tokens_per_s": round((tokens - start_tokens) / max(wall, 1e-9), 1),
     }
-    if peak:  # model FLOPs utilisation of the whole run, evaluation and saving included
-        final["mfu"] = round(utilisation(run_flops, wall, peak, info.world_size), 4)
+    if session.peak:  # model FLOPs utilisation of the whole run, evaluation and saving included
+        final["mfu"] = round(utilisation(meter.run_flops, wall, session.peak, info.world_size), 4)
     if info.is_main:
         _export(model, tokenizer, run_dir / "model")
-        (run_dir / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
+        loop.write_metrics(run_dir, final)
         tb.hparams(
             flatten(
                 {
