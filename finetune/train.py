@@ -395,6 +395,8 @@ def _train(cfg: FinetuneConfig, info: dist.DistInfo) -> dict:
         "history": history,
     }
     if info.is_main:
+        for task in tasks:  # a one-class model at chance loss is not worth exporting
+            collapse[task.name].check_final(step, lr, best.dev[task.name])
         model.load_state_dict(best.state)
         for task in tasks:
             entry = {
