@@ -9,6 +9,7 @@ from ptm.config import PathsConfig
 from ptm.data.masking import MaskingConfig
 from ptm.data.segment_builder import SegmentConfig
 from ptm.models.mlm import ModelConfig
+from ptm.tasks.probe import ProbeConfig
 from ptm.training.guard import GuardConfig
 from ptm.training.runtime import RuntimeConfig
 
@@ -20,6 +21,7 @@ class DataConfig:
     cache_dir: Path = Path("outputs/data/segments")
     segments: SegmentConfig = field(default_factory=SegmentConfig)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
+    probe: ProbeConfig | None = None  # labelled tasks of this corpus; null: no probe
 
     def __post_init__(self) -> None:
         if not self.corpus:
