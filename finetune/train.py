@@ -446,6 +446,11 @@ def _train(cfg: FinetuneConfig, session: loop.Session) -> dict:
     if resumed_at is not None:
         final["resumed_at"] = resumed_at
     if info.is_main:
+        for task in tasks:  # a one-class model at chance loss is not worth exporting
+            warning = collapse[task.name].check_final(step, lr, best.dev[task.name])
+            if warning:
+                log.warning("%s", warning)
+                final.setdefault("warnings", []).append(warning)
         model.load_state_dict(best.state)
         for task in tasks:
             decision = best.decisions[task.name]

@@ -9,6 +9,7 @@ from ptm.config import PathsConfig
 from ptm.data.masking import MaskingConfig
 from ptm.data.segment_builder import SegmentConfig
 from ptm.models.mlm import ModelConfig
+from ptm.tasks.probe import ProbeConfig
 from ptm.training.guard import GuardConfig
 from ptm.training.runtime import RuntimeConfig
 
@@ -20,6 +21,7 @@ class DataConfig:
     cache_dir: Path
     segments: SegmentConfig
     masking: MaskingConfig
+    probe: ProbeConfig | None  # labelled tasks of this corpus; null: no probe
 
     def __post_init__(self) -> None:
         if not self.corpus:

@@ -34,6 +34,7 @@ from ptm.errors import InputError
 from ptm.models.dropout import use_fast_dropout
 from ptm.models.mlm import MaskedLMObjective, build_mlm_model
 from ptm.progress import format_count
+from ptm.tasks.probe import Probe
 from ptm.training import dist, loop
 from ptm.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ptm.training.guard import DivergenceGuard
@@ -195,6 +196,8 @@ def _train(cfg: PretrainConfig, session: loop.Session) -> dict:
         loop.write_run_summary(run_dir, summary, to_plain(cfg))
 
     n_eval = min(len(eval_set), t.eval_max_segments)
+    # Downstream probe of the frozen encoder (rank 0; ptm.tasks.probe): when pretraining pays off.
+    probe = Probe(cfg.data.probe, tokenizer) if cfg.data.probe and info.is_main else None
 
     def evaluate() -> dict[str, float]:
         objective.eval()
@@ -245,6 +248,10 @@ def _train(cfg: PretrainConfig, session: loop.Session) -> dict:
                 metrics["eval/perplexity"],
                 entropy,
             )
+        if probe is not None and probe.due(step, last_step):
+            scores = probe(objective.encoder, device, precision, step)
+            tb.scalars(step, scores)
+            log.info("step %d | %s", step, " | ".join(f"{k} {v:.4f}" for k, v in scores.items()))
         if info.is_main and step > 0 and (step % t.save_every == 0 or last_step):
             state = {
                 "model": model.state_dict(),
@@ -328,6 +335,8 @@ def _train(cfg: PretrainConfig, session: loop.Session) -> dict:
     }
     if session.peak:  # model FLOPs utilisation of the whole run, evaluation and saving included
         final["mfu"] = round(utilisation(meter.run_flops, wall, session.peak, info.world_size), 4)
+    if probe is not None:
+        final["probe"] = probe.summary(wall)
     if info.is_main:
         _export(model, tokenizer, run_dir / "model")
         loop.write_metrics(run_dir, final)

@@ -111,7 +111,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
             return None
         return _convert(args[0], value, where) if len(args) == 1 else value
     if dataclasses.is_dataclass(tp):
-        return _build(tp, value, where)
+        return value if isinstance(value, tp) else _build(tp, value, where)
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
             raise InputError(None, f"config {where}: expected a list, got {value!r}", _FIX)

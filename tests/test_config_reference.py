@@ -39,9 +39,6 @@ KNOWN_WITHOUT_COMMENT = {
     "conf/finetune_train/default.yaml: min_delta",
     "conf/finetune_train/default.yaml: guard.min_steps",
     "conf/finetune_train/default.yaml: guard.ema",
-    "conf/finetune_train/default.yaml: collapse.window",
-    "conf/finetune_train/default.yaml: collapse.collapsed_fraction",
-    "conf/finetune_train/default.yaml: collapse.tolerance",
     "conf/head/cls.yaml: pooling",
     "conf/head/mean.yaml: pooling",
     "conf/head/pooler.yaml: pooling",
@@ -125,6 +122,11 @@ def typed_settings(cls: type, prefix: str = "") -> list[str]:
     for f in dataclasses.fields(cls):
         inner = [a for a in typing.get_args(hints[f.name]) if a is not type(None)]
         kind = inner[0] if len(inner) == 1 else hints[f.name]
+        if typing.get_origin(hints[f.name]) in (
+            list,
+            tuple,
+        ):  # a list (of dataclasses too) is one key
+            kind = list
         if dataclasses.is_dataclass(kind):
             out += typed_settings(kind, f"{prefix}{f.name}.")
         else:

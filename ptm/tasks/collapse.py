@@ -1,18 +1,30 @@
-"""Catch a classifier that has silently stopped learning.
+"""Catch a classifier that has silently stopped learning — without stopping one that has not
+started yet.
 
 At a learning rate like 0.01 a fine-tuned BERT rarely produces NaN (gradient clipping and
 LayerNorm keep the numbers finite); it collapses instead: every input gets the same class and
 the loss sits at the level of guessing the class frequencies. That run ends "successfully" with a
 useless model — the failure of the well-known write-up that fine-tuned at 0.01 for three epochs.
-`ptm.training.guard.DivergenceGuard` watches for NaN and blow-ups; this watches for the collapse:
+`ptm.training.guard.DivergenceGuard` watches for NaN and blow-ups; this watches for the collapse.
 
-* training: over a window of steps, (almost) every batch was predicted as one single class *and*
-  the mean loss is not below the chance level — the entropy of the training labels, i.e. the loss
-  of predicting their frequencies (``ln C`` for balanced classes);
-* evaluation: every dev prediction is the same class and the dev loss is at chance level.
+The symptom alone — one predicted class at chance-level loss (the entropy of the training labels,
+``ln C`` for balanced classes) — is also what a healthy model looks like before it has learned
+anything: a randomly initialised BERT-mini fine-tuned on the reviews at 1e-4 predicted one class
+at chance loss for well over 100 steps and then learned normally. So the guard tells the two
+apart by the run's own history:
 
-Both only count after warm-up and ``min_steps``, so a healthy run's slow start is not mistaken
-for a collapse. For token tasks the "class" is the tag of each labelled token (collapse = all O).
+* **collapsed** — the run had learned (its windowed training loss once fell clearly below chance,
+  ``learned_fraction`` x chance) and is now back at chance with one class: stop at once (after
+  ``min_steps`` and warm-up);
+* **not started** — it has never been below chance: only after ``stall_steps`` is that a failure
+  worth stopping for (a from-scratch encoder, or an almost untrained one, needs that long);
+* **the model to export** — the best dev step's model predicting one class on every dev item at
+  chance loss is useless: after a run that had learned, or one that has run ``stall_steps``, the
+  run fails rather than export it; after a short run that never started (a smoke run, a few
+  steps from random weights) it is exported with a warning that says so, since stopping there
+  would be the false alarm again.
+
+For token tasks the "class" is the tag of each labelled token (collapse = all ``O``).
 """
 
 from __future__ import annotations
@@ -34,6 +46,15 @@ class CollapseConfig:
     window: int = 50  # training steps of one task judged together
     collapsed_fraction: float = 0.9  # share of the window's batches predicting a single class
     tolerance: float = 0.05  # "at chance level": loss >= (1 - tolerance) * chance
+    learned_fraction: float = 0.9  # "has learned": a window's loss once fell below this x chance
+    stall_steps: int = 1000  # a run never below chance is stopped only after this many steps
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.learned_fraction < 1.0 - self.tolerance:
+            raise ValueError(
+                f"learned_fraction={self.learned_fraction} must be in (0, 1 - tolerance): "
+                "below the chance band, or no run could ever count as having learned"
+            )
 
 
 class CollapseGuard:
@@ -45,17 +66,30 @@ class CollapseGuard:
         self.cfg, self.task, self.labels, self.chance = cfg, task, labels, chance
         self.peak_lr = peak_lr
         self.recent: deque[tuple[float, int]] = deque(maxlen=cfg.window)
+        self.best = float("inf")  # lowest mean training loss over a full window so far
 
     def update(self, loss: float, counts: np.ndarray) -> None:
         """``counts``: how often each class was predicted over the step's labelled items."""
         classes = np.flatnonzero(counts)
         self.recent.append((loss, int(classes[0]) if len(classes) == 1 else -1))
+        if len(self.recent) == self.cfg.window:
+            self.best = min(self.best, float(np.mean([v for v, _ in self.recent])))
+
+    @property
+    def has_learned(self) -> bool:
+        return self.best < self.cfg.learned_fraction * self.chance
 
     def _at_chance(self, loss: float) -> bool:
         return loss >= (1.0 - self.cfg.tolerance) * self.chance
 
+    def _patience_over(self, step: int, start: int) -> bool:
+        """``start``: the first step a verdict may come (min_steps, after warm-up)."""
+        return step >= (start if self.has_learned else max(start, self.cfg.stall_steps))
+
     def check_training(self, step: int, lr: float, start: int) -> None:
-        if not self.cfg.enabled or step < start or len(self.recent) < self.cfg.window:
+        if not self.cfg.enabled or len(self.recent) < self.cfg.window:
+            return
+        if not self._patience_over(step, start):
             return
         single = [c for _, c in self.recent if c >= 0]
         loss = float(np.mean([v for v, _ in self.recent]))
@@ -73,30 +107,69 @@ class CollapseGuard:
 
     def check_eval(self, step: int, lr: float, start: int, loss: float, counts: np.ndarray) -> None:
         """``counts``: how often each class was predicted over the dev set's labelled items."""
-        if not self.cfg.enabled or step < start or counts.sum() == 0:
+        if not self.cfg.enabled or not self._patience_over(step, start):
             return
+        self._check_dev(step, lr, loss, counts, "every dev prediction")
+
+    def check_final(self, step: int, lr: float, dev: dict) -> str | None:
+        """The model about to be exported (the best dev step's). One that predicts one class on
+        every dev item at chance loss stops the run when the run had learned or has run
+        ``stall_steps``; after a shorter run that never started, the same verdict comes back as a
+        warning to log instead. ``dev``: its dev metrics (``loss`` and ``confusion_matrix``, rows
+        truth, columns prediction; a kind without one, multi-label, is not judged here)."""
+        if not self.cfg.enabled or dev.get("loss") is None or "confusion_matrix" not in dev:
+            return None
+        counts = np.asarray(dev["confusion_matrix"]).sum(0)
+        lead = "at the best dev step, every dev prediction"
+        if self.has_learned or step >= self.cfg.stall_steps:
+            self._check_dev(step, lr, dev["loss"], counts, lead)
+            return None
+        try:
+            self._check_dev(step, lr, dev["loss"], counts, lead)
+        except DivergenceError as e:
+            return (
+                f"the exported model of task '{self.task}' has not learned yet: {lead} is "
+                f"'{self.labels[int(np.flatnonzero(counts)[0])]}' at chance loss after {step} "
+                f"steps (a run is only stopped for this after {self.cfg.stall_steps}). Train "
+                f"longer, or see: {e}"
+            )
+        return None
+
+    def _check_dev(self, step: int, lr: float, loss: float, counts: np.ndarray, lead: str) -> None:
         classes = np.flatnonzero(counts)
-        if len(classes) > 1 or not self._at_chance(loss):
+        if counts.sum() == 0 or len(classes) > 1 or not self._at_chance(loss):
             return
         what = (
-            f"every dev prediction of task '{self.task}' is '{self.labels[int(classes[0])]}', and "
-            f"the dev loss {loss:.3f}"
+            f"{lead} of task '{self.task}' is '{self.labels[int(classes[0])]}', and the dev loss "
+            f"{loss:.3f}"
         )
         raise DivergenceError(self._message(step, lr, what))
 
     def _message(self, step: int, lr: float, what: str) -> str:
         peak = f"train.lr={self.peak_lr:g}"
+        if self.has_learned:
+            state = (
+                f"training collapsed at step {step} (learning rate {lr:.2e}, peak {peak}): "
+                f"{what} is no better than predicting the class frequencies (chance level "
+                f"{self.chance:.3f}), after the training loss had reached {self.best:.3f}. The "
+                "model has stopped learning."
+            )
+        else:
+            state = (
+                f"training collapsed at step {step} (learning rate {lr:.2e}, peak {peak}): "
+                f"{what} is no better than predicting the class frequencies (chance level "
+                f"{self.chance:.3f}), and it never was in {step} steps. The model has not "
+                "learned anything."
+            )
         if self.peak_lr > 2e-4:
             fix = f"lower {peak} (try 1e-4 or below; {USUAL_LR})"
         else:
             fix = (
                 "check that the labels belong to the texts and that the tokenizer matches the data "
-                f"(see the unknown-token count logged at the start), then try another {peak} "
-                f"({USUAL_LR})"
+                "(see the unknown-token count logged at the start); a model trained from scratch "
+                f"may need more steps (train.epochs) or another {peak} ({USUAL_LR})"
             )
         return (
-            f"training collapsed at step {step} (learning rate {lr:.2e}, peak {peak}): {what} is "
-            f"no better than predicting the class frequencies (chance level {self.chance:.3f}). "
-            f"The model has stopped learning. Likely fix: {fix}; keep train.warmup_fraction > 0 "
-            "and train.grad_clip on. No model was exported for this run."
+            f"{state} Likely fix: {fix}; keep train.warmup_fraction > 0 and train.grad_clip on. "
+            "No model was exported for this run."
         )
