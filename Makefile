@@ -13,7 +13,7 @@ ARGS ?=
 SWEEP ?= train.lr=1e-4,3e-4 train.seed=1,2 train.max_steps=150
 
 .DEFAULT_GOAL := help
-.PHONY: help install data overlap pretrain finetune report convert sweep summary tensorboard docs bench test test-full lint format clean
+.PHONY: help install data overlap pretrain finetune report convert sweep summary tensorboard docs bench test test-gpu test-full lint format clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ bench: install ## Run the benchmarks and write BENCHMARKS.md
 
 test: install ## Run the quick test suite (what CI runs)
 	$(PY) -m pytest -q $(ARGS)
+
+test-gpu: install ## Run the GPU leg (tests marked gpu; PTM_TEST_DEVICE=cpu rehearses it on the CPU)
+	$(PY) -m pytest -q -m gpu $(ARGS)
 
 test-full: install ## Run every test, slow end-to-end runs included
 	$(PY) -m pytest -q -m "not gpu" $(ARGS)

@@ -48,6 +48,12 @@ def runners(cfg: DictConfig) -> dict:
     except ImportError:
         pass
     try:
+        from bench import feed as feed_bench
+
+        table["feed"] = lambda: feed_bench.run(**cfg.feed)
+    except ImportError:
+        pass
+    try:
         from bench import finetune as finetune_bench
 
         table["finetune"] = lambda: finetune_bench.run(**cfg.finetune)

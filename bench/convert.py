@@ -23,6 +23,7 @@ import torch
 from transformers import BertConfig, BertForPreTraining
 
 from bench.common import BenchRow, measure
+from ptm.config import from_conf
 from ptm.tf.convert import ConvertConfig
 from ptm.tf.convert import run as convert_run
 from ptm.tf.crc32c import crc32c
@@ -75,7 +76,8 @@ def crc_rate(megabytes: int) -> float:
 def convert(direction: str, src: str, out: str) -> float:
     """Returns the peak RSS (MB) before converting, i.e. what the imports cost."""
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    convert_run(ConvertConfig(input=src, output=out, direction=direction))
+    overrides = (f"input={src}", f"output={out}", f"direction={direction}")
+    convert_run(from_conf(ConvertConfig, "convert", overrides=overrides))
     return before
 
 

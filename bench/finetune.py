@@ -23,12 +23,13 @@ def _setup(tmp: Path, max_seq_len: int) -> tuple[Path, Path]:
     import torch
     from transformers import BertConfig, BertForMaskedLM
 
+    from ptm.config import from_conf
     from ptm.data.embedded import EmbeddedConfig, build_embedded_corpus
     from ptm.data.idtext import SourceStats, iter_text_chunks, parse_id_lines
     from ptm.data.tokenizer import build_tokenizer, save_tokenizer, vocab_from_counts
 
     data = tmp / "embedded"
-    build_embedded_corpus(EmbeddedConfig(out_dir=data))
+    build_embedded_corpus(from_conf(EmbeddedConfig, "corpus", out_dir=data))
     train = data / "sentiment" / "train.csv"
     ids = [parse_id_lines(c, train, n).ids for n, c in iter_text_chunks(train, SourceStats(train))]
     uniq, counts = np.unique(np.concatenate(ids), return_counts=True)
@@ -55,7 +56,7 @@ def ours(
 ) -> float:  # fmt: skip
     from finetune.config import FinetuneConfig, ModelSource, TrainConfig
     from finetune.train import run
-    from ptm.config import PathsConfig
+    from ptm.config import PathsConfig, from_conf
     from ptm.models.heads import HeadConfig
     from ptm.tasks.collapse import CollapseConfig
     from ptm.tasks.loading import TaskConfig
@@ -63,7 +64,7 @@ def ours(
 
     sentiment = Path(data) / "sentiment"
     cfg = FinetuneConfig(
-        paths=PathsConfig(),
+        paths=from_conf(PathsConfig, "finetune", "paths"),
         model=ModelSource(path=Path(model)),
         tasks=[
             TaskConfig(
@@ -84,7 +85,7 @@ def ours(
             group_by_length=group_by_length,
             collapse=CollapseConfig(enabled=False),
         ),
-        runtime=RuntimeConfig(device=device, precision=precision),
+        runtime=from_conf(RuntimeConfig, "finetune", "runtime", device=device, precision=precision),
         run_dir=Path(tmp) / f"ours-{group_by_length}",
     )
     run(cfg)
@@ -135,11 +136,11 @@ def baseline(
 
 
 def run(
-    steps: int, warmup_steps: int, batch_size: int, max_seq_len: int, precision: str
+    steps: int, warmup_steps: int, batch_size: int, max_seq_len: int, precision: str, cpu: bool
 ) -> list[BenchRow]:
     import torch
 
-    setups = [("cpu", precision)]
+    setups = [("cpu", precision)] if cpu else []
     if torch.cuda.is_available():
         setups.append(("cuda", "bf16"))
     rows = []

@@ -17,48 +17,40 @@ from bench.common import BenchRow, logged_steps, measure, overall_rate, timed_tr
 
 
 def _segments(tmp: Path, max_seq_len: int) -> Path:
+    from ptm.config import from_conf
     from ptm.data.embedded import EmbeddedConfig, build_embedded_corpus
     from ptm.data.segment_builder import SegmentConfig, prepare_segments
 
-    build_embedded_corpus(EmbeddedConfig(out_dir=tmp / "embedded"))
-    return prepare_segments(
-        [tmp / "embedded" / "pretrain.txt"],
-        None,
-        tmp / "segments",
-        SegmentConfig(max_seq_len=max_seq_len),
-    )
+    build_embedded_corpus(from_conf(EmbeddedConfig, "corpus", out_dir=tmp / "embedded"))
+    segments = from_conf(SegmentConfig, "pretrain", "data.segments", max_seq_len=max_seq_len)
+    return prepare_segments([tmp / "embedded" / "pretrain.txt"], None, tmp / "segments", segments)
 
 
 def ours(
-    tmp: str, folder: str, steps: int, warmup: int, batch: int, precision: str, device: str
-) -> tuple[float, float | None]:
+    tmp: str, folder: str, steps: int, warmup: int, batch: int, precision: str, device: str,
+    max_seq_len: int,
+) -> tuple[float, float | None]:  # fmt: skip
     """Tokens/s and MFU (None where the device's peak is unknown) after warm-up."""
-    from pretrain.config import DataConfig, PretrainConfig, TrainConfig
+    from pretrain.config import PretrainConfig
     from pretrain.train import run
-    from ptm.config import PathsConfig
-    from ptm.models.mlm import ModelConfig
-    from ptm.training.runtime import RuntimeConfig
+    from ptm.config import from_conf
 
     total = warmup + steps
     segments = Path(folder)
-    cfg = PretrainConfig(
-        paths=PathsConfig(),
-        data=DataConfig(
-            corpus=[segments.parent.parent / "embedded" / "pretrain.txt"], cache_dir=segments.parent
+    corpus = segments.parent.parent / "embedded" / "pretrain.txt"
+    # What `make pretrain` runs, with the benchmark's batch, length, device and budget.
+    cfg = from_conf(
+        PretrainConfig,
+        "pretrain",
+        overrides=(
+            f"data.corpus=[{corpus}]", f"data.cache_dir={segments.parent}",
+            f"data.segments.max_seq_len={max_seq_len}", f"train.batch_size={batch}",
+            f"train.micro_batch_size={batch}", f"train.max_steps={total}", "train.max_minutes=null",
+            "train.eval_every=1000000000", f"train.eval_max_segments={batch}", "train.log_every=1",
+            "train.save_every=1000000000", f"runtime.device={device}", f"runtime.precision={precision}",
         ),
-        model=ModelConfig(),
-        train=TrainConfig(
-            batch_size=batch,
-            micro_batch_size=batch,
-            max_steps=total,
-            eval_every=10**9,
-            eval_max_segments=batch,
-            log_every=1,
-            save_every=10**9,
-        ),
-        runtime=RuntimeConfig(device=device, precision=precision),
-        run_dir=Path(tmp) / f"ours-{device}",
-    )
+        run_dir=str(Path(tmp) / f"ours-{device}"),
+    )  # fmt: skip
     run(cfg)
     steps = logged_steps(cfg.run_dir / "tb", warmup)
     rates = steps["train/tokens_per_s"]
@@ -71,8 +63,9 @@ def ours(
 
 
 def baseline(
-    tmp: str, folder: str, steps: int, warmup: int, batch: int, precision: str, device: str
-) -> tuple[float, float | None]:
+    tmp: str, folder: str, steps: int, warmup: int, batch: int, precision: str, device: str,
+    max_seq_len: int,
+) -> tuple[float, float | None]:  # fmt: skip
     """Tokens/s and MFU (None where the device's peak is unknown) after warm-up."""
     import numpy as np
     import torch
@@ -137,17 +130,18 @@ def run(
     max_seq_len: int,
     precision: str,
     gpu_batch_size: int,
+    cpu: bool,
 ) -> list[BenchRow]:
     import torch
 
-    setups = [("cpu", precision, batch_size)]
+    setups = [("cpu", precision, batch_size)] if cpu else []
     if torch.cuda.is_available():
         setups.append(("cuda", "bf16", gpu_batch_size))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = _segments(Path(tmp), max_seq_len)
         for device, prec, batch in setups:
-            args = (tmp, str(folder), steps, warmup_steps, batch, prec, device)
+            args = (tmp, str(folder), steps, warmup_steps, batch, prec, device, max_seq_len)
             base = measure(baseline, *args)
             mine = measure(ours, *args)
             (base_rate, base_mfu), (our_rate, our_mfu) = base.value, mine.value

@@ -18,6 +18,7 @@ import numpy as np
 from transformers import AutoTokenizer
 
 from bench.common import BenchRow, measure
+from ptm.config import from_conf
 from ptm.data.segment_builder import SegmentConfig, build_segments
 
 
@@ -41,7 +42,11 @@ def write_synthetic_corpus(
 
 
 def ours(corpus: str, out: str, max_seq_len: int) -> dict:
-    meta = build_segments([Path(corpus)], Path(out), SegmentConfig(max_seq_len=max_seq_len))
+    meta = build_segments(
+        [Path(corpus)],
+        Path(out),
+        from_conf(SegmentConfig, "pretrain", "data.segments", max_seq_len=max_seq_len),
+    )
     return {"ids": meta["counts"]["ids"], "segments": meta["counts"]["segments"]["train"]}
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ptm.config import PathsConfig
@@ -13,53 +13,53 @@ from ptm.training.guard import GuardConfig
 from ptm.training.runtime import RuntimeConfig
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DataConfig:
     corpus: list[Path]
-    tokenizer: str | None = None
-    cache_dir: Path = Path("outputs/data/segments")
-    segments: SegmentConfig = field(default_factory=SegmentConfig)
-    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    tokenizer: str | None
+    cache_dir: Path
+    segments: SegmentConfig
+    masking: MaskingConfig
 
     def __post_init__(self) -> None:
         if not self.corpus:
             raise ValueError("data.corpus lists no file: set data.corpus=[file1,file2,...]")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    seed: int = 42
-    batch_size: int = 64
-    micro_batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-6
-    warmup_fraction: float = 0.06
-    decay: str = "linear"
-    min_lr_fraction: float = 0.0
-    grad_clip: float = 1.0
-    max_steps: int | None = 400
-    max_tokens: int | None = None
-    max_minutes: float | None = None
-    eval_every: int = 100
-    eval_max_segments: int = 512
-    log_every: int = 10
-    save_every: int = 200
-    keep_checkpoints: int = 2
-    guard: GuardConfig = field(default_factory=GuardConfig)
+    seed: int
+    batch_size: int
+    micro_batch_size: int
+    lr: float
+    weight_decay: float
+    betas: tuple[float, float]
+    eps: float
+    warmup_fraction: float
+    decay: str
+    min_lr_fraction: float
+    grad_clip: float
+    max_steps: int | None
+    max_tokens: int | None
+    max_minutes: float | None
+    eval_every: int
+    eval_max_segments: int
+    log_every: int
+    save_every: int
+    keep_checkpoints: int
+    guard: GuardConfig
 
     def __post_init__(self) -> None:
         if self.max_steps is None and self.max_tokens is None and self.max_minutes is None:
             raise ValueError("set a budget: train.max_steps, train.max_tokens or train.max_minutes")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PretrainConfig:
     paths: PathsConfig
     data: DataConfig
     model: ModelConfig
     train: TrainConfig
     runtime: RuntimeConfig
-    resume: Path | None = None
+    resume: Path | None  # a run folder to continue from its last checkpoint
     run_dir: Path = Path(".")  # Hydra's run folder; set by the entry point, not in conf/

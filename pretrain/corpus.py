@@ -17,9 +17,7 @@ from ptm.errors import exit_on_input_error
 @hydra.main(version_base="1.3", config_path="../conf", config_name="corpus")
 @exit_on_input_error
 def main(cfg: DictConfig) -> None:
-    data = resolve(cfg)
-    data.pop("paths")
-    build_embedded_corpus(to_dataclass(EmbeddedConfig, data))
+    build_embedded_corpus(to_dataclass(EmbeddedConfig, resolve(cfg)))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ same step as several ``torchrun`` processes sharing the global batch.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -26,7 +27,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from pretrain.config import PretrainConfig
 from ptm.config import flatten, to_plain
-from ptm.data.masking import IGNORE_INDEX, Masker, MaskingConfig
+from ptm.data.feed import Prefetch, mask_on_device, pin
+from ptm.data.masking import Masker, MaskingConfig
 from ptm.data.segment_builder import prepare_segments
 from ptm.data.segment_store import SegmentData, load_segment_tokenizer, unigram_entropy
 from ptm.data.tokenizer import save_tokenizer
@@ -46,7 +48,7 @@ from ptm.training.tb import TensorBoard
 log = logging.getLogger(__name__)
 # Fixed, token-level 15% masking: evaluations compare across runs, masking settings and corpora
 # with or without word marks.
-EVAL_MASKING = MaskingConfig(rate=0.15, whole_word=False)
+EVAL_MASKING = MaskingConfig(rate=0.15, mask_fraction=0.8, random_fraction=0.1, whole_word=False)
 EVAL_SEED = 1234
 
 
@@ -134,7 +136,8 @@ def _train(cfg: PretrainConfig, info: dist.DistInfo) -> dict:
     use_fast_dropout(model)
     objective = MaskedLMObjective(model)
     wrapped = DistributedDataParallel(objective) if info.world_size > 1 else objective
-    forward = maybe_compile(wrapped, cfg.runtime.compile, device)
+    # Static shapes: masked widths are rounded (ptm.data.feed), so a run compiles a few graphs.
+    forward = maybe_compile(wrapped, cfg.runtime.compile, device, dynamic=False)
     optimizer = build_adamw(
         param_groups(model, t.weight_decay), t.lr, tuple(t.betas), t.eps, device
     )
@@ -145,6 +148,18 @@ def _train(cfg: PretrainConfig, info: dist.DistInfo) -> dict:
     order = SampleOrder(len(train_set), t.seed)
     budget = Budget(t.max_steps, t.max_tokens, t.max_minutes * 60 if t.max_minutes else None)
     ckpt_dir = run_dir / "checkpoints"
+    chunks = [a * info.world_size + info.rank for a in range(accum)]
+
+    def host_batches(at_step: int) -> list[tuple[int, dict]]:
+        """This process's micro-batches of a step, cut from the segments on the host."""
+        positions = order.take(at_step * t.batch_size, t.batch_size)
+        return [
+            (c, pin(train_set.batch(positions[c * t.micro_batch_size :][: t.micro_batch_size],
+                                    tokenizer.pad_token_id), device))
+            for c in chunks
+        ]  # fmt: skip
+
+    feed = Prefetch(host_batches, enabled=device.type == "cuda")
 
     step, tokens, elapsed = 0, 0, 0.0
     resume_from = latest_checkpoint(Path(cfg.resume) / "checkpoints") if cfg.resume else None
@@ -192,13 +207,12 @@ def _train(cfg: PretrainConfig, info: dist.DistInfo) -> dict:
         with torch.no_grad():
             for lo in mine:
                 idx = np.arange(lo, min(lo + t.micro_batch_size, n_eval))
-                batch = {
-                    k: v.to(device) for k, v in eval_set.batch(idx, tokenizer.pad_token_id).items()
-                }
-                g = torch.Generator(device).manual_seed(EVAL_SEED + int(lo))
-                ids, labels = eval_masker(batch["input_ids"], batch.get("word_start"), g)
+                host = [(int(lo), eval_set.batch(idx, tokenizer.pad_token_id))]
+                (m,) = mask_on_device(host, device, eval_masker, lambda chunk: EVAL_SEED + chunk)
                 with autocast(device, precision):
-                    loss_sum, correct, count = objective(ids, batch["attention_mask"], labels)
+                    loss_sum, correct, count = objective(
+                        m.input_ids, m.attention_mask, m.labels, m.width
+                    )
                 sums += torch.stack([loss_sum.double(), correct.double(), count.double()])
         dist.all_reduce_sum(sums)
         objective.train()
@@ -253,25 +267,18 @@ def _train(cfg: PretrainConfig, info: dist.DistInfo) -> dict:
 
         # Micro-batches of this step: masks first, so the loss can be normalised by the number of
         # predicted positions in the whole global batch (every masked token weighs the same).
-        chunks = [a * info.world_size + info.rank for a in range(accum)]
-        positions = order.take(step * t.batch_size, t.batch_size)
-        micro = []
-        for chunk in chunks:
-            idx = positions[chunk * t.micro_batch_size : (chunk + 1) * t.micro_batch_size]
-            batch = {
-                k: v.to(device, non_blocking=True)
-                for k, v in train_set.batch(idx, tokenizer.pad_token_id).items()
-            }
-            g = torch.Generator(device).manual_seed(stream_seed(t.seed, step, chunk))
-            ids, labels = masker(batch["input_ids"], batch.get("word_start"), g)
-            micro.append((chunk, ids, batch["attention_mask"], labels))
-        predicted = [int((m[3] != IGNORE_INDEX).sum()) for m in micro]
-        flops = sum(
-            mlm_training_flops(model.config, *m[1].shape, n, n if objective.masked_only else None)
-            for m, n in zip(micro, predicted, strict=True)
+        micro = mask_on_device(
+            feed.get(step), device, masker, functools.partial(stream_seed, t.seed, step)
         )
+        flops = sum(
+            mlm_training_flops(
+                model.config, *m.input_ids.shape, m.predicted,
+                m.predicted if objective.masked_only else None,
+            )
+            for m in micro
+        )  # fmt: skip
         counts = torch.tensor(
-            [sum(predicted), sum(int(m[2].sum()) for m in micro), flops],
+            [sum(m.predicted for m in micro), sum(m.tokens for m in micro), flops],
             device=device,
             dtype=torch.float64,
         )
@@ -281,11 +288,13 @@ def _train(cfg: PretrainConfig, info: dist.DistInfo) -> dict:
 
         loss_sum = torch.zeros((), device=device, dtype=torch.float64)
         correct = torch.zeros((), device=device, dtype=torch.float64)
-        for i, (chunk, ids, attention, labels) in enumerate(micro):
-            torch.manual_seed(stream_seed(t.seed + 1, step, chunk))  # dropout, layout-independent
+        for i, m in enumerate(micro):
+            torch.manual_seed(stream_seed(t.seed + 1, step, m.chunk))  # dropout, layout-independent
             sync = i == len(micro) - 1 or info.world_size == 1
             with nullcontext() if sync else wrapped.no_sync(), autocast(device, precision):
-                part_sum, part_correct, _ = forward(ids, attention, labels)
+                part_sum, part_correct, _ = forward(
+                    m.input_ids, m.attention_mask, m.labels, m.width
+                )
                 # DDP averages gradients over processes; scale so the result is sum / n_predicted.
                 loss = part_sum * (info.world_size / n_predicted)
             scaler.scale(loss).backward()
@@ -342,6 +351,7 @@ def _train(cfg: PretrainConfig, info: dist.DistInfo) -> dict:
                 format_duration(eta),
             )
 
+    feed.close()
     wall = time.perf_counter() - clock
     final = {
         **metrics,

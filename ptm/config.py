@@ -3,11 +3,18 @@
 Entry points call `to_dataclass` on the composed config; everything below works on ordinary
 typed objects and never sees OmegaConf (so nothing can mutate the config mid-run). Unknown or
 misspelt keys are an error here rather than a setting silently ignored.
+
+The YAML in ``conf/`` is the one source of defaults: a dataclass field has no default of its own
+when the YAML sets it (tests/test_defaults.py fails if one appears). Code that needs a config
+outside a stage's command line — benchmarks, tests — composes the real one with `from_conf`, so
+it runs what users run plus the overrides it states.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import types
 import typing
 from pathlib import Path
@@ -21,6 +28,7 @@ from ptm.training.gpus import gpu_count
 
 T = TypeVar("T")
 _FIX = "fix the value in conf/ or in the command-line override"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def register_resolvers() -> None:
@@ -40,6 +48,36 @@ def resolve(cfg: DictConfig) -> dict[str, Any]:
         raise InputError(
             None, f"{e.full_key} is required", f"set it on the command line: {e.full_key}=..."
         ) from e
+
+
+def compose(config_name: str, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The resolved config ``python -m <stage> overrides...`` would run with, as plain data."""
+    return copy.deepcopy(_compose(config_name, tuple(overrides)))
+
+
+@functools.lru_cache(maxsize=64)
+def _compose(config_name: str, overrides: tuple[str, ...]) -> dict[str, Any]:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return resolve(hydra_compose(config_name=config_name, overrides=list(overrides)))
+
+
+def from_conf(
+    cls: type[T],
+    config_name: str,
+    key: str = "",
+    overrides: tuple[str, ...] = (),
+    **values: Any,
+) -> T:
+    """``cls`` built from the node ``key`` (dotted; "" for the root) of the composed config
+    ``config_name`` with Hydra ``overrides``, then ``values`` replacing fields of that node."""
+    node: Any = compose(config_name, overrides)
+    for part in filter(None, key.split(".")):
+        node = node[part]
+    return to_dataclass(cls, {**node, **values})
 
 
 def to_dataclass(cls: type[T], cfg: DictConfig | dict[str, Any]) -> T:
@@ -110,8 +148,8 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class PathsConfig:
-    root: Path = Path(".")
-    data_dir: Path = Path("outputs/data")
-    output_dir: Path = Path("outputs")
+    root: Path
+    data_dir: Path
+    output_dir: Path

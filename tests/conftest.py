@@ -55,6 +55,14 @@ def write_corpus(
     return path
 
 
+def segment_config(**values):
+    """The segment settings `make pretrain` uses (conf/data), with ``values`` changed."""
+    from ptm.config import from_conf
+    from ptm.data.segment_builder import SegmentConfig
+
+    return from_conf(SegmentConfig, "pretrain", "data.segments", **values)
+
+
 def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
     register_resolvers()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
@@ -124,8 +132,9 @@ def corpus(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def embedded_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real embedded corpus, built once per test session (a few seconds)."""
+    from ptm.config import from_conf
     from ptm.data.embedded import EmbeddedConfig, build_embedded_corpus
 
     out = tmp_path_factory.mktemp("embedded")
-    build_embedded_corpus(EmbeddedConfig(out_dir=out))
+    build_embedded_corpus(from_conf(EmbeddedConfig, "corpus", out_dir=out))
     return out

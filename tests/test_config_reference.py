@@ -25,7 +25,7 @@ from docs.config_reference import (
 )
 from finetune.config import FinetuneConfig
 from pretrain.config import PretrainConfig
-from ptm.config import PathsConfig
+from ptm.config import PathsConfig, from_conf
 from ptm.errors import InputError
 from ptm.tasks.loading import TaskConfig
 from tests.conftest import compose_config
@@ -81,11 +81,15 @@ def test_the_tool_writes_the_reference_or_checks_it(tmp_path: Path) -> None:
     output = tmp_path / "docs" / "CONFIGURATION.md"
     stale = re.escape(f"{output}: out of date with conf/ — run `{COMMAND}`")
     with pytest.raises(InputError, match=f"^{stale}$"):
-        run(ReferenceConfig(PathsConfig(), output=output, check=True))  # missing: out of date
+        run(
+            ReferenceConfig(from_conf(PathsConfig, "pretrain", "paths"), output=output, check=True)
+        )  # missing: out of date
     assert not output.exists()
-    run(ReferenceConfig(PathsConfig(), output=output))
+    run(ReferenceConfig(from_conf(PathsConfig, "pretrain", "paths"), output=output))
     assert output.read_text() == render()
-    run(ReferenceConfig(PathsConfig(), output=output, check=True))  # now up to date: no error
+    run(
+        ReferenceConfig(from_conf(PathsConfig, "pretrain", "paths"), output=output, check=True)
+    )  # now up to date: no error
 
 
 def leaf_keys(data: dict, prefix: str = "") -> list[str]:

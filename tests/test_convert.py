@@ -18,6 +18,7 @@ from transformers import (
     pipeline,
 )
 
+from ptm.config import from_conf
 from ptm.data.tokenizer import build_tokenizer, save_tokenizer
 from ptm.errors import InputError
 from ptm.tf.convert import REPORT, ConvertConfig, run
@@ -26,6 +27,13 @@ from ptm.tf.writer import CheckpointWriter
 from tests.conftest import run_module
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def convert_config(**values) -> ConvertConfig:
+    """What ``python -m convert key=value ...`` runs (conf/convert.yaml plus ``values``)."""
+    return from_conf(ConvertConfig, "convert", overrides=("input=x", "output=y"), **values)
+
+
 FIXTURES = REPO / "tests" / "fixtures" / "tf_bert"
 VARIANTS = {  # variant -> (architecture, variables skipped)
     "mlm_only": ("BertForMaskedLM", 0),
@@ -38,7 +46,7 @@ VARIANTS = {  # variant -> (architecture, variables skipped)
 def converted(tmp_path_factory) -> dict[str, tuple[Path, dict]]:
     root = tmp_path_factory.mktemp("converted")
     return {
-        v: (root / v, run(ConvertConfig(input=str(FIXTURES / v), output=str(root / v))))
+        v: (root / v, run(convert_config(input=str(FIXTURES / v), output=str(root / v))))
         for v in VARIANTS
     }
 
@@ -78,7 +86,7 @@ def test_nsp_logits_match_tensorflow(converted):
 def test_exact_gelu_would_not_match(tmp_path):
     """The tanh-GELU mapping is what makes the logits match: erf GELU misses by far more than 1e-4."""
     run(
-        ConvertConfig(
+        convert_config(
             input=str(FIXTURES / "mlm_only"),
             output=str(tmp_path / "erf"),
             gelu_approximation="none",
@@ -107,7 +115,7 @@ def test_wordpiece_vocab_of_the_chinese_releases(tmp_path):
         "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *pieces]) + "\n"
     )
     out = tmp_path / "out"
-    run(ConvertConfig(input=str(ckpt), output=str(out)))
+    run(convert_config(input=str(ckpt), output=str(out)))
     ids = pipeline("fill-mask", model=str(out)).tokenizer("我是[MASK]人 worlds")["input_ids"]
     assert ids == [2, 13, 7, 4, 11, 23, 21, 3]  # [CLS] 我 是 [MASK] 人 world ##s [SEP]
 
@@ -153,7 +161,7 @@ def tiny_hf_model(folder: Path, hidden_act: str, dtype: torch.dtype) -> Path:
 def test_hf_tf_hf_round_trip_is_exact(tmp_path, hidden_act, dtype):
     src = tiny_hf_model(tmp_path / "hf", hidden_act, dtype)
     tf = tmp_path / "tf"
-    summary = run(ConvertConfig(input=str(src), output=str(tf), direction="hf2tf", shards=2))
+    summary = run(convert_config(input=str(src), output=str(tf), direction="hf2tf", shards=2))
     assert summary["architecture"] == "BertForPreTraining"
     assert sorted(p.name for p in tf.iterdir()) == [
         "bert_config.json",
@@ -165,7 +173,7 @@ def test_hf_tf_hf_round_trip_is_exact(tmp_path, hidden_act, dtype):
         "vocab.txt",
     ]
     back = tmp_path / "back"
-    run(ConvertConfig(input=str(tf), output=str(back)))
+    run(convert_config(input=str(tf), output=str(back)))
     before, after = load_file(src / "model.safetensors"), load_file(back / "model.safetensors")
     assert set(before) == set(after)
     for name, value in before.items():
@@ -186,7 +194,7 @@ def test_hf2tf_refuses_pickles_and_untied_decoders(tmp_path):
     (src / "model.safetensors").rename(tmp_path / "weights")
     (src / "pytorch_model.bin").write_bytes(b"not opened")
     with pytest.raises(InputError, match="never unpickles"):
-        run(ConvertConfig(input=str(src), output=str(tmp_path / "x"), direction="hf2tf"))
+        run(convert_config(input=str(src), output=str(tmp_path / "x"), direction="hf2tf"))
     from safetensors.torch import save_file
 
     weights["cls.predictions.decoder.weight"] = torch.zeros_like(
@@ -196,11 +204,11 @@ def test_hf2tf_refuses_pickles_and_untied_decoders(tmp_path):
     with pytest.raises(
         InputError, match=r"is not tied to bert\.embeddings\.word_embeddings\.weight"
     ):
-        run(ConvertConfig(input=str(src), output=str(tmp_path / "x"), direction="hf2tf"))
+        run(convert_config(input=str(src), output=str(tmp_path / "x"), direction="hf2tf"))
     assert not (tmp_path / "x").exists() and not (tmp_path / ".x.tmp").exists()
     drop = ("cls.predictions.decoder.weight",)
     summary = run(
-        ConvertConfig(input=str(src), output=str(tmp_path / "x"), direction="hf2tf", skip=drop)
+        convert_config(input=str(src), output=str(tmp_path / "x"), direction="hf2tf", skip=drop)
     )
     assert summary["skipped_by_reason"] == {"skip pattern cls.predictions.decoder.weight": 1}
 
@@ -233,9 +241,9 @@ def test_unmapped_variable_is_named(tmp_path):
     with pytest.raises(
         InputError, match=r"no transformers BERT parameter for variable\(s\) output_weights"
     ):
-        run(ConvertConfig(input=str(ckpt), output=str(tmp_path / "out")))
+        run(convert_config(input=str(ckpt), output=str(tmp_path / "out")))
     assert not (tmp_path / "out").exists() and not (tmp_path / ".out.tmp").exists()
-    summary = run(ConvertConfig(input=str(ckpt), output=str(tmp_path / "out"), skip=("output_*",)))
+    summary = run(convert_config(input=str(ckpt), output=str(tmp_path / "out"), skip=("output_*",)))
     assert summary["skipped_by_reason"] == {"skip pattern output_*": 1}
 
 
@@ -246,7 +254,7 @@ def test_shape_mismatch_is_named(tmp_path):
     with pytest.raises(
         InputError, match=r"variable bert/encoder/layer_0/intermediate/dense/bias has shape \[32\]"
     ):
-        run(ConvertConfig(input=str(ckpt), output=str(tmp_path / "out")))
+        run(convert_config(input=str(ckpt), output=str(tmp_path / "out")))
 
 
 def test_missing_variable_is_named(tmp_path):
@@ -254,7 +262,7 @@ def test_missing_variable_is_named(tmp_path):
     with pytest.raises(
         InputError, match="missing variable bert/encoder/layer_1/output/LayerNorm/beta"
     ):
-        run(ConvertConfig(input=str(ckpt), output=str(tmp_path / "out")))
+        run(convert_config(input=str(ckpt), output=str(tmp_path / "out")))
 
 
 def test_corrupt_checkpoint_leaves_no_output(tmp_path):
@@ -264,21 +272,21 @@ def test_corrupt_checkpoint_leaves_no_output(tmp_path):
     raw[-10] ^= 0xFF
     data.write_bytes(bytes(raw))
     with pytest.raises(InputError, match="checksum mismatch in variable"):
-        run(ConvertConfig(input=str(ckpt), output=str(tmp_path / "out")))
+        run(convert_config(input=str(ckpt), output=str(tmp_path / "out")))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
 
 
 def test_output_is_not_clobbered(tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "notes.txt").write_text("mine")
-    cfg = ConvertConfig(
+    cfg = convert_config(
         input=str(FIXTURES / "mlm_only"), output=str(tmp_path / "out"), overwrite=True
     )
     with pytest.raises(InputError, match="not ours to replace"):
         run(cfg)
     with pytest.raises(InputError, match="overlaps the input"):
         run(
-            ConvertConfig(
+            convert_config(
                 input=str(FIXTURES / "mlm_only"), output=str(FIXTURES / "mlm_only" / "hf")
             )
         )

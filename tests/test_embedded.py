@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ptm.config import from_conf
 from ptm.data.embedded import EmbeddedConfig, bio_tags, build_embedded_corpus
 
 
@@ -90,7 +91,7 @@ def test_person_name_runs_merge() -> None:
 
 
 def test_same_seed_same_bytes(embedded_dir: Path, tmp_path: Path) -> None:
-    again = build_embedded_corpus(EmbeddedConfig(out_dir=tmp_path))
+    again = build_embedded_corpus(from_conf(EmbeddedConfig, "corpus", out_dir=tmp_path))
     first = json.loads((embedded_dir / "meta.json").read_text())
     assert again["files"] == first["files"]
     assert again["counts"]["reviews"]["both_labels_dropped"] == 47

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from transformers import BertConfig, BertForMaskedLM
 
 from finetune.report import ReportConfig, overrides_for, render, run
-from ptm.config import PathsConfig
+from ptm.config import PathsConfig, from_conf
 from ptm.data.idtext import SourceStats, iter_text_chunks, parse_id_lines
 from ptm.data.tokenizer import build_tokenizer, save_tokenizer, vocab_from_counts
 from tests.conftest import compose_config
@@ -44,7 +44,9 @@ def test_report_runs_every_mode_and_writes_the_table(tmp_path: Path, embedded_di
     data.mkdir()
     (data / "embedded").symlink_to(embedded_dir, target_is_directory=True)
     cfg = ReportConfig(
-        paths=PathsConfig(data_dir=data, output_dir=tmp_path / "out"),
+        paths=from_conf(
+            PathsConfig, "pretrain", "paths", data_dir=data, output_dir=tmp_path / "out"
+        ),
         model_path=embedded_model(tmp_path / "model", embedded_dir),
         seeds=[1, 2],
         finetune_overrides=[
@@ -74,7 +76,9 @@ def test_report_runs_every_mode_and_writes_the_table(tmp_path: Path, embedded_di
 
 
 def test_the_verdict_says_when_pretraining_does_not_help() -> None:
-    cfg = ReportConfig(paths=PathsConfig(), model_path=Path("m"), seeds=[1, 2, 3])
+    cfg = ReportConfig(
+        paths=from_conf(PathsConfig, "pretrain", "paths"), model_path=Path("m"), seeds=[1, 2, 3]
+    )
 
     def rows(task, kind, pre, scratch):
         return [

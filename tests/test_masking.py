@@ -5,10 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ptm.config import from_conf
 from ptm.data.masking import IGNORE_INDEX, Masker, MaskingConfig
 
 SPECIAL = [0, 1, 2, 3, 4]  # [PAD] [UNK] [CLS] [SEP] [MASK]
 VOCAB = 50
+
+
+def masking(**values) -> MaskingConfig:
+    """The masking `make pretrain` uses (conf/data), with ``values`` changed."""
+    return from_conf(MaskingConfig, "pretrain", "data.masking", **values)
 
 
 def batch(n: int = 4000, length: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -24,7 +30,7 @@ def batch(n: int = 4000, length: int = 64, seed: int = 0) -> tuple[torch.Tensor,
 @pytest.mark.parametrize("whole_word", [False, True])
 def test_proportions(whole_word: bool) -> None:
     ids, word_start = batch()
-    masker = Masker(MaskingConfig(whole_word=whole_word), VOCAB, SPECIAL, mask_id=4)
+    masker = Masker(masking(whole_word=whole_word), VOCAB, SPECIAL, mask_id=4)
     out, labels = masker(ids, word_start, torch.Generator().manual_seed(1))
     chosen = labels != IGNORE_INDEX
     eligible = ids >= 5
@@ -44,9 +50,7 @@ def test_proportions(whole_word: bool) -> None:
 
 def test_special_tokens_never_chosen_nor_drawn() -> None:
     ids, word_start = batch()
-    masker = Masker(
-        MaskingConfig(rate=0.5, mask_fraction=0.0, random_fraction=1.0), VOCAB, SPECIAL, 4
-    )
+    masker = Masker(masking(rate=0.5, mask_fraction=0.0, random_fraction=1.0), VOCAB, SPECIAL, 4)
     out, labels = masker(ids, word_start, torch.Generator().manual_seed(2))
     assert not (labels[ids < 5] != IGNORE_INDEX).any()
     chosen = labels != IGNORE_INDEX
@@ -56,7 +60,7 @@ def test_special_tokens_never_chosen_nor_drawn() -> None:
 
 def test_token_level_count_is_exact_up_to_rounding() -> None:
     ids, _ = batch(n=500)
-    masker = Masker(MaskingConfig(whole_word=False), VOCAB, SPECIAL, 4)
+    masker = Masker(masking(whole_word=False), VOCAB, SPECIAL, 4)
     chosen = masker.choose(ids >= 5, None, torch.Generator().manual_seed(3))
     expected = 0.15 * (ids >= 5).sum(1).float()
     assert ((chosen.sum(1).float() - expected).abs() < 1.0).all()
@@ -64,7 +68,7 @@ def test_token_level_count_is_exact_up_to_rounding() -> None:
 
 def test_whole_words_are_masked_entirely() -> None:
     ids, word_start = batch(n=1000)
-    masker = Masker(MaskingConfig(), VOCAB, SPECIAL, 4)
+    masker = Masker(masking(whole_word=True), VOCAB, SPECIAL, 4)
     chosen = masker.choose(ids >= 5, word_start, torch.Generator().manual_seed(4))
     eligible = ids >= 5
     # Inside a word (not a word start, previous position eligible) the choice must not change.
@@ -75,7 +79,7 @@ def test_whole_words_are_masked_entirely() -> None:
 
 def test_masks_are_reproducible_from_the_generator() -> None:
     ids, word_start = batch(n=50)
-    masker = Masker(MaskingConfig(), VOCAB, SPECIAL, 4)
+    masker = Masker(masking(whole_word=True), VOCAB, SPECIAL, 4)
     a = masker(ids, word_start, torch.Generator().manual_seed(9))
     b = masker(ids, word_start, torch.Generator().manual_seed(9))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
@@ -83,6 +87,6 @@ def test_masks_are_reproducible_from_the_generator() -> None:
 
 def test_invalid_config() -> None:
     with pytest.raises(ValueError, match="rate"):
-        MaskingConfig(rate=0.0)
+        masking(rate=0.0)
     with pytest.raises(ValueError, match="within"):
-        MaskingConfig(mask_fraction=0.9, random_fraction=0.2)
+        masking(mask_fraction=0.9, random_fraction=0.2)

@@ -12,6 +12,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
 
 import pretrain.train as train_module
 from pretrain.train import run
+from ptm.config import from_conf
 from ptm.errors import DivergenceError
 from ptm.models.mlm import MaskedLMObjective, ModelConfig, build_mlm_model
 from tests.conftest import CONF_DIR, compose_config, pretrain_config, run_module
@@ -50,7 +51,15 @@ class Stop(Exception):
 def test_resume_repeats_the_uninterrupted_run_exactly(
     tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    extra = ("train.log_every=1", "train.save_every=10", "train.max_steps=20")
+    check_exact_resume(tmp_path, corpus, monkeypatch)
+
+
+def check_exact_resume(
+    tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch, *runtime: str
+) -> None:
+    """A run stopped after its step-10 checkpoint and resumed logs the same losses for steps
+    11-20 and exports the same weights as the run that was never stopped."""
+    extra = ("train.log_every=1", "train.save_every=10", "train.max_steps=20", *runtime)
     straight = tmp_path / "straight"
     run(pretrain_config(tmp_path, corpus, straight, *extra))
 
@@ -83,7 +92,10 @@ def tiny_mlm_batch(arch: str, layers: int, masked: dict[int, list[int]]):
     """A small random model in eval mode and a batch of 4 x 20 IDs (row 2 padded after 15)
     with labels at ``masked`` (row -> columns)."""
     torch.manual_seed(0)
-    cfg = ModelConfig(
+    cfg = from_conf(
+        ModelConfig,
+        "pretrain",
+        "model",
         arch=arch,
         hidden_size=32,
         num_hidden_layers=layers,

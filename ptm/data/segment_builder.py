@@ -59,19 +59,19 @@ DENSE_LIMIT = 1 << 24  # IDs below this are counted with one bincount per chunk
 MAX_THREADS = 4  # past this, reading and hashing the file on one thread is the limit
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SegmentConfig:
     """Everything that changes the segments (and so the cache key)."""
 
-    max_seq_len: int = 256
-    tail_drop_fraction: float = 0.5
-    pack: bool = True
-    pack_window: int = 64
-    eval_fraction: float = 0.01
-    seed: int = 0
-    text_column: str = "text"
-    vocab_min_count: int = 1
-    vocab_max_size: int | None = None
+    max_seq_len: int
+    tail_drop_fraction: float
+    pack: bool
+    pack_window: int
+    eval_fraction: float
+    seed: int
+    text_column: str
+    vocab_min_count: int
+    vocab_max_size: int | None
 
     def __post_init__(self) -> None:
         if self.max_seq_len < 8:

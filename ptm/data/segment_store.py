@@ -60,22 +60,27 @@ class SegmentData:
     def batch(
         self, indices: np.ndarray, pad_id: int, multiple_of: int = 8
     ) -> dict[str, torch.Tensor]:
-        """Pad the chosen segments to the longest one (rounded up to ``multiple_of``)."""
+        """Pad the chosen segments to the longest one (rounded up to ``multiple_of``).
+
+        One gather from the memory map for the whole batch (no loop over rows): the host side
+        must keep up with a GPU that eats millions of tokens a second (BENCHMARKS.md measures
+        it). ``padded`` says whether any position is padding; when none is, the model can run
+        attention without a mask (SDPA's flash kernel).
+        """
         lo, hi = self.offsets[indices], self.offsets[indices + 1]
-        longest = int((hi - lo).max())
+        lengths = hi - lo
+        longest = int(lengths.max())
         width = min(-(-longest // multiple_of) * multiple_of, max(self.max_seq_len, longest))
-        ids = np.full((len(indices), width), pad_id, dtype=np.int64)
-        starts = np.ones((len(indices), width), dtype=bool)
-        for row, (a, b) in enumerate(zip(lo.tolist(), hi.tolist(), strict=True)):
-            ids[row, : b - a] = self.tokens[a:b]
-            if self.word_start is not None:
-                starts[row, : b - a] = self.word_start[a:b]
+        inside = np.arange(width) < lengths[:, None]  # (B, W)
+        at = np.where(inside, lo[:, None] + np.arange(width), 0)
+        ids = np.where(inside, self.tokens[at], pad_id).astype(np.int64)
         out = {
             "input_ids": torch.from_numpy(ids),
-            "attention_mask": torch.from_numpy(ids != pad_id).long(),
+            "attention_mask": torch.from_numpy(inside.astype(np.int64)),
+            "padded": bool(not inside.all()),
         }
         if self.word_start is not None:
-            out["word_start"] = torch.from_numpy(starts)
+            out["word_start"] = torch.from_numpy(np.where(inside, self.word_start[at], 1) != 0)
         return out
 
 

@@ -33,29 +33,33 @@ def supports_masked_only(encoder: torch.nn.Module) -> bool:
     )
 
 
+def masked_rows(selected: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(order, kept)``, both (B, W): the positions of each row's selected tokens first, in
+    order, then padding; ``kept`` marks the real ones. Fixed shapes for a given ``width``."""
+    order = torch.argsort((~selected).to(torch.uint8), dim=1, stable=True)[:, :width]
+    kept = torch.arange(width, device=selected.device) < selected.sum(dim=1, keepdim=True)
+    return order, kept
+
+
 def encode_masked_positions(
     bert: BertModel,
     input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    selected: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    order: torch.Tensor,
 ) -> torch.Tensor:
-    """The last hidden states at the ``selected`` positions, ``(N, hidden)`` in the order of
-    ``last_hidden_state[selected]`` — the same values, at a fraction of the last layer's cost."""
+    """The last hidden states at the positions ``order`` (B, W) names: ``(B, W, hidden)``, the
+    same values as ``last_hidden_state.gather(1, order)`` at a fraction of the last layer's cost.
+
+    ``attention_mask=None`` means no padding: attention then runs without a mask, which lets
+    SDPA pick its flash kernel (packed segments are ~98% full, so most batches have none).
+    """
     hidden = bert.embeddings(input_ids=input_ids)
-    key_mask = None if bool(attention_mask.all()) else attention_mask[:, None, None, :].bool()
+    key_mask = None if attention_mask is None else attention_mask[:, None, None, :].bool()
     *lower, last = bert.encoder.layer
     for layer in lower:
         hidden = _layer_at_rows(layer, hidden, hidden, key_mask)
-    # The selected positions of each row first, in order, padded to the row with the most
-    # (rounded up to a multiple of 8: fewer distinct shapes for kernels and torch.compile).
-    counts = selected.sum(dim=1)
-    most = int(counts.max()) if selected.numel() else 0
-    width = min(max(-(-most // 8) * 8, 1), selected.size(1))
-    order = torch.argsort((~selected).to(torch.uint8), dim=1, stable=True)[:, :width]
-    kept = torch.arange(width, device=selected.device) < counts[:, None]
     rows = hidden.gather(1, order[..., None].expand(-1, -1, hidden.size(-1)))
-    out = _layer_at_rows(last, hidden, rows, key_mask)
-    return out[kept]
+    return _layer_at_rows(last, hidden, rows, key_mask)
 
 
 def _layer_at_rows(

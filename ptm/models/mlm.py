@@ -20,34 +20,39 @@ from transformers import (
     PreTrainedModel,
 )
 
+from ptm.data.feed import round_width
 from ptm.data.masking import IGNORE_INDEX
 from ptm.errors import InputError
 from ptm.models.folder import read_config, reading_weights
-from ptm.models.masked_encoder import encode_masked_positions, supports_masked_only
+from ptm.models.masked_encoder import (
+    encode_masked_positions,
+    masked_rows,
+    supports_masked_only,
+)
 
 # The encoder and the MLM head of each supported masked-LM class, by config.model_type.
 _MLM_PARTS = {"bert": ("bert", "cls"), "albert": ("albert", "predictions")}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     """The architecture; ``vocab_size`` comes from the tokenizer, never from here."""
 
-    arch: str = "bert"  # bert | albert
-    hidden_size: int = 256
-    num_hidden_layers: int = 4
-    num_attention_heads: int = 4
-    intermediate_size: int = 1024
-    max_position_embeddings: int = 256
-    hidden_act: str = "gelu"
-    type_vocab_size: int = 2
-    hidden_dropout_prob: float = 0.1
-    attention_probs_dropout_prob: float = 0.1
-    initializer_range: float = 0.02
-    layer_norm_eps: float = 1e-12
-    embedding_size: int | None = None  # ALBERT only: factorised embedding width
-    num_hidden_groups: int = 1  # ALBERT only: groups of shared layers
-    init_from: str | None = None  # a model folder to continue from instead of random init
+    arch: str  # bert | albert
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    max_position_embeddings: int
+    hidden_act: str
+    type_vocab_size: int
+    hidden_dropout_prob: float
+    attention_probs_dropout_prob: float
+    initializer_range: float
+    layer_norm_eps: float
+    embedding_size: int | None  # ALBERT only: factorised embedding width
+    num_hidden_groups: int  # ALBERT only: groups of shared layers
+    init_from: str | None  # a model folder to continue from instead of random init
 
 
 def hf_config(cfg: ModelConfig, vocab_size: int, pad_token_id: int) -> PretrainedConfig:
@@ -129,21 +134,40 @@ class MaskedLMObjective(nn.Module):
         self.masked_only = supports_masked_only(self.encoder)
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        labels: torch.Tensor,
+        width: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return ``(summed loss, correct predictions, predicted positions)``.
 
-        The loss is a sum so the caller can normalise over a whole global batch, where every
-        masked position weighs the same whatever micro-batch or process it landed in.
+        ``width``: masked positions per row to compute (`ptm.data.feed.round_width`, decided on
+        the host before the call so every shape is static; None works it out here, at the price
+        of a device sync); ``attention_mask=None``: no padding. The loss
+        is a sum so the caller can normalise over a whole global batch, where every masked
+        position weighs the same whatever micro-batch or process it landed in.
         """
         selected = labels != IGNORE_INDEX  # (B, L)
+        if width is None:
+            width = round_width(int(selected.sum(dim=1).max()), selected.size(1))
+        order, kept = masked_rows(selected, width)  # (B, W) each
         if self.masked_only:
-            hidden = encode_masked_positions(self.encoder, input_ids, attention_mask, selected)
+            hidden = encode_masked_positions(self.encoder, input_ids, attention_mask, order)
         else:
             out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
-            hidden = out.last_hidden_state[selected]
-        logits = self.head(hidden)  # (N, V) for the N masked positions
-        targets = labels[selected]
-        loss = F.cross_entropy(logits.float(), targets, reduction="sum")
-        correct = (logits.argmax(-1) == targets).sum()
-        return loss, correct, selected.sum()
+            hidden = out.last_hidden_state.gather(
+                1, order[..., None].expand(-1, -1, out.last_hidden_state.size(-1))
+            )
+        # The head on every row of (B, W), padding included: a few percent of a step's work,
+        # and no data-dependent shape (boolean indexing would give torch.compile one per step).
+        logits = self.head(hidden)  # (B, W, V)
+        targets = labels.gather(1, order).masked_fill(~kept, IGNORE_INDEX)
+        loss = F.cross_entropy(
+            logits.float().flatten(0, 1),
+            targets.flatten(),
+            ignore_index=IGNORE_INDEX,
+            reduction="sum",
+        )
+        correct = ((logits.argmax(-1) == targets) & kept).sum()
+        return loss, correct, kept.sum()

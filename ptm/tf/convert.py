@@ -66,20 +66,20 @@ _TORCH_DTYPES = {
 _FIX_CONFIG = "use the bert_config.json that came with this checkpoint"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ConvertConfig:
     """Everything ``python -m convert`` takes (see ``conf/convert.yaml``)."""
 
     input: str
     output: str
-    direction: str = "tf2hf"
-    shards: int = 1  # hf2tf: number of .data-* files
-    prefix: str = "model.ckpt"  # hf2tf: checkpoint file name prefix
-    gelu_approximation: str | None = None  # tf2hf: override "tanh" (Google today) / "none" (erf)
-    skip: tuple[str, ...] = ()  # extra fnmatch patterns of variables to leave out
-    bert_config: str | None = None  # tf2hf: default <checkpoint folder>/bert_config.json
-    vocab: str | None = None  # default <input folder>/vocab.txt (tf2hf) or its tokenizer (hf2tf)
-    overwrite: bool = False
+    direction: str
+    shards: int  # hf2tf: number of .data-* files
+    prefix: str  # hf2tf: checkpoint file name prefix
+    gelu_approximation: str | None  # tf2hf: override "tanh" (Google today) / "none" (erf)
+    skip: tuple[str, ...]  # extra fnmatch patterns of variables to leave out
+    bert_config: str | None  # tf2hf: default <checkpoint folder>/bert_config.json
+    vocab: str | None  # default <input folder>/vocab.txt (tf2hf) or its tokenizer (hf2tf)
+    overwrite: bool
 
     def __post_init__(self) -> None:
         fix = "see conf/convert.yaml"

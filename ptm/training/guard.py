@@ -16,12 +16,12 @@ from ptm.errors import DivergenceError
 __all__ = ["DivergenceError", "DivergenceGuard", "GuardConfig"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GuardConfig:
-    enabled: bool = True
-    blowup_factor: float = 1.5  # stop when the loss average exceeds this x its best so far
-    min_steps: int = 20  # the average needs this many steps before a blow-up counts
-    ema: float = 0.9
+    enabled: bool
+    blowup_factor: float  # stop when the loss average exceeds this x its best so far
+    min_steps: int  # the average needs this many steps before a blow-up counts
+    ema: float
 
 
 class DivergenceGuard:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -18,13 +19,14 @@ from ptm.errors import InputError
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RuntimeConfig:
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16
-    compile: bool = False
-    tf32: bool = True
-    peak_tflops: float | None = None  # one device's peak at the run's precision, for MFU
+    device: str  # auto | cpu | cuda
+    precision: str  # auto | fp32 | bf16 | fp16
+    compile: bool
+    tf32: bool
+    peak_tflops: float | None  # one device's peak at the run's precision, for MFU
+    deterministic: bool  # deterministic kernels (exact GPU resume; slower)
 
 
 def cpu_has_amx_bf16() -> bool:
@@ -54,6 +56,10 @@ def prepare(cfg: RuntimeConfig, device: torch.device) -> str:
 
 
 def setup_backends(cfg: RuntimeConfig, device: torch.device) -> None:
+    if cfg.deterministic:
+        # cuBLAS reads this when its first handle is made; set before any matmul on the GPU.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
     if device.type == "cuda" and cfg.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -101,11 +107,17 @@ def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
 
-def maybe_compile(module: nn.Module, enabled: bool, device: torch.device) -> nn.Module:
+def maybe_compile(
+    module: nn.Module, enabled: bool, device: torch.device, dynamic: bool | None = None
+) -> nn.Module:
     """``torch.compile`` where it can work; otherwise say why and run eagerly.
 
     Compilation needs a C compiler for CPU kernels (Inductor) and a supported platform; the
     checks here catch the usual cases before a confusing failure at the first step.
+    ``dynamic=False`` compiles one static-shape graph per input shape (what Inductor's tuned
+    kernels and CUDA graphs want), for callers that keep their shapes to a handful; the
+    recompile limit is raised so that handful never falls back to eager. ``None`` is dynamo's
+    default: static first, symbolic after a shape changes (fine-tuning's many padded lengths).
     """
     if not enabled:
         return module
@@ -119,4 +131,6 @@ def maybe_compile(module: nn.Module, enabled: bool, device: torch.device) -> nn.
     if reasons:
         log.warning("runtime.compile=true ignored: %s; running eagerly", "; ".join(reasons))
         return module
-    return torch.compile(module)
+    if dynamic is False:
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
+    return torch.compile(module, dynamic=dynamic)
