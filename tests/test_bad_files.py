@@ -165,13 +165,12 @@ def test_a_latin1_task_file_stops_the_run_naming_its_line(tmp_path: Path, model_
 
 @pytest.fixture(scope="module")
 def segments(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ptm.data.segment_builder import SegmentConfig, build_segments
-    from tests.conftest import write_corpus
+    from ptm.data.segment_builder import build_segments
+    from tests.conftest import segment_config, write_corpus
 
     tmp = tmp_path_factory.mktemp("segments")
-    build_segments(
-        [write_corpus(tmp / "corpus.txt", 40)], tmp / "seg", SegmentConfig(max_seq_len=32)
-    )
+    corpus = write_corpus(tmp / "corpus.txt", 40)
+    build_segments([corpus], tmp / "seg", segment_config(max_seq_len=32))
     return tmp / "seg"
 
 
