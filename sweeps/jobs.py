@@ -360,8 +360,8 @@ def _read_yaml(path: Path) -> Any:
     if not path.is_file():
         return None
     try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
+        return yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         first = str(e).splitlines()[0]
         raise InputError(path, f"not valid YAML ({first})", "was it edited by hand?") from e
 
@@ -371,8 +371,8 @@ def _read_json(path: Path) -> tuple[dict | None, str]:
     if not path.is_file():
         return None, ""
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         return None, f"{path.name} unreadable ({e})"
     return (data, "") if isinstance(data, dict) else (None, f"{path.name} is not an object")
 

@@ -161,3 +161,77 @@ def test_a_latin1_task_file_stops_the_run_naming_its_line(tmp_path: Path, model_
     with pytest.raises(InputError, match="not UTF-8 text: byte 0xf6 at column 2") as caught:
         run(cfg)
     assert (caught.value.path, caught.value.line) == (files["train"], 3)
+
+
+@pytest.fixture(scope="module")
+def segments(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ptm.data.segment_builder import build_segments
+    from tests.conftest import segment_config, write_corpus
+
+    tmp = tmp_path_factory.mktemp("segments")
+    corpus = write_corpus(tmp / "corpus.txt", 40)
+    build_segments([corpus], tmp / "seg", segment_config(max_seq_len=32))
+    return tmp / "seg"
+
+
+@pytest.mark.parametrize(
+    ("name", "cut", "message"),
+    [
+        ("meta.json", 0.5, "meta.json: damaged"),
+        ("train.tokens.bin", 0.5, "train.tokens.bin: damaged"),
+        ("train.tokens.bin", 0.33, "damaged"),  # not a whole number of tokens
+        ("train.offsets.bin", b"\x00" * 12, "train.offsets.bin: damaged: 12 bytes"),
+    ],
+)
+def test_a_damaged_segment_cache_says_to_rebuild_it(
+    tmp_path: Path, segments: Path, name: str, cut: float | bytes, message: str
+) -> None:
+    from ptm.data.segment_store import SegmentData
+
+    folder = damaged_copy(segments, tmp_path / "seg", name, cut)
+    with pytest.raises(InputError, match=message) as caught:
+        SegmentData(folder, "train")
+    assert f"delete {folder} and run again" in str(caught.value)
+    SegmentData(segments, "train")  # the intact folder still reads
+
+
+def test_a_tf_vocab_that_is_not_utf8_names_its_line(tmp_path: Path) -> None:
+    from ptm.tf.convert import _tokenizer_from_vocab_txt
+
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_bytes("\n".join([*SPECIAL_TOKENS, "100", "##a"]).encode() + b"\n\xe9\n")
+    with pytest.raises(InputError, match="not UTF-8 text") as caught:
+        _tokenizer_from_vocab_txt(vocab, 32)
+    assert (caught.value.path, caught.value.line) == (vocab, 8)
+
+
+def test_a_fine_tuned_folder_with_damaged_heads_or_meta_is_one_line(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    from ptm.models.finetuned import load_finetuned
+
+    files = write_classification(tmp_path / "data")
+    overrides = task_overrides("cls", files, "classification", max_seq_len=64)
+    run(finetune_config(tmp_path, model_dir, tmp_path / "run", *overrides, "train.epochs=1"))
+    exported = tmp_path / "run" / "model"
+    for name, message in (
+        ("heads.safetensors", "unreadable weights"),
+        ("finetune.json", "not readable JSON"),
+    ):
+        folder = damaged_copy(exported, tmp_path / name, name, 0.5)
+        with pytest.raises(InputError, match=message) as caught:
+            load_finetuned(folder)
+        assert caught.value.path == folder / name
+
+
+def test_an_unreadable_job_file_leaves_the_sweep_summary_standing(tmp_path: Path) -> None:
+    from sweeps.jobs import read_job
+
+    job = tmp_path / "0"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("- train.lr=1e-4\n")
+    (job / "metrics.json").write_bytes(b'{"best": "\xff"}')
+    assert read_job(job).status == "incomplete" and "unreadable" in read_job(job).error
+    (job / ".hydra" / "overrides.yaml").write_bytes(b"- train.lr=\xff\n")
+    with pytest.raises(InputError, match="not valid YAML"):
+        read_job(job)

@@ -15,6 +15,7 @@ from ptm.errors import InputError
 
 SPLITS = ("train", "eval")
 FORMAT_VERSION = 1
+_REBUILD = "delete {folder} and run again: the segments are rebuilt from the corpus"
 
 
 class SegmentData:
@@ -28,17 +29,30 @@ class SegmentData:
                 "not a segment folder (no meta.json)",
                 "build it with `python -m pretrain.segments`",
             )
-        self.meta = json.loads(meta_path.read_text())
+        try:
+            self.meta = json.loads(meta_path.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise InputError(meta_path, f"damaged ({e})", _REBUILD.format(folder=folder)) from e
         if self.meta.get("format_version") != FORMAT_VERSION:
             raise InputError(
                 folder, "built by another ptm version", "delete the folder to rebuild it"
             )
         self.max_seq_len = int(self.meta["config"]["max_seq_len"])
         dtype = np.dtype(self.meta["dtype"])
-        self.offsets = np.fromfile(folder / f"{split}.offsets.bin", dtype=np.int64)
-        self.tokens = np.memmap(folder / f"{split}.tokens.bin", dtype=dtype, mode="r")
+        self.offsets = np.array(_map(folder / f"{split}.offsets.bin", np.dtype(np.int64)))
+        self.tokens = _map(folder / f"{split}.tokens.bin", dtype)
         ws = folder / f"{split}.word_start.bin"
-        self.word_start = np.memmap(ws, dtype=np.uint8, mode="r") if ws.is_file() else None
+        self.word_start = _map(ws, np.dtype(np.uint8)) if ws.is_file() else None
+        # Files cut short (a full disk, a partial copy) would read as other segments or fail
+        # mid-run: the offsets must end where the tokens (and word marks) do.
+        end = int(self.offsets[-1]) if len(self.offsets) else -1
+        sizes = [len(self.tokens)] + ([len(self.word_start)] if self.word_start is not None else [])
+        if len(self.offsets) < 1 or self.offsets[0] != 0 or any(n != end for n in sizes):
+            raise InputError(
+                folder / f"{split}.tokens.bin",
+                f"damaged: {sizes} tokens where the offsets say {end}",
+                _REBUILD.format(folder=folder),
+            )
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -68,6 +82,14 @@ class SegmentData:
         if self.word_start is not None:
             out["word_start"] = torch.from_numpy(np.where(inside, self.word_start[at], 1) != 0)
         return out
+
+
+def _map(path: Path, dtype: np.dtype) -> np.ndarray:
+    """The file as a read-only array (an empty file, which mmap refuses, as an empty one)."""
+    size = path.stat().st_size
+    if size % dtype.itemsize:
+        raise InputError(path, f"damaged: {size} bytes", _REBUILD.format(folder=path.parent))
+    return np.memmap(path, dtype=dtype, mode="r") if size else np.zeros(0, dtype)
 
 
 def load_segment_tokenizer(folder: Path) -> PreTrainedTokenizerBase:

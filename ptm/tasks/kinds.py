@@ -49,7 +49,7 @@ from ptm.tasks.loading import (
     unknown_label,
     windows,
 )
-from ptm.tasks.metrics import classification_metrics, token_metrics
+from ptm.tasks.metrics import classification_metrics, per_class, token_metrics
 from ptm.tasks.tables import TextEncoder
 
 
@@ -119,6 +119,39 @@ class TaskKind(Protocol):
 # ----------------------------------------------------------------------------- one text, one label
 
 
+class _Kind:
+    """What most kinds share: one text column, nothing to check on the model or to choose on
+    dev, and the same entry in ``finetune.json``."""
+
+    def text_columns(self, cfg: TaskConfig) -> list[str]:
+        return [cfg.text_column]
+
+    def check_model(self, task: TaskData, config: PretrainedConfig) -> None:
+        pass
+
+    def tune(self, task: TaskData, split: Split, prediction: Prediction) -> dict:
+        """Nothing to choose on dev."""
+        return {}
+
+    def export_meta(self, task: TaskData, head: HeadConfig, decision: dict) -> dict:
+        cfg = task.cfg
+        return {
+            "kind": self.name,
+            "head": self.head,
+            "hf_task": self.hf_task,
+            "problem_type": self.problem_type,
+            "labels": task.labels,
+            "pooling": head.pooling if self.head == "sequence" else None,
+            "max_seq_len": cfg.max_seq_len,  # token kinds cut longer rows into windows
+            "truncation": cfg.truncation,
+            "head_fraction": cfg.head_fraction,
+            "text_column": cfg.text_column,
+            "text_b_column": cfg.text_b_column if len(self.text_columns(cfg)) > 1 else None,
+            "label_column": cfg.label_column,
+            **({"decision": decision} if decision else {}),
+        }
+
+
 class _Softmax:
     """One class per item (a text, or a token): cross-entropy over the classes, summed over the
     labelled items (`IGNORE` marks the others), so a step divides by the items of its whole
@@ -138,7 +171,7 @@ class _Softmax:
         return torch.bincount(guess, minlength=logits.shape[-1]).double()
 
 
-class Classification(_Softmax):
+class Classification(_Softmax, _Kind):
     """One label per text: ``label\\ttext`` (a text-only test file, its answers apart)."""
 
     name = "classification"
@@ -147,9 +180,6 @@ class Classification(_Softmax):
     hf_task, problem_type = "SequenceClassification", None
     baseline = "tfidf"
     answers_in_test_file = False
-
-    def text_columns(self, cfg: TaskConfig) -> list[str]:
-        return [cfg.text_column]
 
     def encode_text(
         self, encoder: TextEncoder, texts: list[str], path: Path, lines: np.ndarray
@@ -217,9 +247,6 @@ class Classification(_Softmax):
         """The entropy of the training labels: the loss of predicting their frequencies."""
         return entropy(np.bincount(train.labels, minlength=n_labels))
 
-    def check_model(self, task: TaskData, config: PretrainedConfig) -> None:
-        pass
-
     def predict(
         self,
         model: TaskModel,
@@ -242,13 +269,15 @@ class Classification(_Softmax):
                 loss_sum += self.loss_sum(logits, labels).item()
                 n_labelled += self.count_items(labels)
             counts += np.bincount(predicted.cpu().numpy(), minlength=n_labels)
-            probs[idx] = torch.softmax(logits, -1).cpu().numpy()
+            probs[idx] = self.probabilities(logits).cpu().numpy()
         loss = loss_sum / n_labelled if n_labelled else None
         return Prediction(loss, counts, probs=probs)
 
-    def tune(self, task: TaskData, split: Split, prediction: Prediction) -> dict:
-        """Nothing to choose on dev: the class is the most probable one."""
-        return {}
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits, -1)
+
+    def submission_rows(self, task: TaskData, prediction: Prediction, decision: dict) -> list:
+        return [[task.labels[i]] for i in prediction.classes]
 
     def score(
         self, task: TaskData, split: Split, prediction: Prediction, decision: dict
@@ -256,31 +285,13 @@ class Classification(_Softmax):
         metrics = classification_metrics(split.row_labels(), prediction.classes, task.labels)
         return {"loss": prediction.loss, **metrics}
 
-    def export_meta(self, task: TaskData, head: HeadConfig, decision: dict) -> dict:
-        cfg = task.cfg
-        return {
-            "kind": self.name,
-            "head": self.head,
-            "hf_task": self.hf_task,
-            "problem_type": self.problem_type,
-            "labels": task.labels,
-            "pooling": head.pooling,
-            "max_seq_len": cfg.max_seq_len,
-            "truncation": cfg.truncation,
-            "head_fraction": cfg.head_fraction,
-            "text_column": cfg.text_column,
-            "text_b_column": cfg.text_b_column if len(self.text_columns(cfg)) > 1 else None,
-            "label_column": cfg.label_column,
-            **({"decision": decision} if decision else {}),
-        }
-
     def write_submission(
         self, folder: Path, task: TaskData, prediction: Prediction, decision: dict
     ) -> dict[str, str]:
         """``submission.csv``: the competition's format — one label column, one row per test
         row, in order — and ``probabilities.csv`` (a column per class, tab-separated like the
         inputs)."""
-        rows = [[task.labels[i]] for i in prediction.classes]
+        rows = self.submission_rows(task, prediction, decision)
         return {
             "submission": _write_table(folder / "submission.csv", [task.cfg.label_column], rows),
             "probabilities": _write_table(
@@ -331,7 +342,7 @@ class Pair(Classification):
 # ----------------------------------------------------------------------------- one tag per ID
 
 
-class Tokens(_Softmax):
+class Tokens(_Softmax, _Kind):
     """One BIO tag per ID: ``text\\ttags``; a test file may carry the tags (then it is scored)."""
 
     name = "tokens"
@@ -340,9 +351,6 @@ class Tokens(_Softmax):
     hf_task, problem_type = "TokenClassification", None
     baseline = "window_tagger"
     answers_in_test_file = True
-
-    def text_columns(self, cfg: TaskConfig) -> list[str]:
-        return [cfg.text_column]
 
     def encode_text(
         self, encoder: TextEncoder, texts: list[str], path: Path, lines: np.ndarray
@@ -437,9 +445,6 @@ class Tokens(_Softmax):
         tags = np.concatenate([t[t >= 0] for t in train.tags])
         return entropy(np.bincount(tags, minlength=n_labels))
 
-    def check_model(self, task: TaskData, config: PretrainedConfig) -> None:
-        pass
-
     def predict(
         self,
         model: TaskModel,
@@ -479,32 +484,12 @@ class Tokens(_Softmax):
             row_tags[r][words[at]] = pred[at]
         return Prediction(loss, counts, row_tags=row_tags)
 
-    def tune(self, task: TaskData, split: Split, prediction: Prediction) -> dict:
-        return {}
-
     def score(
         self, task: TaskData, split: Split, prediction: Prediction, decision: dict
     ) -> dict[str, Any]:
         truth = [[task.labels[i] for i in row] for row in split.row_tags()]
         guess = [[task.labels[i] for i in row] for row in prediction.row_tags]
         return {"loss": prediction.loss, **token_metrics(truth, guess, task.labels)}
-
-    def export_meta(self, task: TaskData, head: HeadConfig, decision: dict) -> dict:
-        cfg = task.cfg
-        return {
-            "kind": self.name,
-            "head": self.head,
-            "hf_task": self.hf_task,
-            "problem_type": self.problem_type,
-            "labels": task.labels,
-            "pooling": None,  # every position's state, not a pooled one
-            "max_seq_len": cfg.max_seq_len,  # longer rows are cut into windows, not truncated
-            "truncation": cfg.truncation,
-            "head_fraction": cfg.head_fraction,
-            "text_column": cfg.text_column,
-            "text_b_column": None,
-            "label_column": cfg.label_column,
-        }
 
     def write_submission(
         self, folder: Path, task: TaskData, prediction: Prediction, decision: dict
@@ -589,29 +574,8 @@ class MultiLabel(Classification):
         text the same."""
         return torch.bincount(logits.detach().argmax(-1), minlength=logits.shape[-1]).double()
 
-    def predict(
-        self,
-        model: TaskModel,
-        task: TaskData,
-        split: Split,
-        device: torch.device,
-        precision: str,
-        batch_size: int,
-        pad_id: int,
-    ) -> Prediction:
-        n_labels = len(task.labels)
-        loss_sum, n_cells = 0.0, 0
-        counts = np.zeros(n_labels, np.int64)
-        probs = np.zeros((len(split), n_labels), np.float32)
-        for idx, logits, labels, _ in logits_batches(
-            model, task.name, split, device, precision, batch_size, pad_id
-        ):
-            if labels is not None:
-                loss_sum += self.loss_sum(logits, labels).item()
-                n_cells += self.count_items(labels)
-            counts += np.bincount(logits.argmax(-1).cpu().numpy(), minlength=n_labels)
-            probs[idx] = torch.sigmoid(logits).cpu().numpy()
-        return Prediction(loss_sum / n_cells if n_cells else None, counts, probs=probs)
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits)
 
     def decide(self, probs: np.ndarray, threshold: float) -> np.ndarray:
         """``(n, C)`` 0/1: the labels at or above ``threshold``, else the most probable one."""
@@ -645,15 +609,7 @@ class MultiLabel(Classification):
             "micro_f1": float(f1_score(truth, guess, average="micro", zero_division=0)),
             "exact_match": float((truth == guess).all(1).mean()),
             "threshold": decision["threshold"],
-            "per_class": {
-                label: {
-                    "precision": float(p[i]),
-                    "recall": float(r[i]),
-                    "f1": float(f[i]),
-                    "support": int(support[i]),
-                }
-                for i, label in enumerate(task.labels)
-            },
+            "per_class": per_class(task.labels, p, r, f, support),
         }
 
     def export_meta(self, task: TaskData, head: HeadConfig, decision: dict) -> dict:
@@ -662,22 +618,11 @@ class MultiLabel(Classification):
             "label_separator": task.cfg.label_separator,
         }
 
-    def write_submission(
-        self, folder: Path, task: TaskData, prediction: Prediction, decision: dict
-    ) -> dict[str, str]:
-        """``submission.csv``: each test row's labels joined by the task's separator, in file
-        order; ``probabilities.csv``: every label's probability (a column per label)."""
+    def submission_rows(self, task: TaskData, prediction: Prediction, decision: dict) -> list:
+        """Each test row's labels joined by the task's separator."""
         chosen = self.decide(prediction.probs, decision["threshold"])
         sep = task.cfg.label_separator
-        rows = [[sep.join(task.labels[i] for i in np.flatnonzero(row))] for row in chosen]
-        return {
-            "submission": _write_table(folder / "submission.csv", [task.cfg.label_column], rows),
-            "probabilities": _write_table(
-                folder / "probabilities.csv",
-                task.labels,
-                ([f"{p:.6f}" for p in row] for row in prediction.probs),
-            ),
-        }
+        return [[sep.join(task.labels[i] for i in np.flatnonzero(row))] for row in chosen]
 
 
 # ----------------------------------------------------------------------------- the registry

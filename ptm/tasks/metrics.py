@@ -36,16 +36,23 @@ def classification_metrics(
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
-        "per_class": {
-            label: {
-                "precision": float(p[i]),
-                "recall": float(r[i]),
-                "f1": float(f[i]),
-                "support": int(s[i]),
-            }
-            for i, label in enumerate(labels)
-        },
+        "per_class": per_class(labels, p, r, f, s),
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=idx).tolist(),
+    }
+
+
+def per_class(
+    labels: list[str], p: np.ndarray, r: np.ndarray, f: np.ndarray, support: np.ndarray
+) -> dict[str, dict[str, float]]:
+    """sklearn's per-class arrays as ``{label: {precision, recall, f1, support}}``."""
+    return {
+        label: {
+            "precision": float(p[i]),
+            "recall": float(r[i]),
+            "f1": float(f[i]),
+            "support": int(support[i]),
+        }
+        for i, label in enumerate(labels)
     }
 
 

@@ -248,6 +248,7 @@ def tf_to_hf(cfg: ConvertConfig, tmp: Path) -> dict:
 
 def _tokenizer_from_vocab_txt(path: Path, max_seq_len: int):
     """The tokenizer for ``vocab.txt``, checked to hold exactly its lines in order (token i = line i)."""
+    tokenizer = load_tokenizer(path, max_seq_len=max_seq_len)  # text that is not UTF-8: one line
     lines = path.read_text(encoding="utf-8").splitlines()
     seen: dict[str, int] = {}
     for number, token in enumerate(lines, 1):
@@ -256,7 +257,6 @@ def _tokenizer_from_vocab_txt(path: Path, max_seq_len: int):
                 path, f"{token!r} repeats line {seen[token]}", "keep each token once", line=number
             )
         seen[token] = number
-    tokenizer = load_tokenizer(path, max_seq_len=max_seq_len)
     assert vocab_list(tokenizer) == lines, (
         f"load_tokenizer({path}) lost or reordered vocabulary entries"
     )
