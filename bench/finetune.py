@@ -54,40 +54,28 @@ def ours(
     tmp: str, data: str, model: str, steps: int, warmup: int, batch: int, max_seq_len: int,
     precision: str, device: str, group_by_length: bool = True,
 ) -> float:  # fmt: skip
-    from finetune.config import FinetuneConfig, ModelSource, TrainConfig
+    from finetune.config import build_config
     from finetune.train import run
-    from ptm.config import PathsConfig, from_conf
-    from ptm.models.heads import HeadConfig
-    from ptm.tasks.collapse import CollapseConfig
-    from ptm.tasks.loading import TaskConfig
-    from ptm.training.runtime import RuntimeConfig
+    from ptm.config import compose
 
     sentiment = Path(data) / "sentiment"
-    cfg = FinetuneConfig(
-        paths=from_conf(PathsConfig, "finetune", "paths"),
-        model=ModelSource(path=Path(model)),
-        tasks=[
-            TaskConfig(
-                name="sentiment",
-                train=sentiment / "train.csv",
-                dev=sentiment / "dev.csv",
-                max_seq_len=max_seq_len,
-                truncation="head",  # as the baseline's tokenizer truncates
-            )
-        ],
-        head=HeadConfig(),
-        train=TrainConfig(
-            max_steps=warmup + steps,
-            batch_size=batch,
-            micro_batch_size=batch,
-            log_every=1,
-            limit_examples=None,
-            group_by_length=group_by_length,
-            collapse=CollapseConfig(enabled=False),
+    # What `make finetune` runs, with the benchmark's data, length, batch, device and budget.
+    data_cfg = compose(
+        "finetune",
+        (
+            f"model.path={model}", f"tasks.sentiment.train={sentiment / 'train.csv'}",
+            f"tasks.sentiment.dev={sentiment / 'dev.csv'}", "tasks.sentiment.test=null",
+            "tasks.sentiment.test_labels=null", f"tasks.sentiment.max_seq_len={max_seq_len}",
+            "tasks.sentiment.truncation=head",  # as the baseline's tokenizer truncates
+            f"train.max_steps={warmup + steps}", f"train.batch_size={batch}",
+            f"train.micro_batch_size={batch}", "train.log_every=1",
+            f"train.group_by_length={group_by_length}", "train.collapse.enabled=false",
+            f"runtime.device={device}", f"runtime.precision={precision}",
         ),
-        runtime=from_conf(RuntimeConfig, "finetune", "runtime", device=device, precision=precision),
-        run_dir=Path(tmp) / f"ours-{group_by_length}",
-    )
+    )  # fmt: skip
+    data_cfg["run_dir"] = str(Path(tmp) / f"ours-{group_by_length}")
+    data_cfg["fixed_lengths"] = ["sentiment"]
+    cfg = build_config(data_cfg)
     run(cfg)
     rates = logged_steps(cfg.run_dir / "tb", warmup)["train/examples_per_s"]
     return overall_rate([batch] * len(rates), rates)

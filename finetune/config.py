@@ -18,49 +18,49 @@ from ptm.training.runtime import RuntimeConfig
 INITS = ("pretrained", "scratch")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ModelSource:
     """Where the encoder comes from: its weights, or a random init of its config (baseline)."""
 
     path: Path
-    init: str = "pretrained"  # pretrained | scratch
-    tokenizer: Path | None = None  # null: the tokenizer saved in the model folder
+    init: str  # pretrained | scratch
+    tokenizer: Path | None  # null: the tokenizer saved in the model folder
 
     def __post_init__(self) -> None:
         if self.init not in INITS:
             raise ValueError(f"init={self.init!r} is unknown; use one of {list(INITS)}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    seed: int = 42
-    epochs: float = 3.0
-    max_steps: int | None = None  # caps the epochs when set
-    max_minutes: float | None = None  # ends the run (warm-up and decay follow) when set
-    batch_size: int = 32  # global, in examples
-    micro_batch_size: int = 32  # per process per forward pass
-    eval_batch_size: int = 128
-    lr: float = 1e-4
-    layer_decay: float = 1.0  # layer-wise LR decay; 1 turns it off
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    warmup_fraction: float = 0.1
-    decay: str = "linear"
-    min_lr_fraction: float = 0.0
-    grad_clip: float = 1.0
-    eval_every: int | None = None  # steps; null: once per epoch (and always at the end)
-    patience: int | None = 2  # evaluations without a better dev score before stopping
-    min_delta: float = 0.0  # what counts as better
-    group_by_length: bool = True
-    length_group: int = 50  # batches per length-sorted mega-batch
-    mix_temperature: float = 1.0  # multi-task: P(task) ~ batches^(1/T); 1 proportional
-    log_every: int = 20
-    save_every: int | None = None  # steps between checkpoints; null: at every evaluation
-    keep_checkpoints: int = 2  # the newest checkpoints kept
-    limit_examples: int | None = None  # keep only the first rows of every file (smoke runs)
-    guard: GuardConfig = field(default_factory=GuardConfig)
-    collapse: CollapseConfig = field(default_factory=CollapseConfig)
+    seed: int
+    epochs: float
+    max_steps: int | None  # caps the epochs when set
+    max_minutes: float | None  # ends the run (warm-up and decay follow) when set
+    batch_size: int  # global, in examples
+    micro_batch_size: int  # per process per forward pass
+    eval_batch_size: int
+    lr: float
+    layer_decay: float  # layer-wise LR decay; 1 turns it off
+    weight_decay: float
+    betas: tuple[float, float]
+    eps: float
+    warmup_fraction: float
+    decay: str
+    min_lr_fraction: float
+    grad_clip: float
+    eval_every: int | None  # steps; null: once per epoch (and always at the end)
+    patience: int | None  # evaluations without a better dev score before stopping
+    min_delta: float  # what counts as better
+    group_by_length: bool
+    length_group: int  # batches per length-sorted mega-batch
+    mix_temperature: float  # multi-task: P(task) ~ batches^(1/T); 1 proportional
+    log_every: int
+    save_every: int | None  # steps between checkpoints; null: at every evaluation
+    keep_checkpoints: int  # the newest checkpoints kept
+    limit_examples: int | None  # keep only the first rows of every file (smoke runs)
+    guard: GuardConfig
+    collapse: CollapseConfig
 
     def __post_init__(self) -> None:
         if self.epochs <= 0 and self.max_steps is None and self.max_minutes is None:
@@ -73,7 +73,7 @@ class TrainConfig:
             raise ValueError(f"save_every={self.save_every}; use a positive number or null")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FinetuneConfig:
     paths: PathsConfig
     model: ModelSource
@@ -81,7 +81,7 @@ class FinetuneConfig:
     head: HeadConfig
     train: TrainConfig
     runtime: RuntimeConfig
-    resume: Path | None = None  # a run folder to continue from its newest intact checkpoint
+    resume: Path | None  # a run folder to continue from its newest intact checkpoint
     run_dir: Path = Path(".")  # Hydra's run folder; set by the entry point, not in conf/
     # Tasks whose max_seq_len the command line set: kept as set rather than capped at the
     # model's positions. Set by the entry point, not in conf/.

@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pytest
 
+from ptm.config import from_conf
 from ptm.errors import DivergenceError
 from ptm.tasks.collapse import CollapseConfig, CollapseGuard
 
@@ -21,7 +22,8 @@ BOTH = np.array([20, 12])
 
 
 def guard(**overrides) -> CollapseGuard:
-    cfg = CollapseConfig(**{"min_steps": 100, "window": 50, "stall_steps": 1000, **overrides})
+    values = {"min_steps": 100, "window": 50, "stall_steps": 1000, **overrides}
+    cfg = from_conf(CollapseConfig, "finetune", "train.collapse", **values)
     return CollapseGuard(cfg, "sentiment", ["0", "1"], CHANCE, peak_lr=1e-4)
 
 
@@ -96,4 +98,6 @@ def test_the_model_to_export_must_not_be_one_class_at_chance() -> None:
 
 def test_learned_fraction_must_lie_below_the_chance_band() -> None:
     with pytest.raises(ValueError, match="learned_fraction"):
-        CollapseConfig(learned_fraction=0.97, tolerance=0.05)
+        from_conf(
+            CollapseConfig, "finetune", "train.collapse", learned_fraction=0.97, tolerance=0.05
+        )

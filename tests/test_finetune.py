@@ -21,6 +21,7 @@ from transformers import (
 )
 
 from finetune.train import run
+from ptm.config import from_conf
 from ptm.errors import DivergenceError, InputError
 from ptm.models.finetuned import load_finetuned
 from ptm.models.heads import TaskModel
@@ -399,7 +400,10 @@ def test_layer_wise_lr_decay_scales_each_depth(model_dir: Path) -> None:
     from ptm.models.heads import HeadConfig, build_head, load_encoder
 
     encoder = load_encoder(model_dir, pretrained=True, with_pooler=False)
-    model = TaskModel(encoder, {"t": build_head("sequence", encoder.config, 2, HeadConfig())})
+    model = TaskModel(
+        encoder,
+        {"t": build_head("sequence", encoder.config, 2, from_conf(HeadConfig, "finetune", "head"))},
+    )
     groups = layer_decay_groups(model, n_layers=2, decay=0.5, weight_decay=0.01)
     scale = {}
     for g in groups:

@@ -168,7 +168,10 @@ def load_finetuned(folder: Path) -> tuple[TaskModel, PreTrainedTokenizerBase, di
     encoder = load_encoder(folder, pretrained=True, with_pooler=with_pooler)
     heads = {  # token heads have no pooling (null in finetune.json)
         name: build_head(
-            _head_of(t), encoder.config, len(t["labels"]), HeadConfig(pooling=t["pooling"] or "cls")
+            _head_of(t),
+            encoder.config,
+            len(t["labels"]),
+            HeadConfig(pooling=t["pooling"] or "cls", dropout=None),
         )
         for name, t in tasks.items()
     }

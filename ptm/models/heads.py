@@ -39,10 +39,10 @@ HEADS = ("sequence", "token")
 _PADDED_VOCAB_SLACK = 128
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class HeadConfig:
-    pooling: str = "cls"  # cls | pooler | mean (sequence heads; token heads use every state)
-    dropout: float | None = None  # before the linear layer; null: the encoder's hidden dropout
+    pooling: str  # cls | pooler | mean (sequence heads; token heads use every state)
+    dropout: float | None  # before the linear layer; null: the encoder's hidden dropout
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:

@@ -39,15 +39,15 @@ from ptm.errors import DivergenceError
 USUAL_LR = "2e-5 to 1e-4 are usual for BERT fine-tuning, up to 3e-4 for very small models"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CollapseConfig:
-    enabled: bool = True
-    min_steps: int = 100  # no verdict before this step (nor before warm-up has ended)
-    window: int = 50  # training steps of one task judged together
-    collapsed_fraction: float = 0.9  # share of the window's batches predicting a single class
-    tolerance: float = 0.05  # "at chance level": loss >= (1 - tolerance) * chance
-    learned_fraction: float = 0.9  # "has learned": a window's loss once fell below this x chance
-    stall_steps: int = 1000  # a run never below chance is stopped only after this many steps
+    enabled: bool
+    min_steps: int  # no verdict before this step (nor before warm-up has ended)
+    window: int  # training steps of one task judged together
+    collapsed_fraction: float  # share of the window's batches predicting a single class
+    tolerance: float  # "at chance level": loss >= (1 - tolerance) * chance
+    learned_fraction: float  # "has learned": a window's loss once fell below this x chance
+    stall_steps: int  # a run never below chance is stopped only after this many steps
 
     def __post_init__(self) -> None:
         if not 0.0 < self.learned_fraction < 1.0 - self.tolerance:
