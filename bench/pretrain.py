@@ -13,17 +13,23 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from bench.common import BenchRow, logged_steps, measure, overall_rate, timed_trainer
+from bench.common import (
+    BenchRow,
+    embedded_corpus,
+    logged_steps,
+    measure,
+    overall_rate,
+    timed_trainer,
+)
 
 
 def _segments(tmp: Path, max_seq_len: int) -> Path:
     from ptm.config import from_conf
-    from ptm.data.embedded import EmbeddedConfig, build_embedded_corpus
     from ptm.data.segment_builder import SegmentConfig, prepare_segments
 
-    build_embedded_corpus(from_conf(EmbeddedConfig, "corpus", out_dir=tmp / "embedded"))
+    corpus = embedded_corpus(tmp) / "pretrain.txt"
     segments = from_conf(SegmentConfig, "pretrain", "data.segments", max_seq_len=max_seq_len)
-    return prepare_segments([tmp / "embedded" / "pretrain.txt"], None, tmp / "segments", segments)
+    return prepare_segments([corpus], None, tmp / "segments", segments)
 
 
 def ours(
@@ -37,7 +43,7 @@ def ours(
 
     total = warmup + steps
     segments = Path(folder)
-    corpus = segments.parent.parent / "embedded" / "pretrain.txt"
+    corpus = embedded_corpus(Path(tmp)) / "pretrain.txt"
     # What `make pretrain` runs, with the benchmark's batch, length, device and budget.
     cfg = from_conf(
         PretrainConfig,

@@ -59,10 +59,19 @@ def compose(config_name: str, overrides: tuple[str, ...] = ()) -> dict[str, Any]
 def _compose(config_name: str, overrides: tuple[str, ...]) -> dict[str, Any]:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
     register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return resolve(hydra_compose(config_name=config_name, overrides=list(overrides)))
+    # Inside a running @hydra.main (a benchmark composing the config it measures), Hydra's global
+    # state is taken: set it aside for the compose and put it back after.
+    running = GlobalHydra.instance().hydra if GlobalHydra.instance().is_initialized() else None
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return resolve(hydra_compose(config_name=config_name, overrides=list(overrides)))
+    finally:
+        if running is not None:
+            GlobalHydra.instance().initialize(running)
 
 
 def from_conf(

@@ -24,9 +24,10 @@ PY=${PY:-python3}
 DEVICE=${DEVICE:-auto}           # DEVICE=cpu rehearses the script on a CPU machine
 PREC=${PREC:-auto}
 PT_ARGS=${PT_ARGS:-}             # extra overrides of the full-recipe pretraining (a rehearsal: runtime.compile=false)
-FT_ARGS=${FT_ARGS:-train.max_minutes=1}  # fine-tuning budget (a rehearsal: train.max_steps=20)
-TASKS=${TASKS:-sentiment}        # embedded tasks fine-tuned from the full-recipe model and from scratch
+FT_ARGS=${FT_ARGS:-train.max_minutes=0.75}  # fine-tuning budget (a rehearsal: train.max_steps=20)
+TASKS=${TASKS:-sentiment names}  # embedded tasks fine-tuned from the full-recipe model and from scratch
 BENCH=${BENCH:-1}                # 0 skips the benchmarks
+BENCH_ARGS=${BENCH_ARGS:-pretrain.steps=40 pretrain.warmup_steps=5 finetune.steps=40 finetune.warmup_steps=5}
 GPU_TESTS=${GPU_TESTS:-1}        # 0 skips the gpu test leg
 WHEELS=${WHEELS:-.gpu/wheels}
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HYDRA_FULL_ERROR=1
@@ -48,6 +49,8 @@ step() {  # step NAME LIMIT_S COMMAND...
   echo "=== $name: $verdict in ${dt}s" | tee -a "$LOG"
   RESULTS+=("$name: $verdict (${dt}s)")
   echo "$name: $verdict (${dt}s)" >>"$OUT/steps.txt"   # survives a run cut short
+  [ -d "${W:-}" ] && (cd "$W" && find . \( -name metrics.json -o -name run_summary.json -o -path '*/tb/*' \) \
+    -type f -exec cp --parents {} "$OUT/runs/" \;) 2>/dev/null
 }
 
 {
@@ -59,26 +62,26 @@ step() {  # step NAME LIMIT_S COMMAND...
 DATA=outputs/data/embedded
 [ -f "$DATA/pretrain.txt" ] || { echo "no $DATA: build it with make data and carry it" | tee -a "$LOG"; exit 2; }
 RT="runtime.device=$DEVICE runtime.precision=$PREC"
-W=$OUT/work; mkdir -p "$W"
+W=${WORK:-/tmp/gpu-work}; mkdir -p "$W" "$OUT/runs"  # models stay here; their metrics and TensorBoard logs go to $OUT/runs
 
 # 1. The gpu test leg: tiny pretraining eager and compiled in bf16, exact fp32 resume with
 #    deterministic kernels, tiny fine-tuning and the exports loading back.
-[ "$GPU_TESTS" = 1 ] && step gpu-tests 200 $PY -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py
+[ "$GPU_TESTS" = 1 ] && step gpu-tests 150 $PY -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py
 
 # 2. Benchmarks: pretraining and fine-tuning (their GPU rows, bf16, with MFU) and the host feed.
 if [ "$BENCH" = 1 ]; then
-  step bench 180 $PY -m bench 'only=[pretrain,finetune,feed]' pretrain.cpu=false finetune.cpu=false
+  step bench 170 $PY -m bench 'only=[pretrain,finetune,feed]' pretrain.cpu=false finetune.cpu=false $BENCH_ARGS
   cp BENCHMARKS.md BENCHMARKS.json "$OUT/" 2>/dev/null
 fi
 
 # 3. The full BERT-mini recipe for a few minutes, then fine-tuning from it and from scratch.
-step full-pretrain $((FULL_MINUTES * 60 + 90)) $PY -m pretrain +experiment=bert_mini_full $RT \
+step full-pretrain $((FULL_MINUTES * 60 + 60)) $PY -m pretrain +experiment=bert_mini_full $RT \
   train.max_steps=null train.max_minutes=$FULL_MINUTES train.eval_every=500 \
   "data.corpus=[$DATA/pretrain.txt]" hydra.run.dir=$W/full $PT_ARGS
 for task in $TASKS; do
-  step ft-$task-pretrained 100 $PY -m finetune $RT task=$task model.path=$W/full/model \
+  step ft-$task-pretrained 75 $PY -m finetune $RT task=$task model.path=$W/full/model \
     hydra.run.dir=$W/ft-$task-pretrained $FT_ARGS
-  step ft-$task-scratch 100 $PY -m finetune $RT task=$task model.path=$W/full/model \
+  step ft-$task-scratch 75 $PY -m finetune $RT task=$task model.path=$W/full/model \
     model.init=scratch hydra.run.dir=$W/ft-$task-scratch $FT_ARGS
 done
 

