@@ -123,8 +123,9 @@ def main(cfg: DictConfig) -> None:
                 fmt(row.baseline),
                 row.metric,
             )
-    results_path.write_text(json.dumps(rows, indent=2) + "\n")
-    Path(cfg.report).write_text(render(rows))
+            # Written after every row: a run cut short (a GPU call's time limit) keeps what it measured.
+            results_path.write_text(json.dumps(rows, indent=2) + "\n")
+            Path(cfg.report).write_text(render(rows))
     log.info("wrote %s\n%s", cfg.report, OmegaConf.to_yaml(cfg))
 
 

@@ -49,8 +49,9 @@ step() {  # step NAME LIMIT_S COMMAND...
   echo "=== $name: $verdict in ${dt}s" | tee -a "$LOG"
   RESULTS+=("$name: $verdict (${dt}s)")
   echo "$name: $verdict (${dt}s)" >>"$OUT/steps.txt"   # survives a run cut short
+  # Flat names: the device tool does not bring back deeply nested folders.
   [ -d "${W:-}" ] && (cd "$W" && find . \( -name metrics.json -o -name run_summary.json -o -path '*/tb/*' \) \
-    -type f -exec cp --parents {} "$OUT/runs/" \;) 2>/dev/null
+    -type f | while read -r f; do cp "$f" "$OUT/runs/$(echo "${f#./}" | tr / _)"; done) 2>/dev/null
 }
 
 {
@@ -70,7 +71,7 @@ W=${WORK:-/tmp/gpu-work}; mkdir -p "$W" "$OUT/runs"  # models stay here; their m
 
 # 2. Benchmarks: pretraining and fine-tuning (their GPU rows, bf16, with MFU) and the host feed.
 if [ "$BENCH" = 1 ]; then
-  step bench 170 $PY -m bench 'only=[pretrain,finetune,feed]' pretrain.cpu=false finetune.cpu=false $BENCH_ARGS
+  step bench 240 $PY -m bench 'only=[pretrain,finetune,feed]' pretrain.cpu=false finetune.cpu=false $BENCH_ARGS
   cp BENCHMARKS.md BENCHMARKS.json "$OUT/" 2>/dev/null
 fi
 
