@@ -44,7 +44,13 @@ from ptm.tasks.kinds import TaskKind, load_task
 from ptm.tasks.loading import TaskConfig, TaskData
 from ptm.tasks.metrics import confusion_image
 from ptm.training import dist, loop
-from ptm.training.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
+from ptm.training.checkpoint import (
+    list_checkpoints,
+    load_latest,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from ptm.training.guard import DivergenceGuard
 from ptm.training.llrd import layer_decay_groups
 from ptm.training.mfu import encoder_training_flops
@@ -191,8 +197,11 @@ def _train(cfg: FinetuneConfig, session: loop.Session) -> dict:
     step, examples, elapsed, evaluated_at, stopped = 0, 0, 0.0, -1, "budget"
     best, history = Best(), []
     resumed_at = None
-    found = load_latest(Path(cfg.resume) / "checkpoints") if cfg.resume else None
-    if cfg.resume and found is None:
+    saved = Path(cfg.resume) / "checkpoints" if cfg.resume else None
+    found = load_latest(saved) if saved else None
+    if saved and found is None:
+        if list_checkpoints(saved):
+            raise InputError(saved, "no checkpoint here loads", "start anew without resume=")
         log.warning("resume=%s has no checkpoint yet: starting from scratch", cfg.resume)
     if found is not None:
         path, state = found
@@ -200,6 +209,13 @@ def _train(cfg: FinetuneConfig, session: loop.Session) -> dict:
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         ranks = state["rng"]
+        if len(ranks) != info.world_size:
+            log.warning(
+                "resuming %d processes from a run of %d: dropout draws will differ from an "
+                "uninterrupted run",
+                info.world_size,
+                len(ranks),
+            )
         set_rng_state(ranks[info.rank] if len(ranks) == info.world_size else ranks[0])
         for stream, s in zip(streams, state["streams"], strict=True):
             stream.load_state_dict(s)

@@ -153,10 +153,16 @@ def test_checkpoints_fall_back_past_damaged_files(
     ]
 
 
-def test_resuming_with_another_model_is_one_line(tmp_path: Path, model_dir: Path) -> None:
+def test_resuming_with_another_model_or_no_intact_checkpoint_is_one_line(
+    tmp_path: Path, model_dir: Path
+) -> None:
     overrides = [*task(tmp_path), "train.epochs=1"]
     first = tmp_path / "first"
     run(finetune_config(tmp_path, model_dir, first, *overrides))
     other = tiny_model_dir(tmp_path / "other", max_positions=128)
     with pytest.raises(InputError, match="the checkpoint does not fit this run's model"):
         run(finetune_config(tmp_path, other, tmp_path / "x", *overrides, f"resume={first}"))
+    for saved in (first / "checkpoints").glob("*.pt"):
+        saved.write_bytes(saved.read_bytes()[:64])
+    with pytest.raises(InputError, match="no checkpoint here loads — start anew without resume="):
+        run(finetune_config(tmp_path, model_dir, tmp_path / "y", *overrides, f"resume={first}"))

@@ -13,6 +13,8 @@ compare kind names. Adding a kind is one class here, registered in `KINDS`, and 
   too-long pairs trimmed longest-first.
 * ``tokens`` — ``text\\ttags``: one BIO tag per ID, entity-level F1 (seqeval); rows longer than
   the model are cut into windows and stitched back, never truncated.
+* ``multi_label`` — ``label\\ttext`` with any number of labels per row (``a,b``): a sigmoid per
+  label, binary cross-entropy, a threshold chosen on dev, macro-F1 over labels.
 """
 
 from __future__ import annotations
