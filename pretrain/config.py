@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ptm.config import PathsConfig
 from ptm.data.masking import MaskingConfig
+from ptm.data.rawtext import WORD_SEGMENTERS
 from ptm.data.segment_builder import SegmentConfig
 from ptm.models.mlm import ModelConfig
 from ptm.training.guard import GuardConfig
@@ -17,6 +18,8 @@ from ptm.training.runtime import RuntimeConfig
 class DataConfig:
     corpus: list[Path]
     tokenizer: str | None = None
+    word_segmenter: str = "none"  # none | jieba: whole-word marks for raw text
+    general_eval: list[Path] = field(default_factory=list)  # also evaluated, whole
     cache_dir: Path = Path("outputs/data/segments")
     segments: SegmentConfig = field(default_factory=SegmentConfig)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
@@ -24,6 +27,10 @@ class DataConfig:
     def __post_init__(self) -> None:
         if not self.corpus:
             raise ValueError("data.corpus lists no file: set data.corpus=[file1,file2,...]")
+        if self.word_segmenter not in WORD_SEGMENTERS:
+            raise ValueError(
+                f"data.word_segmenter={self.word_segmenter!r}: use one of {list(WORD_SEGMENTERS)}"
+            )
 
 
 @dataclass(frozen=True)

@@ -267,3 +267,58 @@ def test_required_values_left_unset_are_clear_errors() -> None:
     cfg = compose_config("pretrain", ["data.corpus=???"])
     with pytest.raises(InputError, match=r"data\.corpus is required — set it on the command line"):
         to_dataclass(PretrainConfig, cfg)
+
+
+def transformers_chinese_bert(folder: Path, chars: str, architecture: str) -> Path:
+    """A tiny Chinese BERT as transformers writes one: Google's vocab.txt layout, the fast
+    tokenizer's files, and the weights of ``architecture`` (MLM only, or MLM + NSP + pooler as a
+    converted Google checkpoint has)."""
+    import transformers
+    from transformers import BertConfig, BertTokenizerFast
+
+    from ptm.data.tokenizer import GOOGLE_SPECIALS
+
+    folder.mkdir(parents=True)
+    vocab = [*GOOGLE_SPECIALS, *dict.fromkeys(c for c in chars.lower() if not c.isspace())]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    # transformers 5 ignores BertTokenizerFast(vocab_file=...); from_pretrained reads vocab.txt.
+    BertTokenizerFast.from_pretrained(folder).save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    getattr(transformers, architecture)(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("architecture", ["BertForMaskedLM", "BertForPreTraining"])
+def test_raw_text_continued_from_a_transformers_bert_is_a_drop_in_replacement(
+    tmp_path: Path, architecture: str
+) -> None:
+    text = "诸葛亮是三国时期蜀汉的丞相。三国时期，曹操统一了北方。Hello world 1998！\n"
+    corpus = tmp_path / "zh.txt"
+    corpus.write_text(text * 40, encoding="utf-8")
+    original = transformers_chinese_bert(tmp_path / "bert", text + "helowrd189", architecture)
+    run_dir = tmp_path / "run"
+    overrides = [f"model.init_from={original}", "train.max_steps=6", "data.word_segmenter=jieba"]
+    overrides.append("data.segments.eval_fraction=0.1")
+    metrics = run(pretrain_config(tmp_path, corpus, run_dir, *overrides))
+    assert "start/eval/loss" in metrics and metrics["steps"] == 6
+    out = run_dir / "model"
+    for name in ("config.json", "vocab.txt", "tokenizer.json", "tokenizer_config.json"):
+        assert (out / name).read_bytes() == (original / name).read_bytes(), name
+    model = AutoModelForMaskedLM.from_pretrained(out)
+    before = AutoModelForMaskedLM.from_pretrained(original)
+    assert not torch.equal(
+        model.bert.encoder.layer[0].output.dense.weight,
+        before.bert.encoder.layer[0].output.dense.weight,
+    )  # trained
+    fill = pipeline("fill-mask", model=str(out))
+    assert fill("诸葛亮是三国时期蜀汉的[MASK]相。")[0]["token_str"] in text + "helowrd189"
+    if architecture == "BertForPreTraining":
+        from transformers import BertForPreTraining
+
+        kept, orig = (BertForPreTraining.from_pretrained(p) for p in (out, original))
+        for name in ("bert.pooler.dense.weight", "cls.seq_relationship.weight"):
+            assert torch.equal(kept.state_dict()[name], orig.state_dict()[name]), name
