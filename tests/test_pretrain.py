@@ -11,10 +11,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
 
 import pretrain.train as train_module
+from pretrain.config import PretrainConfig
 from pretrain.train import run
+from ptm.config import resolve, to_dataclass
 from ptm.errors import DivergenceError
 from ptm.models.mlm import MaskedLMObjective, ModelConfig, build_mlm_model
-from tests.conftest import CONF_DIR, compose_config, pretrain_config, run_module
+from tests.conftest import CONF_DIR, ROOT, compose_config, pretrain_config, run_module
 
 
 def scalars(run_dir: Path, tag: str) -> dict[int, float]:
@@ -183,6 +185,75 @@ def test_continued_training_teaches_a_new_fact(tmp_path: Path, corpus: Path) -> 
         AutoTokenizer.from_pretrained(taught / "model").get_vocab()
         == AutoTokenizer.from_pretrained(base / "model").get_vocab()
     )
+
+
+FACTS = ROOT / "examples" / "new_fact" / "facts.txt"
+# New sentences about 诸葛涛, none of them in the fact corpus, with a word of the name masked
+# (jieba cuts it 诸葛 / 涛) where the corpus puts the name: opening the sentence, as its subject.
+HELD_OUT_PROMPTS = {
+    "诸葛[MASK]出生在琅琊。": "涛",
+    "[MASK][MASK]涛善于治军。": "诸葛",
+    "[MASK][MASK]涛是哪个朝代的人？": "诸葛",
+}
+GENERAL_DROP = 0.02  # stated bound on the fall of held-out general MLM accuracy (2 points)
+
+
+def fill_in(prompt: str, answer: str) -> str:
+    for char in answer:
+        prompt = prompt.replace("[MASK]", char, 1)
+    return prompt
+
+
+def first_choices(fill, prompt: str) -> str:
+    """The top prediction at every [MASK] of the prompt, in order."""
+    out = fill(prompt)
+    return "".join(o[0]["token_str"] for o in (out if isinstance(out[0], list) else [out]))
+
+
+def test_raw_text_continued_training_teaches_a_new_fact(tmp_path: Path, embedded_dir: Path) -> None:
+    """The raw-text sibling of the test above, through +experiment=adapt: a tiny Chinese BERT
+    whose character vocabulary is built from the embedded corpus' raw text, pretrained briefly
+    on it, then continued on 40 plain sentences stating that 诸葛涛 was a 三国 general, with 20
+    documents of general text mixed in (rehearsal), jieba whole-word masking, one sentence per
+    segment.
+
+    Measured (this configuration): the held-out prompts get the name's words first with
+    probability 0.24-0.40 against <= 0.07 for the runner-up; general accuracy 4.9% -> 3.9%.
+    Without rehearsal it falls to 0.5%, so GENERAL_DROP is a bound the run has to earn. What a
+    model this small does not do is carry the name to other positions in a sentence (the README
+    shows the same for a 10-minute BERT-mini): it learns where the corpus puts it.
+    """
+    for prompt, answer in HELD_OUT_PROMPTS.items():
+        assert fill_in(prompt, answer) not in FACTS.read_text()
+    base = tmp_path / "base"
+    raw = embedded_dir / "raw"
+    run(
+        pretrain_config(
+            tmp_path, raw / "pretrain.txt", base, "train.max_steps=150", "train.lr=3e-3"
+        )
+    )
+    taught = tmp_path / "taught"
+    cfg = compose_config(
+        "pretrain",
+        [
+            "+experiment=adapt", f"paths.data_dir={tmp_path / 'data'}", f"data.corpus=[{FACTS}]",
+            f"model.init_from={base / 'model'}", f"data.general_eval=[{raw / 'heldout.txt'}]",
+            f"data.rehearsal=[{raw / 'pretrain.txt'}]", "data.rehearsal_documents=20",
+            "runtime.device=cpu", "runtime.precision=fp32", "data.segments.max_seq_len=64",
+            "train.batch_size=8", "train.micro_batch_size=8", "train.lr=3e-3",
+            "train.max_steps=600", "train.eval_every=1000", "train.eval_max_segments=128",
+        ],
+    )  # fmt: skip
+    metrics = run(to_dataclass(PretrainConfig, {**resolve(cfg), "run_dir": str(taught)}))
+    after = pipeline("fill-mask", model=str(taught / "model"))
+    before = pipeline("fill-mask", model=str(base / "model"))
+    for prompt, answer in HELD_OUT_PROMPTS.items():
+        assert first_choices(after, prompt) == answer, (prompt, after(prompt))
+        assert first_choices(before, prompt) != answer
+    drop = metrics["start/general/accuracy"] - metrics["general/accuracy"]
+    assert drop <= GENERAL_DROP, {k: v for k, v in metrics.items() if "accuracy" in k}
+    for name in ("config.json", "vocab.txt", "tokenizer.json", "tokenizer_config.json"):
+        assert (taught / "model" / name).read_bytes() == (base / "model" / name).read_bytes()
 
 
 def test_two_torchrun_processes_match_one(tmp_path: Path, corpus: Path) -> None:

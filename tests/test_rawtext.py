@@ -169,7 +169,7 @@ def test_rjieba_cuts_as_jieba_does(embedded_dir: Path) -> None:
     dictionary and HMM, and gives the same words on real text."""
     import jieba
 
-    from ptm.data.rawtext import segment_words
+    from ptm.data.wordseg import word_starts as segment_words
 
     jieba.setLogLevel(logging.WARNING)
     lines = (embedded_dir / "raw" / "heldout.txt").read_text().splitlines()[:300]

@@ -27,8 +27,8 @@ awkward cases (compatibility ideographs, combining marks, control characters, Σ
 letters, emoji).
 
 **Whole-word marks.** With ``word_segmenter="jieba"`` each chunk is cut into words by jieba's
-dictionary and HMM (through ``rjieba``, its Rust port: the same segmentation, 15x faster here —
-see BENCHMARKS.md) and the token holding a word's first character is marked as a word start,
+dictionary and HMM (`ptm.data.wordseg`, through ``rjieba``, its Rust port: the same words, 15x
+faster here — see BENCHMARKS.md) and the token holding a word's first character is marked as a word start,
 exactly as ``_``-joined IDs are marked, so the masker masks whole words (Cui et al., 2019,
 BERT-wwm) with no reference file. Without a segmenter the marks are WordPiece's own: a ``##``
 piece continues the word before it.
@@ -48,6 +48,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ptm.data.idtext import ParsedLines
 from ptm.data.tokenizer import GOOGLE_SPECIALS, build_wordpiece_tokenizer
+from ptm.data.wordseg import word_starts
 from ptm.errors import InputError
 
 WORD_SEGMENTERS = ("none", "jieba")
@@ -78,28 +79,11 @@ def codepoints(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
 
 
-def segment_words(text: str) -> np.ndarray:
-    """Bool (n_chars,): the character begins a word, by jieba's default mode (dictionary + HMM).
-
-    ``rjieba`` cuts the whole chunk in one call (it releases the GIL while cutting); jieba never
-    joins characters across a newline, so words stay inside their lines.
-    """
-    import rjieba  # imported here: only raw text with a segmenter needs it
-
-    words = rjieba.cut(text)
-    lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
-    if int(lengths.sum()) != len(text):
-        raise AssertionError("rjieba's words do not add up to the text they were cut from")
-    starts = np.zeros(len(text) + 1, dtype=bool)
-    starts[np.cumsum(lengths) - lengths] = True
-    return starts[: len(text)]
-
-
 class RawTextEncoder:
     """Chunks of raw text (one document per line) -> `ParsedLines` of vocabulary indices.
 
     Thread-safe: the per-character tables grow under a lock, the run cache is a plain dict
-    (single operations on it are atomic), and the Rust tokenizer is reentrant.
+    (single operations on it are atomic), and the Rust tokenizer and rjieba release the GIL.
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, word_segmenter: str = "none") -> None:
@@ -240,7 +224,7 @@ class RawTextEncoder:
 
         if self.word_segmenter == "jieba":
             # A token begins a word when a word's first character lies inside it.
-            starts = np.concatenate([[0], np.cumsum(segment_words(text))])
+            starts = np.concatenate([[0], np.cumsum(word_starts(text))])
             word_start = starts[np.maximum(token_end, token_char + 1)] > starts[token_char]
         else:
             word_start = pretoken_start
