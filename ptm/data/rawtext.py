@@ -109,11 +109,16 @@ class RawTextEncoder:
         kinds = tuple(
             (spec.get(part) or {}).get("type") for part in ("normalizer", "pre_tokenizer", "model")
         )
+        added_tokens = list(self.backend.get_added_tokens_decoder().values())
         # Only BERT's pipeline is known to be local enough for per-character classification;
-        # any other is exact too, one whole line at a time (slower).
-        self.per_character = kinds == ("BertNormalizer", "BertPreTokenizer", "WordPiece")
-        added = [t.content for t in self.backend.get_added_tokens_decoder().values()]
-        added = sorted((t for t in added if t), key=len, reverse=True)
+        # any other is exact too, one whole line at a time (slower). So are added tokens matched
+        # after normalizing (tokens added by a user; BERT's special tokens match the raw text).
+        self.per_character = kinds == (
+            "BertNormalizer",
+            "BertPreTokenizer",
+            "WordPiece",
+        ) and not any(t.normalized for t in added_tokens)
+        added = sorted((t.content for t in added_tokens if t.content), key=len, reverse=True)
         self.added = re.compile("|".join(map(re.escape, added))) if added else None
         self.unk_id = tokenizer.unk_token_id
         self.classes = np.full(_N_CODEPOINTS, UNSEEN, dtype=np.uint8)

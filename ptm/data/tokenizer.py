@@ -60,14 +60,20 @@ def vocab_from_counts(
     return [*SPECIAL_TOKENS, *(str(int(i)) for i in ids[order])]
 
 
-def build_tokenizer(vocab: list[str], max_seq_len: int) -> PreTrainedTokenizerFast:
-    """A fast tokenizer over ``vocab`` that adds ``[CLS] a [SEP]`` / ``[CLS] a [SEP] b [SEP]``."""
+def _index(vocab: list[str] | tuple[str, ...]) -> dict[str, int]:
+    """Token -> ID of a vocabulary that has BERT's special tokens and no repeated entry."""
     missing = [t for t in SPECIAL_TOKENS if t not in vocab]
     if missing:
         raise InputError(None, f"the vocabulary lacks {missing}", "add BERT's special tokens")
     index = {token: i for i, token in enumerate(vocab)}
     if len(index) != len(vocab):
         raise InputError(None, "the vocabulary repeats an entry", "keep each token once")
+    return index
+
+
+def build_tokenizer(vocab: list[str], max_seq_len: int) -> PreTrainedTokenizerFast:
+    """A fast tokenizer over ``vocab`` that adds ``[CLS] a [SEP]`` / ``[CLS] a [SEP] b [SEP]``."""
+    index = _index(vocab)
     tok = Tokenizer(models.WordLevel(index, unk_token=UNK))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.post_processor = processors.TemplateProcessing(
@@ -82,12 +88,7 @@ def build_wordpiece_tokenizer(vocab: list[str] | tuple[str, ...], max_seq_len: i
     """A Chinese BERT's tokenizer over ``vocab``: BERT's normalizer (lower-casing, accents
     stripped, CJK characters split apart), punctuation split off, WordPiece with ``##`` pieces;
     the same class and settings transformers gives a Google ``vocab.txt``."""
-    missing = [t for t in SPECIAL_TOKENS if t not in vocab]
-    if missing:
-        raise InputError(None, f"the vocabulary lacks {missing}", "add BERT's special tokens")
-    index = {token: i for i, token in enumerate(vocab)}
-    if len(index) != len(vocab):
-        raise InputError(None, "the vocabulary repeats an entry", "keep each token once")
+    index = _index(vocab)
     # transformers 5 ignores ``vocab_file=`` here and would keep only the special tokens.
     return BertTokenizer(vocab=index, model_max_length=max_seq_len)
 
