@@ -321,11 +321,11 @@ def _row(*cells: str) -> str:
     return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ReferenceConfig:
     paths: PathsConfig
-    output: Path = Path("docs/CONFIGURATION.md")
-    check: bool = False
+    output: Path
+    check: bool
 
 
 def run(cfg: ReferenceConfig) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ptm.config import PathsConfig
 from ptm.data.masking import MaskingConfig
+from ptm.data.rawtext import WORD_SEGMENTERS
 from ptm.data.segment_builder import SegmentConfig
 from ptm.models.mlm import ModelConfig
 from ptm.tasks.probe import ProbeConfig
@@ -18,6 +19,10 @@ from ptm.training.runtime import RuntimeConfig
 class DataConfig:
     corpus: list[Path]
     tokenizer: str | None
+    word_segmenter: str  # none | jieba: whole-word marks for raw text
+    general_eval: list[Path]  # also evaluated, whole
+    rehearsal: list[Path]  # general text to mix into the corpus
+    rehearsal_documents: int  # how many of its documents (0: none)
     cache_dir: Path
     segments: SegmentConfig
     masking: MaskingConfig
@@ -26,6 +31,10 @@ class DataConfig:
     def __post_init__(self) -> None:
         if not self.corpus:
             raise ValueError("data.corpus lists no file: set data.corpus=[file1,file2,...]")
+        if self.word_segmenter not in WORD_SEGMENTERS:
+            raise ValueError(
+                f"data.word_segmenter={self.word_segmenter!r}: use one of {list(WORD_SEGMENTERS)}"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -5,6 +5,7 @@ Training builds it on first use anyway; building it first is handy before a mult
 
     python -m pretrain.segments                                  # the embedded corpus
     python -m pretrain.segments data=tianchi 'data.corpus=[train_set.csv,test_a.csv]'
+    python -m pretrain.segments data=embedded_raw data.word_segmenter=jieba   # raw Chinese text
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import hydra
 from omegaconf import DictConfig
 
 from pretrain.config import DataConfig
+from pretrain.data import prepare_run_data
 from ptm.config import register_resolvers, to_dataclass
-from ptm.data.segment_builder import prepare_segments
 from ptm.errors import exit_on_input_error
 
 log = logging.getLogger(__name__)
@@ -27,8 +28,10 @@ log = logging.getLogger(__name__)
 def main(cfg: DictConfig) -> str:
     data = to_dataclass(DataConfig, cfg.data)
     tokenizer = data.tokenizer or cfg.model.init_from
-    folder = prepare_segments(data.corpus, tokenizer, data.cache_dir, data.segments)
+    folder, general = prepare_run_data(data, tokenizer)
     log.info("segment folder: %s (see its meta.json)", folder)
+    if general is not None:
+        log.info("general text for evaluation: %s", general)
     return str(folder)
 
 

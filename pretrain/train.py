@@ -14,8 +14,6 @@ import functools
 import json
 import logging
 import math
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -24,12 +22,12 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from pretrain.config import PretrainConfig
+from pretrain.data import prepare_run_data
+from pretrain.export import export_model
 from ptm.config import flatten, to_plain
 from ptm.data.feed import MicroBatch, Prefetch, mask_on_device, pin
 from ptm.data.masking import Masker, MaskingConfig
-from ptm.data.segment_builder import prepare_segments
 from ptm.data.segment_store import SegmentData, load_segment_tokenizer, unigram_entropy
-from ptm.data.tokenizer import save_tokenizer
 from ptm.errors import InputError
 from ptm.models.dropout import use_fast_dropout
 from ptm.models.mlm import MaskedLMObjective, build_mlm_model
@@ -107,18 +105,15 @@ def _train(cfg: PretrainConfig, session: loop.Session) -> dict:
 
     # Data: rank 0 builds the segments once; the others wait and read the same folder.
     tokenizer_source = cfg.data.tokenizer or cfg.model.init_from
-    folder = None
+    folder = general = None
     if info.is_main:
-        folder = prepare_segments(
-            cfg.data.corpus, tokenizer_source, cfg.data.cache_dir, cfg.data.segments
-        )
+        folder, general = prepare_run_data(cfg.data, tokenizer_source)
     dist.barrier()
     if folder is None:
-        folder = prepare_segments(
-            cfg.data.corpus, tokenizer_source, cfg.data.cache_dir, cfg.data.segments
-        )
+        folder, general = prepare_run_data(cfg.data, tokenizer_source)
     tokenizer = load_segment_tokenizer(folder)
     train_set, eval_set = SegmentData(folder, "train"), SegmentData(folder, "eval")
+    general_set = SegmentData(general, "train") if general else None
     vocab_size = len(tokenizer.get_vocab())
     special_ids = sorted(set(tokenizer.all_special_ids))
     if (
@@ -199,16 +194,15 @@ def _train(cfg: PretrainConfig, session: loop.Session) -> dict:
     # Downstream probe of the frozen encoder (rank 0; ptm.tasks.probe): when pretraining pays off.
     probe = Probe(cfg.data.probe, tokenizer) if cfg.data.probe and info.is_main else None
 
-    def evaluate() -> dict[str, float]:
+    def evaluate(data: SegmentData = eval_set, prefix: str = "eval") -> dict[str, float]:
+        n = min(len(data), t.eval_max_segments)
         objective.eval()
         sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, predicted
-        mine = np.arange(
-            info.rank * t.micro_batch_size, n_eval, t.micro_batch_size * info.world_size
-        )
+        mine = np.arange(info.rank * t.micro_batch_size, n, t.micro_batch_size * info.world_size)
         with torch.no_grad():
             for lo in mine:
-                idx = np.arange(lo, min(lo + t.micro_batch_size, n_eval))
-                host = [(int(lo), eval_set.batch(idx, tokenizer.pad_token_id))]
+                idx = np.arange(lo, min(lo + t.micro_batch_size, n))
+                host = [(int(lo), data.batch(idx, tokenizer.pad_token_id))]
                 (m,) = mask_on_device(host, device, eval_masker, lambda chunk: EVAL_SEED + chunk)
                 with autocast(device, precision):
                     loss_sum, correct, count = objective(
@@ -219,10 +213,21 @@ def _train(cfg: PretrainConfig, session: loop.Session) -> dict:
         objective.train()
         loss = (sums[0] / sums[2].clamp(min=1)).item()
         return {
-            "eval/loss": loss,
-            "eval/accuracy": (sums[1] / sums[2].clamp(min=1)).item(),
-            "eval/perplexity": math.exp(min(loss, 50.0)),
+            f"{prefix}/loss": loss,
+            f"{prefix}/accuracy": (sums[1] / sums[2].clamp(min=1)).item(),
+            f"{prefix}/perplexity": math.exp(min(loss, 50.0)),
         }
+
+    def evaluate_all() -> dict[str, float]:
+        out = evaluate() if n_eval > 0 else {}
+        return out | (evaluate(general_set, "general") if general_set is not None else {})
+
+    # Continued training: what the model knew before it, on both held-out sets.
+    start_metrics = {}
+    if cfg.model.init_from and step == 0 and (n_eval > 0 or general_set is not None):
+        start_metrics = evaluate_all()
+        tb.scalars(0, start_metrics)
+        _log_eval("before training", start_metrics, entropy)
 
     metrics: dict[str, float] = {}
     clock = time.perf_counter()
@@ -237,17 +242,12 @@ def _train(cfg: PretrainConfig, session: loop.Session) -> dict:
         lr = t.lr * lr_factor(progress, t.warmup_fraction, t.decay, t.min_lr_fraction)
         loop.set_lr(optimizer, lr)
 
-        if ((step % t.eval_every == 0 and step > 0) or last_step) and n_eval > 0:
-            metrics = evaluate()
+        if ((step % t.eval_every == 0 and step > 0) or last_step) and (
+            n_eval > 0 or general_set is not None
+        ):
+            metrics = evaluate_all()
             tb.scalars(step, metrics)
-            log.info(
-                "step %d | eval loss %.4f | accuracy %.4f | perplexity %.1f | unigram entropy %.4f",
-                step,
-                metrics["eval/loss"],
-                metrics["eval/accuracy"],
-                metrics["eval/perplexity"],
-                entropy,
-            )
+            _log_eval(f"step {step}", metrics, entropy)
         if probe is not None and probe.due(step, last_step):
             scores = probe(objective.encoder, device, precision, step)
             tb.scalars(step, scores)
@@ -327,6 +327,7 @@ def _train(cfg: PretrainConfig, session: loop.Session) -> dict:
     wall = time.perf_counter() - clock
     final = {
         **metrics,
+        **{f"start/{k}": v for k, v in start_metrics.items()},
         "unigram_entropy": entropy,
         "steps": step,
         "tokens": tokens,
@@ -338,7 +339,7 @@ def _train(cfg: PretrainConfig, session: loop.Session) -> dict:
     if probe is not None:
         final["probe"] = probe.summary(wall)
     if info.is_main:
-        _export(model, tokenizer, run_dir / "model")
+        export_model(model, tokenizer, run_dir / "model", cfg.model.init_from)
         loop.write_metrics(run_dir, final)
         tb.hparams(
             flatten(
@@ -355,11 +356,15 @@ def _train(cfg: PretrainConfig, session: loop.Session) -> dict:
     return final
 
 
-def _export(model: torch.nn.Module, tokenizer, out: Path) -> None:
-    """A Hugging Face model folder, written aside and renamed so it is never half there."""
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    save_tokenizer(tokenizer, tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+def _log_eval(when: str, metrics: dict[str, float], entropy: float) -> None:
+    for prefix in ("eval", "general"):
+        if f"{prefix}/loss" in metrics:
+            log.info(
+                "%s | %s loss %.4f | accuracy %.4f | perplexity %.1f | unigram entropy %.4f",
+                when,
+                prefix,
+                metrics[f"{prefix}/loss"],
+                metrics[f"{prefix}/accuracy"],
+                metrics[f"{prefix}/perplexity"],
+                entropy,
+            )

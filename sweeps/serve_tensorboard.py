@@ -30,13 +30,13 @@ from ptm.errors import InputError, exit_on_input_error
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TensorBoardConfig:
     paths: PathsConfig
     logdir: Path
-    host: str = "127.0.0.1"
-    port: int = 6006
-    load_fast: bool | None = False  # None: TensorBoard's own choice ("auto")
+    host: str
+    port: int
+    load_fast: bool | None  # None: TensorBoard's own choice ("auto")
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

@@ -25,12 +25,12 @@ from sweeps.jobs import MODES, Summary, latest_sweep, read_sweep, summarize
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SummaryConfig:
     paths: PathsConfig
-    dir: str | None = "latest"  # a sweep folder; latest (or null): the newest sweep
-    metric: str | None = None
-    mode: str | None = None
+    dir: str | None  # a sweep folder; latest (or null): the newest sweep
+    metric: str | None
+    mode: str | None
 
     def __post_init__(self) -> None:
         if self.mode is not None and self.mode not in MODES:

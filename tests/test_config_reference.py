@@ -25,7 +25,7 @@ from docs.config_reference import (
 )
 from finetune.config import FinetuneConfig
 from pretrain.config import PretrainConfig
-from ptm.config import PathsConfig, from_conf
+from ptm.config import from_conf
 from ptm.errors import InputError
 from ptm.tasks.loading import TaskConfig
 from tests.conftest import compose_config
@@ -79,13 +79,13 @@ def test_the_tool_writes_the_reference_or_checks_it(tmp_path: Path) -> None:
     stale = re.escape(f"{output}: out of date with conf/ — run `{COMMAND}`")
     with pytest.raises(InputError, match=f"^{stale}$"):
         run(
-            ReferenceConfig(from_conf(PathsConfig, "pretrain", "paths"), output=output, check=True)
+            from_conf(ReferenceConfig, "config_reference", output=output, check=True)
         )  # missing: out of date
     assert not output.exists()
-    run(ReferenceConfig(from_conf(PathsConfig, "pretrain", "paths"), output=output))
+    run(from_conf(ReferenceConfig, "config_reference", output=output))
     assert output.read_text() == render()
     run(
-        ReferenceConfig(from_conf(PathsConfig, "pretrain", "paths"), output=output, check=True)
+        from_conf(ReferenceConfig, "config_reference", output=output, check=True)
     )  # now up to date: no error
 
 

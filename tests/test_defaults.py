@@ -27,9 +27,20 @@ ROOTS: list[tuple[str, type, tuple[str, ...]]] = [
 
 
 def _roots() -> list[tuple[str, type, tuple[str, ...]]]:
+    from docs.config_reference import ReferenceConfig
+    from finetune.config import FinetuneConfig
     from pretrain.config import PretrainConfig
+    from sweeps.serve_tensorboard import TensorBoardConfig
+    from sweeps.summary import SummaryConfig
 
-    return [*ROOTS, ("pretrain", PretrainConfig, ())]
+    return [
+        *ROOTS,
+        ("pretrain", PretrainConfig, ()),
+        ("finetune", FinetuneConfig, ()),
+        ("summary", SummaryConfig, ()),
+        ("tensorboard", TensorBoardConfig, ()),
+        ("config_reference", ReferenceConfig, ()),
+    ]
 
 
 def doubled(cls: type, node: dict[str, Any], where: str) -> list[str]:

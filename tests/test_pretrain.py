@@ -11,11 +11,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
 
 import pretrain.train as train_module
+from pretrain.config import PretrainConfig
 from pretrain.train import run
-from ptm.config import from_conf
+from ptm.config import from_conf, resolve, to_dataclass
 from ptm.errors import DivergenceError
 from ptm.models.mlm import MaskedLMObjective, ModelConfig, build_mlm_model
-from tests.conftest import CONF_DIR, compose_config, pretrain_config, run_module
+from tests.conftest import CONF_DIR, ROOT, compose_config, pretrain_config, run_module
 
 
 def scalars(run_dir: Path, tag: str) -> dict[int, float]:
@@ -197,6 +198,75 @@ def test_continued_training_teaches_a_new_fact(tmp_path: Path, corpus: Path) -> 
     )
 
 
+FACTS = ROOT / "examples" / "new_fact" / "facts.txt"
+# New sentences about 诸葛涛, none of them in the fact corpus, with a word of the name masked
+# (jieba cuts it 诸葛 / 涛) where the corpus puts the name: opening the sentence, as its subject.
+HELD_OUT_PROMPTS = {
+    "诸葛[MASK]出生在琅琊。": "涛",
+    "[MASK][MASK]涛善于治军。": "诸葛",
+    "[MASK][MASK]涛是哪个朝代的人？": "诸葛",
+}
+GENERAL_DROP = 0.02  # stated bound on the fall of held-out general MLM accuracy (2 points)
+
+
+def fill_in(prompt: str, answer: str) -> str:
+    for char in answer:
+        prompt = prompt.replace("[MASK]", char, 1)
+    return prompt
+
+
+def first_choices(fill, prompt: str) -> str:
+    """The top prediction at every [MASK] of the prompt, in order."""
+    out = fill(prompt)
+    return "".join(o[0]["token_str"] for o in (out if isinstance(out[0], list) else [out]))
+
+
+def test_raw_text_continued_training_teaches_a_new_fact(tmp_path: Path, embedded_dir: Path) -> None:
+    """The raw-text sibling of the test above, through +experiment=adapt: a tiny Chinese BERT
+    whose character vocabulary is built from the embedded corpus' raw text, pretrained briefly
+    on it, then continued on 40 plain sentences stating that 诸葛涛 was a 三国 general, with 20
+    documents of general text mixed in (rehearsal), jieba whole-word masking, one sentence per
+    segment.
+
+    Measured (this configuration): the held-out prompts get the name's words first with
+    probability 0.24-0.40 against <= 0.07 for the runner-up; general accuracy 4.9% -> 3.9%.
+    Without rehearsal it falls to 0.5%, so GENERAL_DROP is a bound the run has to earn. What a
+    model this small does not do is carry the name to other positions in a sentence (the README
+    shows the same for a 10-minute BERT-mini): it learns where the corpus puts it.
+    """
+    for prompt, answer in HELD_OUT_PROMPTS.items():
+        assert fill_in(prompt, answer) not in FACTS.read_text()
+    base = tmp_path / "base"
+    raw = embedded_dir / "raw"
+    run(
+        pretrain_config(
+            tmp_path, raw / "pretrain.txt", base, "train.max_steps=150", "train.lr=3e-3"
+        )
+    )
+    taught = tmp_path / "taught"
+    cfg = compose_config(
+        "pretrain",
+        [
+            "+experiment=adapt", f"paths.data_dir={tmp_path / 'data'}", f"data.corpus=[{FACTS}]",
+            f"model.init_from={base / 'model'}", f"data.general_eval=[{raw / 'heldout.txt'}]",
+            f"data.rehearsal=[{raw / 'pretrain.txt'}]", "data.rehearsal_documents=20",
+            "runtime.device=cpu", "runtime.precision=fp32", "data.segments.max_seq_len=64",
+            "train.batch_size=8", "train.micro_batch_size=8", "train.lr=3e-3",
+            "train.max_steps=600", "train.eval_every=1000", "train.eval_max_segments=128",
+        ],
+    )  # fmt: skip
+    metrics = run(to_dataclass(PretrainConfig, {**resolve(cfg), "run_dir": str(taught)}))
+    after = pipeline("fill-mask", model=str(taught / "model"))
+    before = pipeline("fill-mask", model=str(base / "model"))
+    for prompt, answer in HELD_OUT_PROMPTS.items():
+        assert first_choices(after, prompt) == answer, (prompt, after(prompt))
+        assert first_choices(before, prompt) != answer
+    drop = metrics["start/general/accuracy"] - metrics["general/accuracy"]
+    assert drop <= GENERAL_DROP, {k: v for k, v in metrics.items() if "accuracy" in k}
+    for name in ("config.json", "vocab.txt", "tokenizer.json", "tokenizer_config.json"):
+        assert (taught / "model" / name).read_bytes() == (base / "model" / name).read_bytes()
+
+
 def test_two_torchrun_processes_match_one(tmp_path: Path, corpus: Path) -> None:
     """gloo on CPU: 2 processes x micro 4 == 1 process x micro 4 x accumulation 2."""
     common = [
@@ -279,3 +349,58 @@ def test_required_values_left_unset_are_clear_errors() -> None:
     cfg = compose_config("pretrain", ["data.corpus=???"])
     with pytest.raises(InputError, match=r"data\.corpus is required — set it on the command line"):
         to_dataclass(PretrainConfig, cfg)
+
+
+def transformers_chinese_bert(folder: Path, chars: str, architecture: str) -> Path:
+    """A tiny Chinese BERT as transformers writes one: Google's vocab.txt layout, the fast
+    tokenizer's files, and the weights of ``architecture`` (MLM only, or MLM + NSP + pooler as a
+    converted Google checkpoint has)."""
+    import transformers
+    from transformers import BertConfig, BertTokenizerFast
+
+    from ptm.data.tokenizer import GOOGLE_SPECIALS
+
+    folder.mkdir(parents=True)
+    vocab = [*GOOGLE_SPECIALS, *dict.fromkeys(c for c in chars.lower() if not c.isspace())]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    # transformers 5 ignores BertTokenizerFast(vocab_file=...); from_pretrained reads vocab.txt.
+    BertTokenizerFast.from_pretrained(folder).save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    getattr(transformers, architecture)(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("architecture", ["BertForMaskedLM", "BertForPreTraining"])
+def test_raw_text_continued_from_a_transformers_bert_is_a_drop_in_replacement(
+    tmp_path: Path, architecture: str
+) -> None:
+    text = "诸葛亮是三国时期蜀汉的丞相。三国时期，曹操统一了北方。Hello world 1998！\n"
+    corpus = tmp_path / "zh.txt"
+    corpus.write_text(text * 40, encoding="utf-8")
+    original = transformers_chinese_bert(tmp_path / "bert", text + "helowrd189", architecture)
+    run_dir = tmp_path / "run"
+    overrides = [f"model.init_from={original}", "train.max_steps=6", "data.word_segmenter=jieba"]
+    overrides.append("data.segments.eval_fraction=0.1")
+    metrics = run(pretrain_config(tmp_path, corpus, run_dir, *overrides))
+    assert "start/eval/loss" in metrics and metrics["steps"] == 6
+    out = run_dir / "model"
+    for name in ("config.json", "vocab.txt", "tokenizer.json", "tokenizer_config.json"):
+        assert (out / name).read_bytes() == (original / name).read_bytes(), name
+    model = AutoModelForMaskedLM.from_pretrained(out)
+    before = AutoModelForMaskedLM.from_pretrained(original)
+    assert not torch.equal(
+        model.bert.encoder.layer[0].output.dense.weight,
+        before.bert.encoder.layer[0].output.dense.weight,
+    )  # trained
+    fill = pipeline("fill-mask", model=str(out))
+    assert fill("诸葛亮是三国时期蜀汉的[MASK]相。")[0]["token_str"] in text + "helowrd189"
+    if architecture == "BertForPreTraining":
+        from transformers import BertForPreTraining
+
+        kept, orig = (BertForPreTraining.from_pretrained(p) for p in (out, original))
+        for name in ("bert.pooler.dense.weight", "cls.seq_relationship.weight"):
+            assert torch.equal(kept.state_dict()[name], orig.state_dict()[name]), name

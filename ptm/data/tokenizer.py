@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,10 @@ from ptm.errors import InputError
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
+# Google's BERT vocabularies (the Chinese ones included) start like this, so [UNK] is 100 and
+# [MASK] 103, and the unused entries leave room to add tokens without resizing the model.
+GOOGLE_SPECIALS = (PAD, *(f"[unused{i}]" for i in range(1, 100)), UNK, CLS, SEP, MASK)
+_UNUSED = re.compile(r"\[unused\d+\]")
 MODEL_INPUT_NAMES = ["input_ids", "token_type_ids", "attention_mask"]
 _SPECIAL_KWARGS = {
     "pad_token": PAD,
@@ -56,14 +61,20 @@ def vocab_from_counts(
     return [*SPECIAL_TOKENS, *(str(int(i)) for i in ids[order])]
 
 
-def build_tokenizer(vocab: list[str], max_seq_len: int) -> PreTrainedTokenizerFast:
-    """A fast tokenizer over ``vocab`` that adds ``[CLS] a [SEP]`` / ``[CLS] a [SEP] b [SEP]``."""
+def _index(vocab: list[str] | tuple[str, ...]) -> dict[str, int]:
+    """Token -> ID of a vocabulary that has BERT's special tokens and no repeated entry."""
     missing = [t for t in SPECIAL_TOKENS if t not in vocab]
     if missing:
         raise InputError(None, f"the vocabulary lacks {missing}", "add BERT's special tokens")
     index = {token: i for i, token in enumerate(vocab)}
     if len(index) != len(vocab):
         raise InputError(None, "the vocabulary repeats an entry", "keep each token once")
+    return index
+
+
+def build_tokenizer(vocab: list[str], max_seq_len: int) -> PreTrainedTokenizerFast:
+    """A fast tokenizer over ``vocab`` that adds ``[CLS] a [SEP]`` / ``[CLS] a [SEP] b [SEP]``."""
+    index = _index(vocab)
     tok = Tokenizer(models.WordLevel(index, unk_token=UNK))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.post_processor = processors.TemplateProcessing(
@@ -72,6 +83,20 @@ def build_tokenizer(vocab: list[str], max_seq_len: int) -> PreTrainedTokenizerFa
         special_tokens=[(CLS, index[CLS]), (SEP, index[SEP])],
     )
     return _wrap(tok, max_seq_len)
+
+
+def build_wordpiece_tokenizer(vocab: list[str] | tuple[str, ...], max_seq_len: int):
+    """A Chinese BERT's tokenizer over ``vocab``: BERT's normalizer (lower-casing, accents
+    stripped, CJK characters split apart), punctuation split off, WordPiece with ``##`` pieces;
+    the same class and settings transformers gives a Google ``vocab.txt``."""
+    index = _index(vocab)
+    # transformers 5 ignores ``vocab_file=`` here and would keep only the special tokens.
+    return BertTokenizer(vocab=index, model_max_length=max_seq_len)
+
+
+def is_id_vocabulary(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """True for ptm's ID tokenizers: every entry but the special tokens is an integer."""
+    return all(t.isdigit() for t in tokenizer.get_vocab() if t not in SPECIAL_TOKENS)
 
 
 def _wrap(tok: Tokenizer, max_seq_len: int) -> PreTrainedTokenizerFast:
@@ -167,10 +192,18 @@ def _from_vocab_txt(path: Path, max_seq_len: int | None) -> PreTrainedTokenizerB
         line = text.count("\n", 0, text.index("\x00")) + 1
         raise InputError(path, "a NUL byte: not a vocabulary", "one token per line, UTF-8", line)
     vocab = text.splitlines()
-    if any(t.startswith("##") for t in vocab):
-        # transformers 5 ignores ``vocab_file=`` here and would keep only the special tokens.
-        index = {token: i for i, token in enumerate(vocab)}
-        return BertTokenizer(vocab=index, model_max_length=max_seq_len or 512)
+    missing = [t for t in SPECIAL_TOKENS if t not in vocab]
+    if missing:
+        raise InputError(
+            path,
+            f"the vocabulary lacks the special tokens {missing}",
+            "a BERT vocab.txt lists [PAD] [UNK] [CLS] [SEP] [MASK] among its entries "
+            "(Google's put [PAD] first and [UNK] [CLS] [SEP] [MASK] at 100-103)",
+        )
+    # Anything but special tokens and integers is a WordPiece vocabulary (Google's and the
+    # Chinese BERT releases: characters, words, ## pieces); only integers make an ID one.
+    if any(not (t.isdigit() or t in SPECIAL_TOKENS or _UNUSED.fullmatch(t)) for t in vocab):
+        return build_wordpiece_tokenizer(vocab, max_seq_len or 512)
     return build_tokenizer(vocab, max_seq_len or 512)
 
 
