@@ -26,7 +26,9 @@ def test_a_submitit_sweep_runs_each_job_in_its_own_process(tmp_path: Path) -> No
     assert "Submitit 'local' sweep output dir" in result.stdout
     sweep = the_sweep(tmp_path)
     summary = run(
-        from_conf(SummaryConfig, "summary", (f"paths.output_dir={tmp_path}",), dir=str(sweep))
+        from_conf(
+            SummaryConfig, "summary", overrides=(f"paths.output_dir={tmp_path}",), dir=str(sweep)
+        )
     )
     assert [(j.name, j.status) for j in summary.jobs] == [("0", "ok"), ("1", "failed")]
     assert "fewer than train.batch_size=1000" in summary.jobs[1].error

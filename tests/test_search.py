@@ -48,7 +48,7 @@ def test_a_study_maximises_the_dev_score_and_survives_a_diverging_trial(tmp_path
     assert not (sweep / "latest").exists()  # yet the jobs know they are a sweep's
 
     summary = run(
-        from_conf(SummaryConfig, "summary", (f"paths.output_dir={tmp_path}",))
+        from_conf(SummaryConfig, "summary", overrides=(f"paths.output_dir={tmp_path}",))
     )  # the newest sweep: this one
     assert summary.sweep.dir == sweep
     jobs = {job.overrides["train.lr"]: job for job in summary.jobs}
@@ -91,7 +91,9 @@ def test_a_pretraining_study_minimises_the_held_out_loss(tmp_path: Path, corpus:
     assert result.returncode == 0, result.stderr[-2000:]
     (sweep,) = (tmp_path / "pretrain-multirun").iterdir()
     summary = run(
-        from_conf(SummaryConfig, "summary", (f"paths.output_dir={tmp_path}",), dir=str(sweep))
+        from_conf(
+            SummaryConfig, "summary", overrides=(f"paths.output_dir={tmp_path}",), dir=str(sweep)
+        )
     )
     jobs = {job.overrides["train.lr"]: job for job in summary.jobs}
     assert sorted(jobs) == ["0.003", "10000.0", "1e-05"]

@@ -78,7 +78,9 @@ def test_finetune_sweep_ranks_by_dev_score_failed_jobs_last(tmp_path: Path) -> N
     sweep = the_sweep(tmp_path)
 
     summary = run(
-        from_conf(SummaryConfig, "summary", (f"paths.output_dir={tmp_path}",), dir=str(sweep))
+        from_conf(
+            SummaryConfig, "summary", overrides=(f"paths.output_dir={tmp_path}",), dir=str(sweep)
+        )
     )
     assert summary.sweep.stage == "finetune" and summary.target.mode == "max"
     assert summary.keys == ["train.lr", "train.batch_size"]
@@ -197,7 +199,7 @@ def test_folders_that_are_not_sweeps_are_one_line_errors(
 
 def test_no_sweep_yet_and_a_bad_mode(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"no sweep found under \*-multirun/"):
-        run(from_conf(SummaryConfig, "summary", (f"paths.output_dir={tmp_path}",)))
+        run(from_conf(SummaryConfig, "summary", overrides=(f"paths.output_dir={tmp_path}",)))
     with pytest.raises(ValueError, match=r"mode='best'; use one of \['min', 'max'\]"):
         from_conf(SummaryConfig, "summary", mode="best")
 
