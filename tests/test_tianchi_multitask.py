@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-from transformers import BertConfig, BertForMaskedLM
+from transformers import BertForMaskedLM
 
 from finetune.config import build_config
 from finetune.train import run
@@ -29,7 +29,7 @@ from ptm.data.tokenizer import load_tokenizer
 from ptm.errors import InputError
 from ptm.tasks.kinds import load_task
 from tests.conftest import compose_config
-from tests.finetune_helpers import finetune_overrides
+from tests.finetune_helpers import finetune_overrides, tiny_config
 
 DATA = Path(__file__).parent / "fixtures" / "tianchi_multitask"
 FILES = {  # task -> (train, test), the competition's names with the 1128 / _a suffixes cut short
@@ -58,16 +58,7 @@ def wordpiece_model_dir(folder: Path, max_positions: int = 128) -> Path:
     folder.mkdir(parents=True)
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=max_positions,
-        pad_token_id=0,
-    )
-    BertForMaskedLM(config).save_pretrained(folder)
+    BertForMaskedLM(tiny_config(len(vocab), max_positions, pad_id=0)).save_pretrained(folder)
     return folder
 
 
@@ -118,6 +109,10 @@ def test_headerless_files_are_read_by_position_with_their_ids(
     _, s1, s2 = rows_of(DATA / "OCNLI_a.csv")[0]
     assert first == ["[CLS]", *s1, "[SEP]", *s2, "[SEP]"]
     assert tasks["ocnli"].splits["test"].segment_b[0] == len(s1) + 2
+    # A smoke run's row limit spreads over a headerless file like any other, ids following.
+    few = load_task(cfg.tasks[2], tokenizer, limit=4).splits["test"]
+    assert few.lines.tolist() == [1, 4, 7, 10]
+    assert few.ids.tolist() == [rows_of(DATA / "TNEWS_a.csv")[i - 1][0] for i in (1, 4, 7, 10)]
 
 
 def test_the_competition_run_scores_each_task_and_zips_the_submission(
