@@ -113,7 +113,9 @@ class TaskKind(Protocol):
         self, task: TaskData, split: Split, prediction: Prediction, decision: dict
     ) -> dict[str, Any]: ...
     def export_meta(self, task: TaskData, head: HeadConfig, decision: dict) -> dict: ...
-    def submission_rows(self, task: TaskData, prediction: Prediction, decision: dict) -> list: ...
+    def submission_rows(
+        self, task: TaskData, prediction: Prediction, decision: dict
+    ) -> list[str]: ...
     def write_submission(
         self, folder: Path, task: TaskData, prediction: Prediction, decision: dict
     ) -> dict[str, str]: ...
@@ -290,7 +292,7 @@ class Classification(_Softmax, _Kind):
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits, -1)
 
-    def submission_rows(self, task: TaskData, prediction: Prediction, decision: dict) -> list:
+    def submission_rows(self, task: TaskData, prediction: Prediction, decision: dict) -> list[str]:
         """Each test row's label, as the training file wrote it."""
         return [task.labels[i] for i in prediction.classes]
 
@@ -506,7 +508,7 @@ class Tokens(_Softmax, _Kind):
         guess = [[task.labels[i] for i in row] for row in prediction.row_tags]
         return {"loss": prediction.loss, **token_metrics(truth, guess, task.labels)}
 
-    def submission_rows(self, task: TaskData, prediction: Prediction, decision: dict) -> list:
+    def submission_rows(self, task: TaskData, prediction: Prediction, decision: dict) -> list[str]:
         """The tags of every test row, space-separated."""
         return [" ".join(task.labels[i] for i in row) for row in prediction.row_tags]
 
@@ -628,7 +630,7 @@ class MultiLabel(Classification):
             "label_separator": task.cfg.label_separator,
         }
 
-    def submission_rows(self, task: TaskData, prediction: Prediction, decision: dict) -> list:
+    def submission_rows(self, task: TaskData, prediction: Prediction, decision: dict) -> list[str]:
         """Each test row's labels joined by the task's separator."""
         chosen = self.decide(prediction.probs, decision["threshold"])
         sep = task.cfg.label_separator

@@ -394,7 +394,7 @@ def read_split(
         raise InputError(path, f"no rows {where}", "add examples to the file", 1 + table.named)
     if table.blank_lines:
         log.warning(
-            "task %s: skipped %d empty line(s) of %s (no row is lost: a row has tabs)",
+            "task %s: skipped %d empty line(s) in %s",
             cfg.name,
             table.blank_lines,
             path,
