@@ -108,5 +108,15 @@ def build_config(data: dict[str, Any]) -> FinetuneConfig:
             raise InputError(
                 None, f"tasks.{name}.kind={kind!r} is unknown", f"use one of {list(KINDS)}"
             )
+    names = [
+        s.get("submission_name") for s in tasks.values() if s.get("submission_format") == "jsonl"
+    ]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InputError(
+            None,
+            f"several tasks write the submission file(s) {twice} into one zip",
+            "give each task its own submission_name",
+        )
     data = {**data, "tasks": [{"name": name, **s} for name, s in tasks.items()]}
     return to_dataclass(FinetuneConfig, data)

@@ -37,7 +37,7 @@ from finetune.config import build_config
 from finetune.train import run as finetune
 from ptm.config import PathsConfig, register_resolvers, resolve, to_dataclass
 from ptm.errors import InputError, exit_on_input_error
-from ptm.tasks.loading import TaskConfig, natural_order, tag_order
+from ptm.tasks.loading import TaskConfig, natural_order, tag_order, task_table
 from ptm.tasks.metrics import classification_metrics, primary, token_metrics
 from ptm.tasks.tables import Table
 from ptm.training.rundir import point_latest
@@ -221,8 +221,7 @@ def _verdict(task: str, metric: str, split: str, medians: dict) -> str:
 # ----------------------------------------------------------------------------- baselines
 
 
-def _read(path: Path, columns: list[str], keep: np.ndarray | None = None) -> list[list[str]]:
-    table = Table(path)
+def _read(table: Table, columns: list[str], keep: np.ndarray | None = None) -> list[list[str]]:
     idx = [table.column(c) for c in columns]
     return [[row[i] for i in idx] for _, rows in table.batches(keep) for row in rows]
 
@@ -232,17 +231,17 @@ def _split_rows(task: TaskConfig, limit: int | None) -> dict[str, list[list[str]
     text, answer = task.text_column, task.label_column
     if task.kind == "pair":
         raise InputError(None, f"task {task.name}: no classical baseline for pairs", "drop tfidf")
-    spread = {p: Table(p).spread(limit) for p in (task.train, task.dev, task.test) if p}
-    rows = {"train": _read(task.train, [text, answer], spread[task.train])}
+    spread = {p: task_table(task, p).spread(limit) for p in (task.train, task.dev, task.test) if p}
+    rows = {"train": _read(task_table(task, task.train), [text, answer], spread[task.train])}
     if task.dev is None:
         raise InputError(None, f"task {task.name} has no dev file", "give tasks.<name>.dev")
-    rows["dev"] = _read(task.dev, [text, answer], spread[task.dev])
+    rows["dev"] = _read(task_table(task, task.dev), [text, answer], spread[task.dev])
     if task.test is not None and (task.kind == "tokens" or task.test_labels is not None):
         if task.kind == "tokens":
-            rows["test"] = _read(task.test, [text, answer], spread[task.test])
+            rows["test"] = _read(task_table(task, task.test), [text, answer], spread[task.test])
         else:
-            texts = _read(task.test, [text], spread[task.test])
-            labels = _read(task.test_labels, [answer], spread[task.test])
+            texts = _read(task_table(task, task.test), [text], spread[task.test])
+            labels = _read(Table(task.test_labels), [answer], spread[task.test])
             rows["test"] = [[t[0], a[0]] for t, a in zip(texts, labels, strict=True)]
     return rows
 

@@ -43,6 +43,7 @@ from ptm.tasks.collapse import CollapseGuard
 from ptm.tasks.kinds import TaskKind, load_task
 from ptm.tasks.loading import TaskConfig, TaskData
 from ptm.tasks.metrics import confusion_image
+from ptm.tasks.submission import ZIP_NAME, zip_submissions
 from ptm.training import dist, loop
 from ptm.training.checkpoint import (
     list_checkpoints,
@@ -486,6 +487,13 @@ def _train(cfg: FinetuneConfig, session: loop.Session) -> dict:
                 if test.has_answers:
                     entry["test"] = task.kind.score(task, test, pred, decision)
             final["tasks"][task.name] = entry
+        predictions = [e.get("predictions", {}) for e in final["tasks"].values()]
+        jsonl = [p["submission_jsonl"] for p in predictions if "submission_jsonl" in p]
+        bundle = zip_submissions(run_dir / "predictions" / ZIP_NAME, jsonl)
+        if bundle:
+            final["submission_zip"] = bundle
+        if len(tasks) > 1:
+            final["mean"] = _mean_scores(final["tasks"])
         model_dir = run_dir / "model"
         hf_class = export(model, tokenizer, _export_meta(cfg, tasks, best.decisions), model_dir)
         final["model"] = {"dir": str(model_dir), "hf_class": hf_class}
@@ -577,6 +585,19 @@ def _export_meta(cfg: FinetuneConfig, tasks: list[TaskData], decisions: dict) ->
     }
 
 
+def _mean_scores(entries: dict) -> dict:
+    """The mean of every task's selection metric on dev (what the best step was chosen on) and,
+    when every task was scored there, on test: the Tianchi multi-task competition ranks by the
+    mean of its three macro-F1s."""
+    out = {
+        "of": {name: e["metric"] for name, e in entries.items()},
+        "dev": float(np.mean([e["dev"][e["metric"]] for e in entries.values()])),
+    }
+    if all("test" in e for e in entries.values()):
+        out["test"] = float(np.mean([e["test"][e["metric"]] for e in entries.values()]))
+    return out
+
+
 def _headline(final: dict) -> dict[str, float]:
     out = {"dev_score": final["best"]["dev_score"]}
     for name, entry in final["tasks"].items():
@@ -594,6 +615,9 @@ def _report(run_dir: Path, final: dict, tasks: list[TaskData]) -> None:
         metric = entry["metric"]
         test = f", test {metric} {entry['test'][metric]:.4f}" if "test" in entry else ""
         log.info("%s: dev %s %.4f%s", task.name, metric, entry["dev"][metric], test)
+    if "mean" in final:
+        test = f", test {final['mean']['test']:.4f}" if "test" in final["mean"] else ""
+        log.info("mean of the tasks: dev %.4f%s", final["mean"]["dev"], test)
     log.info(
         "best step %d of %d (%s), %s, %s ex/s",
         final["best"]["step"],
@@ -607,4 +631,6 @@ def _report(run_dir: Path, final: dict, tasks: list[TaskData]) -> None:
     for name, entry in final["tasks"].items():
         for what, path in entry.get("predictions", {}).items():
             log.info("%-14s %s (%s)", what + ":", path, name)
+    if "submission_zip" in final:
+        log.info("%-14s %s", "zip:", final["submission_zip"])
     log.info("tensorboard:   tensorboard --logdir %s", run_dir / "tb")

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 
 from ptm.config import register_resolvers, resolve, to_dataclass
 from ptm.errors import InputError, exit_on_input_error
-from ptm.tasks.loading import TaskConfig
+from ptm.tasks.loading import TaskConfig, task_table
 from ptm.tasks.overlap import measure_overlap, read_texts
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def main(cfg: DictConfig) -> dict:
         for split in ("train", "dev", "test"):
             path = getattr(task, split)
             if path is not None:
-                held_out[f"{task.name}/{split}"] = read_texts(path, columns)
+                held_out[f"{task.name}/{split}"] = read_texts(task_table(task, path), columns)
     column = data["data"]["segments"]["text_column"]
     report = measure_overlap(corpus, column, held_out, data["min_len"])
     out = Path(HydraConfig.get().runtime.output_dir) / "overlap.json"

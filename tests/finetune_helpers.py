@@ -28,20 +28,25 @@ def tiny_model_dir(
     torch.manual_seed(seed)
     vocab = [*SPECIAL_TOKENS, *(str(i) for i in range(FIRST_ID, FIRST_ID + N_IDS + vocab_extra))]
     tokenizer = build_tokenizer(vocab, max_positions)
-    config = (BertConfig if arch == "bert" else AlbertConfig)(
-        vocab_size=len(vocab),
+    config = tiny_config(len(vocab), max_positions, tokenizer.pad_token_id, arch)
+    model_class = BertForMaskedLM if arch == "bert" else AlbertForMaskedLM
+    model_class(config).save_pretrained(folder)
+    save_tokenizer(tokenizer, folder)
+    return folder
+
+
+def tiny_config(vocab_size: int, max_positions: int, pad_id: int, arch: str = "bert"):
+    """The tiny encoder the fine-tuning tests train: 2 layers of width 32."""
+    return (BertConfig if arch == "bert" else AlbertConfig)(
+        vocab_size=vocab_size,
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=max_positions,
-        pad_token_id=tokenizer.pad_token_id,
+        pad_token_id=pad_id,
         **({"embedding_size": 16} if arch == "albert" else {}),
     )
-    model_class = BertForMaskedLM if arch == "bert" else AlbertForMaskedLM
-    model_class(config).save_pretrained(folder)
-    save_tokenizer(tokenizer, folder)
-    return folder
 
 
 def _text(rng: np.random.Generator, n: int) -> list[int]:

@@ -88,6 +88,10 @@ COVERED = {
     "python -m finetune task=multilabel tasks.multilabel.train=train.csv tasks.multilabel.dev=dev.csv": (
         "tests/test_finetune.py::test_multi_label_task_learns_every_label_of_a_text_and_exports"
     ),
+    "python -m finetune task=tianchi_multitask model.path=outputs/models/bert-wwm-ext tasks.ocnli.train=OCNLI_train1128.csv tasks.ocnli.test=OCNLI_a.csv tasks.ocemotion.train=OCEMOTION_train1128.csv tasks.ocemotion.test=OCEMOTION_a.csv tasks.tnews.train=TNEWS_train1128.csv tasks.tnews.test=TNEWS_a.csv": (
+        "tests/test_tianchi_multitask.py::"
+        "test_the_competition_run_scores_each_task_and_zips_the_submission"
+    ),
     "python -m finetune resume=outputs/finetune/latest": (
         "tests/test_finetune_resume.py::"
         "test_a_run_killed_mid_epoch_resumes_to_the_same_metrics_and_weights"

@@ -168,7 +168,6 @@ def test_length_grouped_batches_cover_the_data_and_group_lengths() -> None:
         (TRAIN, "label\ttext\n2\t100\n10\t   \n", r"empty text .* drop the row", 3),
         (TRAIN, "label\ttext\n2\t100 abc\n", r"a character that is not an ID: 'abc'", 2),
         (TRAIN, "label\ttext\n2\t100\t5\n", r"3 tab-separated fields where the header has 2", 2),
-        (TRAIN, "label\ttext\n2\t100\n\n10\t101\n", r"an empty row", 3),
         (TRAIN, "lab\ttext\n2\t100\n", r"no 'label' column in the header", 1),
         ("label\ttext\n1\t100\n1\t101\n", None, r"only the label\(s\) \['1'\]", None),
     ],

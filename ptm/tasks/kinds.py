@@ -19,7 +19,6 @@ compare kind names. Adding a kind is one class here, registered in `KINDS`, and 
 
 from __future__ import annotations
 
-import csv
 from collections import Counter
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -52,6 +51,7 @@ from ptm.tasks.loading import (
     windows,
 )
 from ptm.tasks.metrics import classification_metrics, per_class, token_metrics
+from ptm.tasks.submission import write_answers, write_table
 from ptm.tasks.tables import TextEncoder
 
 
@@ -113,6 +113,9 @@ class TaskKind(Protocol):
         self, task: TaskData, split: Split, prediction: Prediction, decision: dict
     ) -> dict[str, Any]: ...
     def export_meta(self, task: TaskData, head: HeadConfig, decision: dict) -> dict: ...
+    def submission_rows(
+        self, task: TaskData, prediction: Prediction, decision: dict
+    ) -> list[str]: ...
     def write_submission(
         self, folder: Path, task: TaskData, prediction: Prediction, decision: dict
     ) -> dict[str, str]: ...
@@ -147,11 +150,21 @@ class _Kind:
             "max_seq_len": cfg.max_seq_len,  # token kinds cut longer rows into windows
             "truncation": cfg.truncation,
             "head_fraction": cfg.head_fraction,
+            "columns": cfg.columns,
+            "id_column": cfg.id_column,
             "text_column": cfg.text_column,
             "text_b_column": cfg.text_b_column if len(self.text_columns(cfg)) > 1 else None,
             "label_column": cfg.label_column,
             **({"decision": decision} if decision else {}),
         }
+
+    def write_submission(
+        self, folder: Path, task: TaskData, prediction: Prediction, decision: dict
+    ) -> dict[str, str]:
+        """``submission.csv`` — one answer per test row, in file order, under the task's label
+        column — and, for ``submission_format: jsonl``, the id/label lines
+        (`ptm.tasks.submission`)."""
+        return write_answers(folder, task, self.submission_rows(task, prediction, decision))
 
 
 class _Softmax:
@@ -238,6 +251,7 @@ class Classification(_Softmax, _Kind):
             np.array(b, np.int64),
             np.arange(len(ids)),
             raw.lines,
+            ids=raw.ids,
             labels=None if answers is None else np.asarray(answers, np.int64),
             stats=dict(stats),
         )
@@ -278,8 +292,9 @@ class Classification(_Softmax, _Kind):
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits, -1)
 
-    def submission_rows(self, task: TaskData, prediction: Prediction, decision: dict) -> list:
-        return [[task.labels[i]] for i in prediction.classes]
+    def submission_rows(self, task: TaskData, prediction: Prediction, decision: dict) -> list[str]:
+        """Each test row's label, as the training file wrote it."""
+        return [task.labels[i] for i in prediction.classes]
 
     def score(
         self, task: TaskData, split: Split, prediction: Prediction, decision: dict
@@ -290,13 +305,12 @@ class Classification(_Softmax, _Kind):
     def write_submission(
         self, folder: Path, task: TaskData, prediction: Prediction, decision: dict
     ) -> dict[str, str]:
-        """``submission.csv``: the competition's format — one label column, one row per test
-        row, in order — and ``probabilities.csv`` (a column per class, tab-separated like the
-        inputs)."""
-        rows = self.submission_rows(task, prediction, decision)
+        """The submission (`_Kind.write_submission`: the competition's format — one label
+        column, one row per test row, in order) and ``probabilities.csv`` (a column per class,
+        tab-separated like the inputs)."""
         return {
-            "submission": _write_table(folder / "submission.csv", [task.cfg.label_column], rows),
-            "probabilities": _write_table(
+            **super().write_submission(folder, task, prediction, decision),
+            "probabilities": write_table(
                 folder / "probabilities.csv",
                 task.labels,
                 ([f"{p:.6f}" for p in row] for row in prediction.probs),
@@ -432,6 +446,7 @@ class Tokens(_Softmax, _Kind):
             np.array(b_out, np.int64),
             np.array(row_out, np.int64),
             raw.lines,
+            ids=raw.ids,
             tags=tags_out if answers is not None else None,
             word_at=words_out,
             row_words=np.array([len(f) for _, f in raw.first], np.int64),
@@ -493,14 +508,9 @@ class Tokens(_Softmax, _Kind):
         guess = [[task.labels[i] for i in row] for row in prediction.row_tags]
         return {"loss": prediction.loss, **token_metrics(truth, guess, task.labels)}
 
-    def write_submission(
-        self, folder: Path, task: TaskData, prediction: Prediction, decision: dict
-    ) -> dict[str, str]:
-        """``submission.csv``: the tags of every test row, space-separated, in file order."""
-        rows = [[" ".join(task.labels[i] for i in row)] for row in prediction.row_tags]
-        return {
-            "submission": _write_table(folder / "submission.csv", [task.cfg.label_column], rows)
-        }
+    def submission_rows(self, task: TaskData, prediction: Prediction, decision: dict) -> list[str]:
+        """The tags of every test row, space-separated."""
+        return [" ".join(task.labels[i] for i in row) for row in prediction.row_tags]
 
 
 # ----------------------------------------------------------------------------- several labels a text
@@ -620,11 +630,11 @@ class MultiLabel(Classification):
             "label_separator": task.cfg.label_separator,
         }
 
-    def submission_rows(self, task: TaskData, prediction: Prediction, decision: dict) -> list:
+    def submission_rows(self, task: TaskData, prediction: Prediction, decision: dict) -> list[str]:
         """Each test row's labels joined by the task's separator."""
         chosen = self.decide(prediction.probs, decision["threshold"])
         sep = task.cfg.label_separator
-        return [[sep.join(task.labels[i] for i in np.flatnonzero(row))] for row in chosen]
+        return [sep.join(task.labels[i] for i in np.flatnonzero(row)) for row in chosen]
 
 
 # ----------------------------------------------------------------------------- the registry
@@ -644,12 +654,3 @@ def load_task(
     """Read, check and encode every split of one task (`ptm.tasks.loading.read_task`), the way
     its kind says. ``limit`` keeps that many rows of every file, spread evenly over it."""
     return read_task(cfg, kind_named(cfg.kind), tokenizer, limit)
-
-
-def _write_table(path: Path, header: list[str], rows) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
-    return str(path)

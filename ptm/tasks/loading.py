@@ -4,8 +4,11 @@ task shares, checked at the boundary with errors naming file and line.
 What differs between kinds — which columns hold text, what an answer looks like, how a row
 becomes model inputs — belongs to the kind (`ptm.tasks.kinds`); `read_task` runs the steps they
 share and asks the kind at each. Files are tab-separated tables with a header (the Tianchi
-layout); a test file may hold the text only, as the competition's ``test_a.csv`` does, its answers
-(when known) in a separate ``label`` file.
+news layout); a test file may hold the text only, as the competition's ``test_a.csv`` does, its
+answers (when known) in a separate ``label`` file. Files without a header (the Tianchi multi-task
+competition's ``id\ttext\tlabel``) are read by position, the task naming the columns
+(``columns:``); a test file there leaves out the label, and its ``id_column`` is kept for the
+submission, where an id given twice would make two answers for one question — an error.
 
 Labels are kept exactly as written; their order is the natural one (numeric when every label is
 an integer, so Tianchi's ``0..13`` stay in order) unless the task lists them. A dev or test label
@@ -38,6 +41,7 @@ from ptm.tasks.tables import Table, TextEncoder
 log = logging.getLogger(__name__)
 
 TRUNCATIONS = ("head", "tail", "head_tail")
+SUBMISSION_FORMATS = ("csv", "jsonl")
 UNKNOWN_WARNING = 0.05  # share of [UNK] tokens in a split above which the run warns
 IGNORE = -100  # label of positions that carry no answer (specials, padding, sub-word pieces)
 
@@ -52,6 +56,8 @@ class TaskConfig:
     dev: Path | None = None  # null: hold out dev_fraction of train (stratified, fixed split_seed)
     test: Path | None = None
     test_labels: Path | None = None  # kinds without answers in the test file: `label`, test order
+    columns: list[str] | None = None  # a file without a header: its columns, in order
+    id_column: str | None = None  # a column of row ids, kept for the submission
     text_column: str = "text"
     text_b_column: str = "text_b"  # pair only
     label_column: str = "label"  # tokens: the column of space-separated tags
@@ -63,6 +69,8 @@ class TaskConfig:
     truncation: str = "head_tail"  # head | tail | head_tail (classification and pair)
     head_fraction: float = 0.25  # head_tail: share of the budget kept from the start
     weight: float | None = None  # multi-task sampling weight; null: from train.mix_temperature
+    submission_format: str = "csv"  # jsonl: also {"id": ..., "label": ...} lines, zipped
+    submission_name: str | None = None  # jsonl: the file's name (ocnli_predict.json)
 
     def __post_init__(self) -> None:
         if self.truncation not in TRUNCATIONS:
@@ -77,6 +85,26 @@ class TaskConfig:
             raise ValueError(f"weight={self.weight}; use a positive number or null")
         if not self.label_separator:
             raise ValueError("label_separator is empty; use the character between labels")
+        if self.submission_format not in SUBMISSION_FORMATS:
+            raise ValueError(
+                f"submission_format={self.submission_format!r}; use one of "
+                f"{list(SUBMISSION_FORMATS)}"
+            )
+        if self.submission_format == "jsonl" and not (self.id_column and self.submission_name):
+            raise ValueError(
+                "submission_format=jsonl writes an id and a label per test row: set the task's "
+                "id_column and its submission_name (e.g. ocnli_predict.json)"
+            )
+        if self.columns is not None:
+            if len(set(self.columns)) != len(self.columns) or not self.columns:
+                raise ValueError(f"columns={list(self.columns)}: name each column once")
+            named = [self.text_column, self.label_column, self.id_column]
+            missing = [c for c in named if c is not None and c not in self.columns]
+            if missing:
+                raise ValueError(
+                    f"columns={list(self.columns)} lack {missing}: name the file's columns in "
+                    "order, including the task's text, label and id columns"
+                )
 
 
 @dataclass
@@ -94,6 +122,7 @@ class Split:
     segment_b: np.ndarray  # (n,) first position of the second text; = length for one text
     row: np.ndarray  # (n,) row of the split each example comes from
     lines: np.ndarray  # (n_rows,) file line of each row, for messages
+    ids: np.ndarray | None = None  # (n_rows,) the id of each row as written (id_column), or None
     labels: np.ndarray | None = None  # (n,) class index, or (n, C) 0/1 for multi-label; None
     # when there are no answers
     tags: list[np.ndarray] | None = None  # tokens: per example (length,) tag index or IGNORE
@@ -134,6 +163,7 @@ class Split:
             segment_b=self.segment_b[keep],
             row=renumber[self.row[keep]],
             lines=self.lines[rows],
+            ids=None if self.ids is None else self.ids[rows],
             labels=None if self.labels is None else self.labels[keep],
             tags=pick(self.tags),
             word_at=pick(self.word_at),
@@ -253,6 +283,7 @@ class RawSplit:
     first: list[tuple[np.ndarray, np.ndarray]]
     second: list[np.ndarray] | None
     answers: list[Any] | None
+    ids: np.ndarray | None = None  # the id column, as written, when the task has one
     answer_path: Path | None = None  # where the answers come from, for messages
     answer_lines: np.ndarray | None = None
     kept_rows: np.ndarray | None = None  # the rows read, when limited (else all)
@@ -317,13 +348,24 @@ def read_task(cfg: TaskConfig, kind: Any, tokenizer: PreTrainedTokenizerBase, li
     return TaskData(cfg, kind, labels, splits, chance_loss=kind.chance_loss(train, len(labels)))
 
 
+def task_table(cfg: TaskConfig, path: Path) -> Table:
+    """One of the task's files: headed, or laid out as the task's ``columns`` (the label may be
+    missing, as in a test file)."""
+    return Table(path, cfg.columns, cfg.label_column)
+
+
 def read_split(
     cfg: TaskConfig, kind: Any, path: Path, encoder: TextEncoder, answers: str, limit: int | None
 ) -> RawSplit:
     """``answers``: ``required`` (train/dev), ``optional`` (a test file that may carry them) or
-    ``none`` (a text-only test file)."""
-    table = Table(path)
+    ``none`` (a text-only test file). A test file must carry the task's id column, if it has one,
+    with no id twice; train and dev files keep theirs where they have it."""
+    table = task_table(cfg, path)
     text_cols = [table.column(c) for c in kind.text_columns(cfg)]
+    test = answers != "required"
+    id_col = None
+    if cfg.id_column is not None and (test or cfg.id_column in table.header):
+        id_col = table.column(cfg.id_column)
     has_label = cfg.label_column in table.header
     if answers == "none" and has_label:
         raise InputError(
@@ -335,7 +377,7 @@ def read_split(
             line=1,
         )
     label_col = table.column(cfg.label_column) if answers == "required" or has_label else None
-    lines, first, values = [], [], []
+    lines, first, values, ids = [], [], [], []
     second = [] if len(text_cols) > 1 else None
     keep = table.spread(limit)
     for batch_lines, rows in table.batches(keep):
@@ -344,10 +386,24 @@ def read_split(
             second += encoder.texts([r[text_cols[1]] for r in rows], path, batch_lines)
         if label_col is not None:
             values += [r[label_col].strip() for r in rows]
+        if id_col is not None:
+            ids += [r[id_col].strip() for r in rows]
         lines.append(batch_lines)
     if not lines:
-        raise InputError(path, "no rows after the header", "add examples to the file", line=2)
+        where = "after the header" if table.named else "in the file"
+        raise InputError(path, f"no rows {where}", "add examples to the file", 1 + table.named)
+    if table.blank_lines:
+        log.warning(
+            "task %s: skipped %d empty line(s) in %s",
+            cfg.name,
+            table.blank_lines,
+            path,
+        )
     raw = RawSplit(path, np.concatenate(lines), first, second, None, kept_rows=keep)
+    if id_col is not None:
+        raw.ids = np.array(ids, dtype=object)
+        if test:
+            check_unique_ids(cfg, raw)
     if label_col is not None:
         raw.answers = kind.parse_answers(cfg, values, path, raw.lines, first)
     return raw
@@ -361,7 +417,7 @@ def read_test_labels(cfg: TaskConfig, kind: Any, raw: RawSplit) -> None:
     for batch_lines, rows in table.batches():
         values += [r[col].strip() for r in rows]
         lines.append(batch_lines)
-    n_test = len(raw.lines) if raw.kept_rows is None else Table(raw.path).count_rows()
+    n_test = len(raw.lines) if raw.kept_rows is None else task_table(cfg, raw.path).count_rows()
     if len(values) != n_test:
         raise InputError(
             cfg.test_labels,
@@ -373,6 +429,25 @@ def read_test_labels(cfg: TaskConfig, kind: Any, raw: RawSplit) -> None:
         values, lines = [values[i] for i in raw.kept_rows], lines[raw.kept_rows]
     raw.answers = kind.parse_answers(cfg, values, cfg.test_labels, lines, None)
     raw.answer_path, raw.answer_lines = cfg.test_labels, lines
+
+
+def check_unique_ids(cfg: TaskConfig, raw: RawSplit) -> None:
+    """Every test row's id once: the submission answers by id, and two rows with one id would be
+    two answers to one question. Empty ids are refused too."""
+    seen: dict[str, int] = {}
+    for value, line in zip(raw.ids, raw.lines, strict=True):
+        if not value:
+            raise InputError(
+                raw.path, f"an empty {cfg.id_column!r}", "give every test row its id", int(line)
+            )
+        if value in seen:
+            raise InputError(
+                raw.path,
+                f"{cfg.id_column} {value!r} repeats line {seen[value]}",
+                "give every test row its own id (the submission answers each id once)",
+                int(line),
+            )
+        seen[value] = int(line)
 
 
 def explicit_labels(cfg: TaskConfig, seen: set[str], path: Path) -> list[str]:

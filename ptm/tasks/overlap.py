@@ -29,9 +29,9 @@ def text_tokens(text: str) -> np.ndarray:
 _ID_TEXT = re.compile(r"[\d _\t]*\d[\d _\t]*")
 
 
-def read_texts(path: Path, columns: list[str]) -> list[np.ndarray]:
-    """The given text columns of every row of a task table, as compared tokens."""
-    table = Table(path)
+def read_texts(table: Table, columns: list[str]) -> list[np.ndarray]:
+    """The given text columns of every row of a task table (`ptm.tasks.loading.task_table`:
+    headed, or by the task's columns), as compared tokens."""
     cols = [table.column(c) for c in columns]
     return [text_tokens(row[c]) for _, rows in table.batches() for row in rows for c in cols]
 

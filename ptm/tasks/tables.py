@@ -19,31 +19,67 @@ from ptm.errors import InputError
 
 _BATCH_ROWS = 4096
 _FIX_ROW = "every row needs one value per header column, separated by single tabs"
+_FIX_ROW_HEADERLESS = (
+    "every row needs one value per column, separated by single tabs (a tab inside a text must go)"
+)
 _FIX_ENCODING = "save the file as UTF-8 (e.g. iconv -f GB18030 -t UTF-8 in.csv > out.csv)"
 
 
 class Table:
-    """A tab-separated file with a header, read in batches of rows with their line numbers.
+    """A tab-separated file, read in batches of rows with their line numbers.
+
+    The first line names the columns, unless the task names them (``columns``): the files of the
+    Tianchi multi-task competition have no header, and a test file there holds every column but
+    the label — so a headerless file may leave out the ``optional`` column, decided by its first
+    row and then required of every row.
 
     Every line is checked as it is read, the header included: bytes that are not UTF-8 and NUL
     bytes (a binary file, or UTF-16 text) are errors naming the line and column, never a
     traceback and never text silently changed. A UTF-8 byte-order mark and CRLF line ends are
-    accepted.
+    accepted. An empty line in a table of two columns or more cannot be a row (a row has tabs):
+    it is skipped and counted in ``blank_lines`` for the log. In a one-column table it could be
+    an empty document, and dropping it would shift every later answer of a submission: there it
+    is an error, except at the end of the file.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self, path: Path, columns: list[str] | None = None, optional: str | None = None
+    ) -> None:
         path = Path(path)
         if not path.is_file():
             hint = "run `make data` first" if "embedded" in str(path) else "check the path"
             raise InputError(path, "no such file", hint)
         self.path = path
+        self.named = columns is None  # the first line is the header
+        self.blank_lines = 0
         with self._open() as f:
-            first = f.readline()
+            first, line = f.readline(), 1
+            while not self.named and first and not first.strip():
+                first, line = f.readline(), line + 1
         if not first.strip():
-            raise InputError(
-                path, "the file is empty", "a Tianchi file starts with a header line", line=1
+            fix = (
+                "a Tianchi file starts with a header line"
+                if self.named
+                else f"give one row per line: {_tabs(columns)}"
             )
-        self.header = self._checked(first, 1).rstrip("\n").split("\t")
+            raise InputError(path, "the file is empty", fix, line=line)
+        fields = self._checked(first, line).rstrip("\n").split("\t")
+        if self.named:
+            self.header = fields
+        else:
+            self.header = list(columns)
+            if optional in columns and len(fields) == len(columns) - 1:
+                self.header.remove(optional)
+            if len(fields) != len(self.header):
+                raise InputError(
+                    path,
+                    f"{len(fields)} tab-separated fields where the task's columns are "
+                    f"{_tabs(columns)}"
+                    + (f" ({optional!r} may be left out)" if optional in columns else ""),
+                    "check that this is the task's file, or set the task's columns to the file's "
+                    "layout (columns: null when the first line is a header)",
+                    line=line,
+                )
 
     def _open(self):
         # utf-8-sig drops a byte-order mark; universal newlines turn CRLF into LF. Bytes that
@@ -75,6 +111,14 @@ class Table:
         return text
 
     def column(self, name: str) -> int:
+        if name not in self.header and not self.named:
+            raise InputError(
+                self.path,
+                f"the rows have no '{name}' column: their fields are {_tabs(self.header)}",
+                f"give every row the task's columns, '{name}' included (train and dev rows carry "
+                "the label; a test file may leave it out)",
+                line=self._first_row_line(),
+            )
         if name not in self.header:
             raise InputError(
                 self.path,
@@ -87,7 +131,14 @@ class Table:
 
     def count_rows(self) -> int:
         with self._open() as f:
-            return sum(1 for line in f if line.strip()) - 1
+            return sum(1 for line in f if line.strip()) - self.named
+
+    def _first_row_line(self) -> int:
+        with self._open() as f:
+            for line_no, raw in enumerate(f, start=1):
+                if raw.strip() and (line_no > 1 or not self.named):
+                    return line_no
+        return 1 + self.named
 
     def spread(self, limit: int | None) -> np.ndarray | None:
         """``limit`` row numbers spread evenly over the file (order kept), or None for all rows.
@@ -104,33 +155,41 @@ class Table:
         self, keep: np.ndarray | None = None
     ) -> Iterator[tuple[np.ndarray, list[list[str]]]]:
         """``(file line numbers, rows of fields)`` of every row (or the rows numbered in ``keep``,
-        counted from 0 after the header); trailing blank lines are ignored."""
+        counted from 0 after the header); empty lines are skipped and counted in ``blank_lines``
+        (in a one-column table, only at the end of the file)."""
         n_fields = len(self.header)
         lines: list[int] = []
         rows: list[list[str]] = []
-        blank_at = 0
+        blank_at, self.blank_lines = 0, 0
         wanted = None if keep is None else set(keep.tolist())
         row_no = -1
         with self._open() as f:
-            f.readline()
-            for line_no, raw in enumerate(f, start=2):
+            if self.named:
+                f.readline()
+            for line_no, raw in enumerate(f, start=1 + self.named):
                 text = self._checked(raw, line_no).rstrip("\n")
                 if not text.strip():
                     blank_at = blank_at or line_no
+                    self.blank_lines += 1
                     continue
-                if blank_at:
+                if blank_at and n_fields == 1:
                     raise InputError(
-                        self.path, "an empty row", "delete the empty line", line=blank_at
+                        self.path,
+                        "an empty row",
+                        "delete the empty line (or give the document's text)",
+                        line=blank_at,
                     )
                 row_no += 1
                 if wanted is not None and row_no not in wanted:
                     continue
                 fields = text.split("\t")
                 if len(fields) != n_fields:
+                    where = "the header has" if self.named else "the task's columns are"
+                    columns = n_fields if self.named else _tabs(self.header)
                     raise InputError(
                         self.path,
-                        f"{len(fields)} tab-separated fields where the header has {n_fields}",
-                        _FIX_ROW,
+                        f"{len(fields)} tab-separated fields where {where} {columns}",
+                        _FIX_ROW if self.named else _FIX_ROW_HEADERLESS,
                         line=line_no,
                     )
                 lines.append(line_no)
@@ -140,6 +199,11 @@ class Table:
                     lines, rows = [], []
         if rows:
             yield np.array(lines), rows
+
+
+def _tabs(columns: list[str]) -> str:
+    """``id, text, label``: column names as a message shows them."""
+    return ", ".join(columns)
 
 
 def is_id_vocabulary(tokenizer: PreTrainedTokenizerBase) -> bool:
