@@ -25,16 +25,11 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from transformers import PreTrainedTokenizerBase
 
 from ptm.errors import InputError
@@ -194,7 +189,7 @@ def _fit_and_score(
         y = np.concatenate([t[t != IGNORE] for t in train.tags])
         model = _fit(x, y, cfg)
         guess = [np.full(int(n), labels.index("O"), np.int64) for n in dev.row_words]
-        # One prediction over every dev position (a call per row costs sklearn's overhead each).
+        # One prediction over every dev position, not one call per row.
         at = [words >= 0 for words in dev.word_at]
         pred = model.predict(np.concatenate([s[a] for s, a in zip(dev_states, at, strict=True)]))
         parts = np.split(pred, np.cumsum([int(a.sum()) for a in at])[:-1])
@@ -209,11 +204,44 @@ def _fit_and_score(
     return float(classification_metrics(dev.row_labels(), pred, labels)[kind.metric])
 
 
-def _fit(x: np.ndarray, y: np.ndarray, cfg: ProbeConfig):
-    """Standardised features -> multinomial logistic regression (lbfgs, deterministic)."""
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=cfg.c, max_iter=cfg.max_iter))
-    with warnings.catch_warnings():
-        # The iteration budget is fixed on purpose (the probe must stay cheap); stopping short of
-        # convergence is part of its definition, the same at every step.
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return model.fit(x, y)
+class LinearProbe:
+    """Multinomial logistic regression on standardised features, fitted by L-BFGS in torch.
+
+    The objective is scikit-learn's (mean cross-entropy plus ``|W|^2 / (2 C n)``), but
+    scikit-learn 1.9's lbfgs took 23 s for 13 iterations on 43k positions x 256 features and 7
+    tags (the names probe), 150 s for its 100; the same fit here takes about a second. Full-batch
+    and single-process, so it is deterministic."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, cfg: ProbeConfig) -> None:
+        self.classes, target = np.unique(y, return_inverse=True)
+        feats = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        self.mean, self.std = feats.mean(0), feats.std(0).clamp(min=1e-6)
+        feats = (feats - self.mean) / self.std
+        labels = torch.from_numpy(target.astype(np.int64))
+        self.weight = torch.zeros(feats.shape[1], len(self.classes), requires_grad=True)
+        self.bias = torch.zeros(len(self.classes), requires_grad=True)
+        l2 = 1.0 / (2.0 * cfg.c * len(labels))
+        optimizer = torch.optim.LBFGS(
+            [self.weight, self.bias], max_iter=cfg.max_iter, line_search_fn="strong_wolfe"
+        )
+
+        def loss() -> torch.Tensor:
+            optimizer.zero_grad()
+            value = torch.nn.functional.cross_entropy(feats @ self.weight + self.bias, labels)
+            value = value + l2 * self.weight.square().sum()
+            value.backward()
+            return value
+
+        if len(self.classes) > 1:  # one class: nothing to fit, it is the answer
+            optimizer.step(loss)
+
+    @torch.no_grad()
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        feats = (torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) - self.mean) / self.std
+        return self.classes[(feats @ self.weight + self.bias).argmax(1).numpy()]
+
+
+def _fit(x: np.ndarray, y: np.ndarray, cfg: ProbeConfig) -> LinearProbe:
+    """Standardised features -> multinomial logistic regression (a fixed iteration budget: the
+    probe must stay cheap, and stopping short of convergence is part of its definition)."""
+    return LinearProbe(x, y, cfg)
