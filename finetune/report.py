@@ -10,7 +10,8 @@ says so in as many words.
 The classical baselines (scikit-learn):
 * classification — TF-IDF of ID unigrams and bigrams + logistic regression, C chosen on dev;
 * tokens — per-ID logistic regression (SGD) on hashed features of the ID and its neighbours
-  (+-2 IDs and the two bigrams around it), the classic window tagger.
+  (+-2 IDs and the two bigrams around it), the classic window tagger, decoded to valid BIO
+  sequences as the fine-tuned taggers are (`ptm.tasks.bio`).
 
 A label-efficiency curve comes with it (``budgets``): the same comparison on a few hundred or
 thousand training rows — where pretraining should show most — each budget a subset of the
@@ -50,6 +51,7 @@ from finetune.config import build_config
 from finetune.train import run as finetune
 from ptm.config import PathsConfig, register_resolvers, resolve, to_dataclass
 from ptm.errors import DivergenceError, InputError, exit_on_input_error
+from ptm.tasks.bio import bio_decode, bio_transitions
 from ptm.tasks.loading import TaskConfig, label_budget, natural_order, tag_order
 from ptm.tasks.metrics import classification_metrics, primary, token_metrics
 from ptm.tasks.tables import Table
@@ -528,15 +530,17 @@ def _window_tagger(rows: dict[str, list[list[str]]], seed: int) -> dict[str, flo
     x_train, y_train = featurize(rows["train"])
     model = SGDClassifier(loss="log_loss", alpha=1e-6, max_iter=10, tol=None, random_state=seed)
     model.fit(x_train, [index[t] for row in y_train for t in row])
+    start, step = bio_transitions(tags)
     out = {}
     for split in ("dev", "test"):
         if split not in rows:
             continue
         x, truth = featurize(rows[split])
-        flat = model.predict(x)
+        flat = np.full((x.shape[0], len(tags)), -np.inf)  # tags train never had: impossible
+        flat[:, model.classes_] = model.predict_log_proba(x)
         guess, at = [], 0
-        for row in truth:
-            guess.append([tags[i] for i in flat[at : at + len(row)]])
+        for row in truth:  # decoded as the fine-tuned taggers are: valid BIO sequences
+            guess.append([tags[i] for i in bio_decode(flat[at : at + len(row)], start, step)])
             at += len(row)
         out[split] = token_metrics(truth, guess, tags)["entity_f1"]
     return out
