@@ -81,6 +81,9 @@ COVERED = {
     "make finetune": E2E,
     "python -m finetune": E2E,
     "python -m finetune +experiment=finetune_tiny": E2E,
+    "python -m finetune task=names model.path=MODEL": (
+        "tests/test_finetune.py::test_token_task_windows_long_rows_and_exports"
+    ),
     "python -m finetune task=names train.lr=2e-4": (
         "tests/test_finetune.py::test_token_task_windows_long_rows_and_exports"
     ),

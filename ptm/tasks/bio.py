@@ -10,8 +10,9 @@ parameters: a Viterbi pass over the per-token log-probabilities.
 
 Measured on the names task (dev entity F1, 8,000 training rows, 3 epochs, seed 1): 0.684 ->
 0.764 for a pretrained BERT-mini, 0.480 -> 0.577 from random weights; precision gains most
-(0.64 -> 0.76), as fragments stop counting as entities. The commands are in the fine-tuning note
-of the README (names).
+(0.64 -> 0.76), as fragments stop counting as entities. The window tagger of ``make report``
+gains as much (0.817 -> 0.875 on every training row), so it decodes the same way. The commands
+are in the fine-tuning note of the README (names).
 """
 
 from __future__ import annotations
