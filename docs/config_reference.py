@@ -188,6 +188,20 @@ def mounts(stages: list[ConfigFile]) -> dict[str, list[Mount]]:
     return out
 
 
+def _chosen_by(group: str, groups: dict[str, list[ConfigFile]]) -> list[Path]:
+    """The files of other groups whose defaults list picks an option of ``group``
+    (``- /task_train: names`` in a task file)."""
+    out = []
+    for files in groups.values():
+        for conf in files:
+            for entry in conf.defaults:
+                spec = entry.key.partition(":")[0].strip().removeprefix("override ").strip()
+                if spec.lstrip("/").partition("@")[0] == group and entry.key.count(":"):
+                    out.append(conf.path)
+                    break
+    return out
+
+
 def full_key(conf: ConfigFile, key: str, mount: Mount | None, group: str) -> str:
     """The key as it is overridden on the command line."""
     package = conf.package
@@ -230,8 +244,11 @@ def render() -> str:
     for group, files in groups.items():
         where = used.get(group, [])
         out += [f"### `{group}/`", ""]
+        chosen_by = _chosen_by(group, groups)
         if where:
             out.append("Used by " + "; ".join(_usage(group, where)) + ".")
+        elif chosen_by:
+            out.append("Chosen by " + ", ".join(f"`{p}`" for p in chosen_by) + ".")
         else:
             out.append(f"Not selected by default: add one with `+{group}=<option>`.")
         out.append("")

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import (
@@ -448,6 +449,21 @@ def test_every_finetune_config_option_composes(group: str, tmp_path: Path) -> No
             assert [t.name for t in config.tasks] == ["sentiment", "names"]
         if option == "tianchi_multitask":
             assert [t.name for t in config.tasks] == ["ocnli", "ocemotion", "tnews"]
+
+
+def test_a_task_brings_its_own_training_defaults_and_the_command_line_wins() -> None:
+    """conf/task_train/names.yaml: names trains at its measured learning rate; the other tasks,
+    and multitask (names' rate was measured alone), at conf/finetune_train's."""
+    default = yaml.safe_load((Path(CONF_DIR) / "finetune_train" / "default.yaml").read_text())
+    names = yaml.safe_load((Path(CONF_DIR) / "task_train" / "names.yaml").read_text())
+    assert names["lr"] > default["lr"]
+    lr = {
+        task: compose_config("finetune", [f"task={task}"]).train.lr
+        for task in ("sentiment", "names", "multitask")
+    }
+    assert lr == {"sentiment": default["lr"], "names": names["lr"], "multitask": default["lr"]}
+    assert compose_config("finetune", ["task=names", "train.lr=2e-4"]).train.lr == 2e-4
+    assert compose_config("finetune", ["task=names"]).train.epochs == default["epochs"]
 
 
 @pytest.mark.slow

@@ -3,17 +3,27 @@ plainly when pretraining does not beat training from scratch."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import logging
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from omegaconf import OmegaConf
 from transformers import BertConfig, BertForMaskedLM
 
-from finetune.report import ReportConfig, overrides_for, render, run
+from finetune import report
+from finetune.config import build_config
+from finetune.report import ReportConfig, _split_rows, overrides_for, plot_curves, render, run
 from ptm.config import PathsConfig, from_conf
 from ptm.data.idtext import SourceStats, iter_text_chunks, parse_id_lines
-from ptm.data.tokenizer import build_tokenizer, save_tokenizer, vocab_from_counts
+from ptm.data.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer, vocab_from_counts
+from ptm.errors import DivergenceError
+from ptm.tasks.kinds import load_task
+from ptm.tasks.loading import label_budget
 from tests.conftest import compose_config
 
 
@@ -72,7 +82,9 @@ def test_report_runs_every_mode_and_writes_the_table(tmp_path: Path, embedded_di
     assert text.count("\n- sentiment: ") == 1 and text.count("\n- names: ") == 1
     tfidf = [r["test"] for r in results if r["mode"] == "tfidf" and r["task"] == "sentiment"]
     assert min(tfidf) > 0.6  # the classical baseline does learn reviews from 200 rows
-    assert (tmp_path / "report" / "sentiment" / "scratch" / "seed-2" / "metrics.json").is_file()
+    assert (
+        tmp_path / "report" / "sentiment" / "all" / "scratch" / "seed-2" / "metrics.json"
+    ).is_file()
 
 
 def test_the_verdict_says_when_pretraining_does_not_help() -> None:
@@ -105,3 +117,174 @@ def test_task_specific_overrides_reach_only_their_task() -> None:
     overrides = ["train.lr=1e-4", "tasks.names.max_seq_len=64", "+tasks.sentiment.weight=2"]
     assert overrides_for("sentiment", overrides) == ["train.lr=1e-4", "+tasks.sentiment.weight=2"]
     assert overrides_for("names", overrides) == ["train.lr=1e-4", "tasks.names.max_seq_len=64"]
+
+
+# ----------------------------------------------------------------------------- label budgets
+
+
+def test_label_budgets_are_stratified_nested_and_fixed_by_the_seed() -> None:
+    strata = np.array([0] * 900 + [1] * 90 + [2] * 10)
+    small, large = label_budget(strata, 1000, 100, 7), label_budget(strata, 1000, 300, 7)
+    assert len(small) == 100 and len(large) == 300 and len(set(large)) == 300
+    assert set(small) <= set(large)  # nested: a seed's 100 rows are among its 300
+    assert np.array_equal(small, label_budget(strata, 1000, 100, 7))
+    assert not np.array_equal(small, label_budget(strata, 1000, 100, 8))
+    assert np.bincount(strata[small]).tolist() == [90, 9, 1]  # each class its share
+    assert np.bincount(strata[label_budget(strata, 1000, 3, 1)]).tolist() == [1, 1, 1]
+    renamed = np.array([5, 3, 9])[strata]  # only the partition matters, not the numbering
+    assert np.array_equal(small, label_budget(renamed, 1000, 100, 7))
+    assert np.array_equal(label_budget(None, 50, 80, 1), np.arange(50))  # more than there are
+
+
+@pytest.mark.parametrize("task_name", ["sentiment", "names"])
+def test_the_baseline_learns_from_the_rows_the_models_learn_from(
+    task_name: str, tmp_path: Path, embedded_dir: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "embedded").symlink_to(embedded_dir, target_is_directory=True)
+    overrides = [
+        f"task={task_name}",
+        f"paths.data_dir={data_dir}",
+        f"tasks.{task_name}.train_rows=60",
+        f"tasks.{task_name}.train_rows_seed=3",
+    ]
+    ft = build_config(OmegaConf.to_container(compose_config("finetune", overrides), resolve=True))
+    task = ft.tasks[0]
+    tokenizer = load_tokenizer(embedded_model(tmp_path / "model", embedded_dir))
+    data = load_task(task, tokenizer, limit=400)
+    rows = _split_rows(task, limit=400)["train"]
+    assert data.splits["train"].n_rows == len(rows) == 60
+    texts = [
+        " ".join(tokenizer.convert_ids_to_tokens(ids[1:-1].tolist()))
+        for ids in data.splits["train"].input_ids
+    ]
+    if task.kind == "tokens":  # windows of one row: compare rows, not examples
+        assert data.splits["train"].stats["examples"] == len(texts)
+        joined = {}
+        for r, t in zip(data.splits["train"].row, texts, strict=True):
+            joined[r] = f"{joined[r]} {t}" if r in joined else t
+        texts = [joined[r] for r in sorted(joined)]
+    assert [t.split()[:16] for t in texts] == [r[0].split()[:16] for r in rows]  # reviews: cut
+    if task.kind == "tokens":
+        assert texts == [r[0] for r in rows]
+    else:
+        assert [data.labels[i] for i in data.splits["train"].labels] == [r[1] for r in rows]
+
+
+# ----------------------------------------------------------------------------- failures, curves
+
+
+def _row(task, kind, mode, seed, value, budget=None, rows=1000, status="ok"):
+    out = {"task": task, "kind": kind, "mode": mode, "seed": seed, "budget": budget, "rows": rows}
+    if status != "ok":
+        return {**out, "status": "failed", "error": f"step 100: collapsed (seed {seed})"}
+    return {**out, "status": "ok", "dev": value, "test": value, "seconds": 2}
+
+
+def test_failed_runs_are_counted_in_their_cell_and_listed() -> None:
+    cfg = ReportConfig(
+        paths=from_conf(PathsConfig, "pretrain", "paths"),
+        model_path=Path("m"),
+        seeds=[1, 2, 3],
+        budgets=[100, None],
+    )
+    results = [
+        _row("sentiment", "classification", mode, seed, base + 0.01 * seed, budget, rows)
+        for budget, rows in ((100, 100), (None, 13875))
+        for mode, base in (("pretrained", 0.80), ("scratch", 0.70), ("tfidf", 0.75))
+        for seed in cfg.seeds
+    ]
+    results[13] = _row("sentiment", "classification", "scratch", 2, 0, None, 13875, "failed")
+    for i in (3, 4, 5):  # every from-scratch run of the 100-row budget
+        results[i] = _row("sentiment", "classification", "scratch", i - 2, 0, 100, 100, "failed")
+    text = render(results, cfg, Path("out") / "label_efficiency.png")
+    assert "| sentiment | macro-F1 | same model from scratch | 0.7200 | 0.7100–0.7300 |" in text
+    assert "| 0.7100, 0.7300 | 2 | 1 of 3 |" in text  # per-seed values of the runs that finished
+    assert "| sentiment | macro-F1 | pretrained -> fine-tuned | 0.8200 |" in text
+    assert "ahead in 2 of 2 seeds), beyond the spread of the seeds" in text  # seed 2 left out
+    assert "## Label efficiency" in text
+    assert (
+        "| sentiment | 100 | 0.8200 (0.8100–0.8300) | —, 3 of 3 failed | 0.7700 (0.7600–0.7800) "
+        "| — |" in text
+    )
+    assert (
+        "| sentiment | all (13,875) | 0.8200 (0.8100–0.8300) | 0.7200 (0.7100–0.7300), 1 of 3 "
+        "failed | 0.7700 (0.7600–0.7800) | +0.1000 |" in text
+    )
+    assert "![test score by labelled training rows](label_efficiency.png)" in text
+    assert text.count("- sentiment, ") == 4 and "seed 2: step 100: collapsed (seed 2)" in text
+
+
+def test_a_report_survives_a_failing_run_and_draws_the_curve(
+    tmp_path: Path, embedded_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "embedded").symlink_to(embedded_dir, target_is_directory=True)
+    cfg = ReportConfig(
+        paths=from_conf(
+            PathsConfig, "pretrain", "paths", data_dir=data, output_dir=tmp_path / "out"
+        ),
+        model_path=embedded_model(tmp_path / "model", embedded_dir),
+        tasks=["sentiment"],
+        seeds=[1, 2],
+        finetune_overrides=[
+            "+experiment=finetune_tiny",
+            "train.limit_examples=120",
+            "tasks.sentiment.max_seq_len=32",
+        ],
+        budgets=[40, None],
+        budget_steps=6,
+        budget_evals=2,
+        run_dir=tmp_path / "report",
+    )
+    real = report.finetune
+
+    def finetune_failing_once(ft):
+        if ft.model.init == "scratch" and ft.train.seed == 2 and ft.tasks[0].train_rows is None:
+            raise DivergenceError("step 3: every prediction was one class — lower train.lr")
+        return real(ft)
+
+    monkeypatch.setattr(report, "finetune", finetune_failing_once)
+
+    def compose(overrides: list[str]) -> dict:
+        return OmegaConf.to_container(compose_config("finetune", overrides), resolve=True)
+
+    results = run(cfg, compose)["results"]
+    assert len(results) == 2 * 3 * 2
+    failed = [r for r in results if r["status"] == "failed"]
+    assert [(r["mode"], r["seed"], r["budget"]) for r in failed] == [("scratch", 2, None)]
+    assert failed[0]["error"] == "step 3: every prediction was one class — lower train.lr"
+    assert {r["rows"] for r in results} == {40, 120}
+    budget_run = tmp_path / "report" / "sentiment" / "rows-40" / "pretrained" / "seed-1"
+    run_json = json.loads((budget_run / "run.json").read_text())
+    assert run_json["config"]["tasks"][0]["train_rows"] == 40
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "| 1 of 2 |" in text and "## Failed runs" in text and "## Label efficiency" in text
+    assert json.loads((tmp_path / "report" / "report.json").read_text()) == results
+    png = tmp_path / "report" / "label_efficiency.png"
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert "(label_efficiency.png)" in text
+    else:
+        assert not png.exists() and "label_efficiency.png" not in text
+
+
+def test_without_matplotlib_the_curve_is_a_table_and_one_log_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    results = [
+        _row("names", "tokens", mode, seed, 0.5 + 0.01 * seed, budget, rows)
+        for budget, rows in ((100, 100), (None, 36023))
+        for mode in ("pretrained", "scratch")
+        for seed in (1, 2)
+    ]
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    with caplog.at_level(logging.INFO, logger="finetune.report"):
+        assert plot_curves(results, tmp_path / "curve.png") is None
+    assert not (tmp_path / "curve.png").exists()
+    assert [r.message for r in caplog.records] == [
+        "report: matplotlib is not installed, so the label-efficiency curve is a table only"
+    ]
+    assert plot_curves(results[:4], tmp_path / "curve.png") is None  # one budget: no curve

@@ -82,7 +82,13 @@ COVERED = {
     "make finetune": E2E,
     "python -m finetune": E2E,
     "python -m finetune +experiment=finetune_tiny": E2E,
+    "python -m finetune task=names model.path=MODEL": (
+        "tests/test_finetune.py::test_token_task_windows_long_rows_and_exports"
+    ),
     "python -m finetune task=names train.lr=2e-4": (
+        "tests/test_finetune.py::test_token_task_windows_long_rows_and_exports"
+    ),
+    "python -m finetune task=names model.path=MODEL train.limit_examples=8000 train.epochs=3 train.eval_every=125 train.patience=null train.seed=1 train.lr=1e-3 tasks.names.test=null": (
         "tests/test_finetune.py::test_token_task_windows_long_rows_and_exports"
     ),
     "python -m finetune task=multilabel tasks.multilabel.train=train.csv tasks.multilabel.dev=dev.csv": (

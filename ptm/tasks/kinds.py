@@ -12,7 +12,8 @@ compare kind names. Adding a kind is one class here, registered in `KINDS`, and 
 * ``pair`` — ``text_a\\ttext_b\\tlabel``: the same over two texts, token types 0 and 1 as in BERT,
   too-long pairs trimmed longest-first.
 * ``tokens`` — ``text\\ttags``: one BIO tag per ID, entity-level F1 (seqeval); rows longer than
-  the model are cut into windows and stitched back, never truncated.
+  the model are cut into windows and stitched back, never truncated; each row is decoded to the
+  most probable valid BIO sequence (`ptm.tasks.bio`).
 * ``multi_label`` — ``label\\ttext`` with any number of labels per row (``a,b``): a sigmoid per
   label, binary cross-entropy, a threshold chosen on dev, macro-F1 over labels.
 """
@@ -31,6 +32,7 @@ from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from ptm.errors import InputError
 from ptm.models.heads import HeadConfig, TaskModel
+from ptm.tasks.bio import bio_decode, bio_transitions
 from ptm.tasks.inference import Prediction, logits_batches
 from ptm.tasks.loading import (
     IGNORE,
@@ -472,12 +474,17 @@ class Tokens(_Softmax, _Kind):
         batch_size: int,
         pad_id: int,
     ) -> Prediction:
-        """A tag per word of every row, windows stitched back; a word that got no token (an
-        empty piece of a WordPiece split) is tagged ``O``."""
+        """A tag per word of every row: windows stitched back, then the most probable valid BIO
+        sequence of each row (`ptm.tasks.bio`: no ``I-X`` without its ``B-X``); a word that got no
+        token (an empty piece of a WordPiece split) is tagged ``O``. ``counts`` are the
+        per-token argmax tags (what the collapse check judges)."""
         n_labels = len(task.labels)
         loss_sum, n_labelled = 0.0, 0
         counts = np.zeros(n_labels, np.int64)
-        per_example: list[np.ndarray | None] = [None] * len(split)
+        outside = task.labels.index("O")
+        row_scores = [np.full((int(n), n_labels), -np.inf, np.float32) for n in split.row_words]
+        for scores in row_scores:
+            scores[:, outside] = 0.0
         for idx, logits, labels, attention_mask in logits_batches(
             model, task.name, split, device, precision, batch_size, pad_id
         ):
@@ -490,15 +497,14 @@ class Tokens(_Softmax, _Kind):
             else:
                 scored = predicted[attention_mask.bool()]
             counts += np.bincount(scored.cpu().numpy(), minlength=n_labels)
-            on_host = predicted.cpu().numpy()  # one copy per batch, not one per row
+            on_host = torch.log_softmax(logits, -1).cpu().numpy()  # one copy per batch
             for row, i in enumerate(idx):
-                per_example[i] = on_host[row, : len(split.input_ids[i])]
+                words = split.word_at[i]
+                at = words >= 0
+                row_scores[split.row[i]][words[at]] = on_host[row, : len(words)][at]
         loss = loss_sum / n_labelled if n_labelled else None
-        outside = task.labels.index("O")
-        row_tags = [np.full(int(n), outside, np.int64) for n in split.row_words]
-        for r, pred, words in zip(split.row, per_example, split.word_at, strict=True):
-            at = words >= 0
-            row_tags[r][words[at]] = pred[at]
+        start, step = bio_transitions(task.labels)
+        row_tags = [bio_decode(scores, start, step) for scores in row_scores]
         return Prediction(loss, counts, row_tags=row_tags)
 
     def score(

@@ -71,6 +71,8 @@ class TaskConfig:
     weight: float | None = None  # multi-task sampling weight; null: from train.mix_temperature
     submission_format: str = "csv"  # jsonl: also {"id": ..., "label": ...} lines, zipped
     submission_name: str | None = None  # jsonl: the file's name (ocnli_predict.json)
+    train_rows: int | None = None  # a label budget: keep this many training rows; null: all
+    train_rows_seed: int = 0  # which rows a label budget keeps (`label_budget`)
 
     def __post_init__(self) -> None:
         if self.truncation not in TRUNCATIONS:
@@ -85,6 +87,8 @@ class TaskConfig:
             raise ValueError(f"weight={self.weight}; use a positive number or null")
         if not self.label_separator:
             raise ValueError("label_separator is empty; use the character between labels")
+        if self.train_rows is not None and self.train_rows < 1:
+            raise ValueError(f"train_rows={self.train_rows}; use a positive number or null")
         if self.submission_format not in SUBMISSION_FORMATS:
             raise ValueError(
                 f"submission_format={self.submission_format!r}; use one of "
@@ -315,6 +319,16 @@ def read_task(cfg: TaskConfig, kind: Any, tokenizer: PreTrainedTokenizerBase, li
         train, dev = hold_out(cfg, train, kind.strata(train))
     else:
         dev = encode("dev", read_split(cfg, kind, cfg.dev, encoder, "required", limit))
+    if cfg.train_rows is not None and cfg.train_rows < train.n_rows:
+        keep = label_budget(kind.strata(train), train.n_rows, cfg.train_rows, cfg.train_rows_seed)
+        log.info(
+            "task %s: a label budget of %d of %d training rows (train_rows_seed %d)",
+            cfg.name,
+            len(keep),
+            train.n_rows,
+            cfg.train_rows_seed,
+        )
+        train = train.select_rows(keep, "train")
     splits = {"train": train, "dev": dev}
     if cfg.test is not None:
         in_file = "optional" if kind.answers_in_test_file else "none"
@@ -526,3 +540,24 @@ def hold_out(cfg: TaskConfig, train: Split, strata: np.ndarray | None) -> tuple[
         cfg.split_seed,
     )
     return train.select_rows(rest, "train"), train.select_rows(dev, "dev")
+
+
+def label_budget(strata: np.ndarray | None, n_rows: int, budget: int, seed: int) -> np.ndarray:
+    """``budget`` of ``n_rows`` rows (sorted row numbers), the same for the same seed whoever asks
+    (every model of a label-efficiency curve, the classical baseline included).
+
+    Stratified when ``strata`` gives a class per row: rows are taken in a seeded random order
+    within each class, interleaved by their rank over the class size (systematic stratified
+    sampling), so every class gets one row before any gets two and then its share of the
+    budget. Budgets are nested: a seed's 100 rows are among its 300. Only the partition into
+    classes matters, not how the classes are numbered.
+    """
+    order = np.random.default_rng(seed).permutation(n_rows)
+    if strata is not None:
+        classes = np.asarray(strata)[order]
+        rank = np.zeros(n_rows)
+        for c in np.unique(classes):
+            at = np.flatnonzero(classes == c)
+            rank[at] = np.arange(len(at)) / len(at)
+        order = order[np.argsort(rank, kind="stable")]
+    return np.sort(order[: min(budget, n_rows)])
