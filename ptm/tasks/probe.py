@@ -34,6 +34,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ptm.errors import InputError
 from ptm.tasks.batching import collate, eval_order
+from ptm.tasks.bio import bio_decode, bio_transitions
 from ptm.tasks.kinds import TaskKind, kind_named, load_task
 from ptm.tasks.loading import IGNORE, Split, TaskConfig, TaskData
 from ptm.tasks.metrics import classification_metrics, token_metrics
@@ -188,13 +189,20 @@ def _fit_and_score(
         x = np.concatenate([s[t != IGNORE] for s, t in zip(train_states, train.tags, strict=True)])
         y = np.concatenate([t[t != IGNORE] for t in train.tags])
         model = _fit(x, y, cfg)
-        guess = [np.full(int(n), labels.index("O"), np.int64) for n in dev.row_words]
-        # One prediction over every dev position, not one call per row.
+        # Every dev position's log-probabilities at once (not a call per row), placed on its
+        # row's words, then each row decoded to its best valid BIO sequence, as fine-tuned
+        # taggers are (`ptm.tasks.bio`): argmax leaves I- fragments seqeval counts as entities.
         at = [words >= 0 for words in dev.word_at]
-        pred = model.predict(np.concatenate([s[a] for s, a in zip(dev_states, at, strict=True)]))
-        parts = np.split(pred, np.cumsum([int(a.sum()) for a in at])[:-1])
+        logp = model.log_proba(np.concatenate([s[a] for s, a in zip(dev_states, at, strict=True)]))
+        parts = np.split(logp, np.cumsum([int(a.sum()) for a in at])[:-1])
+        rows = [np.full((int(n), len(labels)), -np.inf) for n in dev.row_words]
+        for row in rows:
+            row[:, labels.index("O")] = 0.0  # a word no window reaches stays outside
         for r, words, a, p in zip(dev.row, dev.word_at, at, parts, strict=True):
-            guess[r][words[a]] = p
+            rows[r][words[a]] = -np.inf
+            rows[r][np.ix_(words[a], model.classes)] = p
+        start, step = bio_transitions(labels)
+        guess = [bio_decode(row, start, step) for row in rows]
         truth = [[labels[i] for i in row] for row in dev.row_tags()]
         tags = [[labels[i] for i in row] for row in guess]
         return float(token_metrics(truth, tags, labels)[kind.metric])
@@ -236,9 +244,13 @@ class LinearProbe:
             optimizer.step(loss)
 
     @torch.no_grad()
-    def predict(self, x: np.ndarray) -> np.ndarray:
+    def log_proba(self, x: np.ndarray) -> np.ndarray:
+        """``(n, len(classes))`` log-probabilities, columns in the order of ``classes``."""
         feats = (torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) - self.mean) / self.std
-        return self.classes[(feats @ self.weight + self.bias).argmax(1).numpy()]
+        return torch.log_softmax(feats @ self.weight + self.bias, 1).double().numpy()
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.classes[self.log_proba(x).argmax(1)]
 
 
 def _fit(x: np.ndarray, y: np.ndarray, cfg: ProbeConfig) -> LinearProbe:
