@@ -59,6 +59,7 @@ COVERED = {
     ),
     "make pretrain": E2E,
     "python -m pretrain": E2E,
+    "python -m pretrain train.max_minutes=null": COMPOSED,  # make pretrain without its time cap
     "python -m pretrain +experiment=tiny": (
         "tests/test_pretrain.py::test_tiny_run_exports_a_model_transformers_loads"
     ),
