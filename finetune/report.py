@@ -38,7 +38,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,17 +71,17 @@ BASELINES = {
 METRIC_NAMES = {"macro_f1": "macro-F1", "entity_f1": "entity F1"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ReportConfig:
     paths: PathsConfig
     model_path: Path
-    tasks: list[str] = field(default_factory=lambda: ["sentiment", "names"])
-    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
-    modes: list[str] = field(default_factory=lambda: list(MODES))
-    finetune_overrides: list[str] = field(default_factory=list)
-    budgets: list[int | None] = field(default_factory=lambda: [None])  # training rows; None: all
-    budget_steps: int = 300  # a budget run trains at least this many optimizer steps
-    budget_evals: int = 5  # dev evaluations of a budget run
+    tasks: list[str]
+    seeds: list[int]
+    modes: list[str]
+    finetune_overrides: list[str]
+    budgets: list[int | None]  # training rows; None: all
+    budget_steps: int  # a budget run trains at least this many optimizer steps
+    budget_evals: int  # dev evaluations of a budget run
     run_dir: Path = Path(".")
 
     def __post_init__(self) -> None:

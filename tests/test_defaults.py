@@ -29,6 +29,7 @@ ROOTS: list[tuple[str, type, tuple[str, ...]]] = [
 def _roots() -> list[tuple[str, type, tuple[str, ...]]]:
     from docs.config_reference import ReferenceConfig
     from finetune.config import FinetuneConfig
+    from finetune.report import ReportConfig
     from pretrain.config import PretrainConfig
     from sweeps.serve_tensorboard import TensorBoardConfig
     from sweeps.summary import SummaryConfig
@@ -40,6 +41,7 @@ def _roots() -> list[tuple[str, type, tuple[str, ...]]]:
         ("summary", SummaryConfig, ()),
         ("tensorboard", TensorBoardConfig, ()),
         ("config_reference", ReferenceConfig, ()),
+        ("report", ReportConfig, ()),
     ]
 
 

@@ -18,7 +18,7 @@ from transformers import BertConfig, BertForMaskedLM
 from finetune import report
 from finetune.config import build_config
 from finetune.report import ReportConfig, _split_rows, overrides_for, plot_curves, render, run
-from ptm.config import PathsConfig, from_conf
+from ptm.config import from_conf
 from ptm.data.idtext import SourceStats, iter_text_chunks, parse_id_lines
 from ptm.data.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer, vocab_from_counts
 from ptm.errors import DivergenceError
@@ -49,16 +49,25 @@ def embedded_model(folder: Path, embedded: Path) -> Path:
     return folder
 
 
+def report_config(tmp_path: Path | None = None, embedded_dir: Path | None = None, **values):
+    """`make report`'s settings (conf/report.yaml), ``values`` changed; with ``tmp_path`` and
+    ``embedded_dir``, outputs under ``tmp_path`` and the embedded corpus as its data."""
+    overrides: tuple[str, ...] = ()
+    if tmp_path is not None and embedded_dir is not None:
+        data = tmp_path / "data"
+        data.mkdir()
+        (data / "embedded").symlink_to(embedded_dir, target_is_directory=True)
+        overrides = (f"paths.data_dir={data}", f"paths.output_dir={tmp_path / 'out'}")
+    return from_conf(ReportConfig, "report", overrides=overrides, **values)
+
+
 def test_report_runs_every_mode_and_writes_the_table(tmp_path: Path, embedded_dir: Path) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "embedded").symlink_to(embedded_dir, target_is_directory=True)
-    cfg = ReportConfig(
-        paths=from_conf(
-            PathsConfig, "pretrain", "paths", data_dir=data, output_dir=tmp_path / "out"
-        ),
+    cfg = report_config(
+        tmp_path,
+        embedded_dir,
         model_path=embedded_model(tmp_path / "model", embedded_dir),
         seeds=[1, 2],
+        budgets=[None],
         finetune_overrides=[
             "+experiment=finetune_tiny",
             "train.limit_examples=200",
@@ -88,9 +97,7 @@ def test_report_runs_every_mode_and_writes_the_table(tmp_path: Path, embedded_di
 
 
 def test_the_verdict_says_when_pretraining_does_not_help() -> None:
-    cfg = ReportConfig(
-        paths=from_conf(PathsConfig, "pretrain", "paths"), model_path=Path("m"), seeds=[1, 2, 3]
-    )
+    cfg = report_config(model_path=Path("m"), seeds=[1, 2, 3], budgets=[None])
 
     def rows(task, kind, pre, scratch):
         return [
@@ -183,8 +190,7 @@ def _row(task, kind, mode, seed, value, budget=None, rows=1000, status="ok"):
 
 
 def test_failed_runs_are_counted_in_their_cell_and_listed() -> None:
-    cfg = ReportConfig(
-        paths=from_conf(PathsConfig, "pretrain", "paths"),
+    cfg = report_config(
         model_path=Path("m"),
         seeds=[1, 2, 3],
         budgets=[100, None],
@@ -219,13 +225,9 @@ def test_failed_runs_are_counted_in_their_cell_and_listed() -> None:
 def test_a_report_survives_a_failing_run_and_draws_the_curve(
     tmp_path: Path, embedded_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "embedded").symlink_to(embedded_dir, target_is_directory=True)
-    cfg = ReportConfig(
-        paths=from_conf(
-            PathsConfig, "pretrain", "paths", data_dir=data, output_dir=tmp_path / "out"
-        ),
+    cfg = report_config(
+        tmp_path,
+        embedded_dir,
         model_path=embedded_model(tmp_path / "model", embedded_dir),
         tasks=["sentiment"],
         seeds=[1, 2],
