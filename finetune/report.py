@@ -24,14 +24,22 @@ beside ``report.md``.
 A run that fails (a divergence, bad input) is recorded with its error and the report goes on;
 every cell says how many of its runs failed.
 
+A report takes hours on a CPU, so it resumes: run it again into the same folder
+(``hydra.run.dir=...``) and every finished run whose inputs are unchanged — its resolved
+fine-tuning config and the model files it reads — is taken from ``report.json`` instead of being
+trained again. The same lets the runs that do not need the pretrained model (``modes=[scratch,
+tfidf]``, given any model folder of the same config and vocabulary) go first, while it pretrains.
+
 python -m finetune.report                                   # = make report
 python -m finetune.report 'seeds=[1,2,3,4,5]' 'tasks=[sentiment]'
 python -m finetune.report 'finetune_overrides=["train.epochs=2","head=mean"]' model_path=PATH
 python -m finetune.report 'budgets=[null]'                  # every training row only: no curve
+python -m finetune.report hydra.run.dir=outputs/report/mine  # again: resumes, finished runs reused
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -109,12 +117,14 @@ def run(cfg: ReportConfig, compose: Compose) -> dict:
     API in the entry point, the test helper in tests)."""
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    finished = _finished_runs(run_dir / "report.json")
     results: list[dict] = []
     for task_name in cfg.tasks:
         for budget in _budget_order(cfg.budgets):
             for mode in cfg.modes:
                 for seed in cfg.seeds:
-                    results.append(_one_run(cfg, compose, task_name, budget, mode, seed, run_dir))
+                    args = (cfg, compose, task_name, budget, mode, seed, run_dir, finished)
+                    results.append(_one_run(*args))
                     log.info("report: %s", json.dumps(results[-1]))
                     (run_dir / "report.json").write_text(json.dumps(results, indent=2) + "\n")
     plot = plot_curves(results, run_dir / CURVE_PNG)
@@ -123,6 +133,35 @@ def run(cfg: ReportConfig, compose: Compose) -> dict:
     point_latest(run_dir)
     log.info("report written to %s\n%s", run_dir / "report.md", text)
     return {"results": results, "report": str(run_dir / "report.md")}
+
+
+def _finished_runs(path: Path) -> dict[str, dict]:
+    """The rows of an earlier report in this folder that ended (ok or failed for good), by
+    fingerprint; an unreadable file means starting over, with a warning."""
+    if not path.is_file():
+        return {}
+    try:
+        rows = json.loads(path.read_text())
+        return {r["fingerprint"]: r for r in rows if "fingerprint" in r}
+    except (ValueError, TypeError, KeyError) as e:
+        log.warning("report: %s is not a report's results (%s); every run starts over", path, e)
+        return {}
+
+
+def fingerprint(data: dict[str, Any], mode: str) -> str:
+    """What decides a run's result: its resolved fine-tuning config (the folders it writes to and
+    the model's path aside) and the model files it reads — all of them to fine-tune the pretrained
+    weights, all but the weights from scratch, none for the classical baseline."""
+    config = {k: v for k, v in data.items() if k not in ("run_dir", "paths")}
+    model_dir = Path(config["model"]["path"])
+    config["model"] = {**config["model"], "path": None}
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    if mode != "tfidf" and model_dir.is_dir():
+        for file in sorted(p for p in model_dir.iterdir() if p.is_file()):
+            if mode == "scratch" and file.suffix in (".safetensors", ".bin"):
+                continue
+            digest.update(file.name.encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _budget_order(budgets: list[int | None]) -> list[int | None]:
@@ -138,9 +177,11 @@ def _one_run(
     mode: str,
     seed: int,
     run_dir: Path,
+    finished: dict[str, dict],
 ) -> dict:
-    """One fine-tuning run or baseline fit; a divergence or bad input is recorded, not raised,
-    so one failed run does not cost the others (as a failed job of a sweep does not)."""
+    """One fine-tuning run or baseline fit — or its row from ``finished`` when a run with the same
+    fingerprint ended there; a divergence or bad input is recorded, not raised, so one failed run
+    does not cost the others (as a failed job of a sweep does not)."""
     base = [
         f"task={task_name}",
         f"paths.root={cfg.paths.root}",
@@ -159,6 +200,10 @@ def _one_run(
     ft = build_config(data)
     task = next(t for t in ft.tasks if t.name == task_name)
     row = {"task": task_name, "kind": task.kind, "mode": mode, "seed": seed, "budget": budget}
+    row["fingerprint"] = fingerprint(data, mode)
+    if row["fingerprint"] in finished:
+        log.info("report: %s, %s, %s, seed %d: reused", task_name, name, MODES[mode], seed)
+        return finished[row["fingerprint"]]
     start = time.perf_counter()
     log.info(
         "report: %s, %s, %s, seed %d ...",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
+from safetensors.torch import load_file, save_file
 from transformers import BertConfig, BertForMaskedLM
 
 from finetune import report
@@ -290,3 +292,59 @@ def test_without_matplotlib_the_curve_is_a_table_and_one_log_line(
         "report: matplotlib is not installed, so the label-efficiency curve is a table only"
     ]
     assert plot_curves(results[:4], tmp_path / "curve.png") is None  # one budget: no curve
+
+
+def test_a_report_resumes_reusing_runs_whose_inputs_did_not_change(
+    tmp_path: Path, embedded_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first_model = embedded_model(tmp_path / "model-a", embedded_dir)
+    other_model = tmp_path / "model-b"  # the same config and vocabulary, other weights
+    shutil.copytree(first_model, other_model)
+    weights = load_file(other_model / "model.safetensors")
+    weights = {k: v + 0.01 for k, v in weights.items()}
+    save_file(weights, other_model / "model.safetensors", metadata={"format": "pt"})
+    trained: list[tuple[str, int]] = []
+    real = report.finetune
+
+    def counting_finetune(ft):
+        trained.append((ft.model.init, ft.train.seed))
+        return real(ft)
+
+    monkeypatch.setattr(report, "finetune", counting_finetune)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "embedded").symlink_to(embedded_dir, target_is_directory=True)
+    paths = {"root": ".", "data_dir": str(tmp_path / "data"), "output_dir": str(tmp_path / "out")}
+
+    def compose(overrides: list[str]) -> dict:
+        return OmegaConf.to_container(compose_config("finetune", overrides), resolve=True)
+
+    def report_run(model: Path, modes: list[str]) -> list[dict]:
+        cfg = report_config(
+            model_path=model,
+            tasks=["sentiment"],
+            seeds=[1, 2],
+            modes=modes,
+            budgets=[None],
+            finetune_overrides=[
+                "+experiment=finetune_tiny",
+                "train.limit_examples=60",
+                "tasks.sentiment.max_seq_len=32",
+            ],
+            paths=paths,
+            run_dir=tmp_path / "report",
+        )
+        return run(cfg, compose)["results"]
+
+    early = report_run(first_model, ["scratch", "tfidf"])  # while the model pretrains
+    assert trained == [("scratch", 1), ("scratch", 2)]
+    trained.clear()
+    full = report_run(other_model, ["pretrained", "scratch", "tfidf"])
+    assert trained == [("pretrained", 1), ("pretrained", 2)]  # scratch and baseline reused
+    assert [r for r in full if r["mode"] != "pretrained"] == early
+    trained.clear()
+    assert report_run(other_model, ["pretrained", "scratch", "tfidf"]) == full
+    assert trained == []
+    weights = {k: v + 0.01 for k, v in weights.items()}  # the pretrained model changed
+    save_file(weights, other_model / "model.safetensors", metadata={"format": "pt"})
+    report_run(other_model, ["pretrained", "scratch", "tfidf"])
+    assert trained == [("pretrained", 1), ("pretrained", 2)]
