@@ -15,7 +15,9 @@ level, so the spawned process that times them has them loaded before the clock s
 
 from __future__ import annotations
 
+import os
 import tempfile
+import threading
 import time
 from itertools import chain
 from pathlib import Path
@@ -120,14 +122,37 @@ def run(
 
 
 def own_peak(fn, *args) -> dict:
-    """``fn(*args)`` with the peak RSS of the work itself (``peak_mb``): the kernel's high-water
-    mark is reset first (``/proc/self/clear_refs``), since a spawned process starts with its
-    parent's — the benchmark driver's, torch and all — and would report that for every row."""
+    """``fn(*args)`` with the peak memory of the work itself (``peak_mb``): the peak RSS of this
+    process, its kernel high-water mark reset first (``/proc/self/clear_refs``), since a spawned
+    process starts with its parent's — the benchmark driver's, torch and all — and would report
+    that for every row; plus the peak private memory of its worker processes (jieba's; their
+    pages shared with this one are counted here already), sampled every 20 ms."""
     Path("/proc/self/clear_refs").write_text("5")
-    value = fn(*args)
+    workers: dict[str, float] = {}
+    done = threading.Event()
+
+    def sample_workers() -> None:
+        me = os.getpid()
+        while not done.wait(0.02):
+            for child in Path(f"/proc/{me}/task/{me}/children").read_text().split():
+                try:
+                    rollup = Path(f"/proc/{child}/smaps_rollup").read_text().splitlines()[1:]
+                except OSError:  # it has just ended
+                    continue
+                kb = {ln.split(":")[0]: int(ln.split()[1]) for ln in rollup}
+                private = (kb["Private_Clean"] + kb["Private_Dirty"]) / 1024
+                workers[child] = max(workers.get(child, 0.0), private)
+
+    sampler = threading.Thread(target=sample_workers, daemon=True)
+    sampler.start()
+    try:
+        value = fn(*args)
+    finally:
+        done.set()
+        sampler.join()
     status = Path("/proc/self/status").read_text()
     hwm_kb = int(next(ln for ln in status.splitlines() if ln.startswith("VmHWM:")).split()[1])
-    return {**value, "peak_mb": hwm_kb / 1024}
+    return {**value, "peak_mb": hwm_kb / 1024 + sum(workers.values())}
 
 
 def raw_rows(
@@ -199,7 +224,8 @@ def raw_rows(
             base,
             tokens,
             f"{common}; ours: as the row above, plus every chunk cut into words by rjieba "
-            "(jieba's dictionary and HMM) and the first token of each word marked (the baseline "
+            "(jieba's dictionary and HMM) in worker processes, one per core (their private memory "
+            "is in ours' peak), and the first token of each word marked (the baseline "
             "has no word marks at all: transformers' Chinese WWM script needs a reference file "
             f"made by LTP beforehand); flat memory: {one.value['peak_mb']:,.0f} MB peak on one "
             f"copy of the text, {words.value['peak_mb']:,.0f} MB on {copies}",

@@ -186,6 +186,24 @@ def test_rjieba_cuts_as_jieba_does(embedded_dir: Path) -> None:
         assert segment_words(line).tolist() == expected.tolist(), line
 
 
+def test_worker_processes_cut_what_the_calling_thread_cuts(embedded_dir: Path) -> None:
+    from ptm.data.wordseg import WordSegmenter, word_starts
+
+    text = (embedded_dir / "raw" / "heldout.txt").read_bytes()[: 1 << 18]
+    chunks = [text[: text.rindex(b"\n", 0, len(text) // 2) + 1], "诸葛涛\n\n🙂 x\n".encode()]
+    workers = WordSegmenter(2)
+    try:
+        assert workers._pool is not None  # Linux: forked processes do the cutting
+        marks = [workers.submit(chunk) for chunk in chunks]  # both in flight at once
+        for chunk, result in zip(chunks, marks, strict=True):
+            assert result().tolist() == word_starts(chunk.decode()).tolist()
+    finally:
+        workers.close()
+    alone = WordSegmenter(1)  # one core: the calling thread cuts
+    assert alone._pool is None
+    assert alone.submit(chunks[1])().tolist() == word_starts(chunks[1].decode()).tolist()
+
+
 def test_character_vocabulary_is_laid_out_like_a_chinese_berts() -> None:
     text = "Hello 世界，hello！café 1998 世\n"
     counts = np.bincount(codepoints(text))

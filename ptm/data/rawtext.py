@@ -48,7 +48,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ptm.data.idtext import ParsedLines
 from ptm.data.tokenizer import GOOGLE_SPECIALS, build_wordpiece_tokenizer
-from ptm.data.wordseg import word_starts
+from ptm.data.wordseg import WordSegmenter
 from ptm.errors import InputError
 
 WORD_SEGMENTERS = ("none", "jieba")
@@ -83,10 +83,14 @@ class RawTextEncoder:
     """Chunks of raw text (one document per line) -> `ParsedLines` of vocabulary indices.
 
     Thread-safe: the per-character tables grow under a lock, the run cache is a plain dict
-    (single operations on it are atomic), and the Rust tokenizer and rjieba release the GIL.
+    (single operations on it are atomic), and the Rust tokenizer releases the GIL. Words are cut
+    by ``workers`` processes (`ptm.data.wordseg.WordSegmenter`) while the calling thread
+    tokenizes; `close` ends them.
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, word_segmenter: str = "none") -> None:
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, word_segmenter: str = "none", workers: int = 1
+    ) -> None:
         if word_segmenter not in WORD_SEGMENTERS:
             raise InputError(
                 None,
@@ -127,6 +131,12 @@ class RawTextEncoder:
         self._lock = threading.Lock()
         self._runs: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
         self._probe_pieces = self._pieces(_PROBE)
+        self.segmenter = WordSegmenter(workers) if word_segmenter == "jieba" else None
+
+    def close(self) -> None:
+        """End the word segmenter's worker processes."""
+        if self.segmenter is not None:
+            self.segmenter.close()
 
     # -- classification of characters ---------------------------------------------------------
 
@@ -191,6 +201,7 @@ class RawTextEncoder:
         ID corpus do, so the builder skips and counts them.
         """
         text = decode_utf8(buf, path, first_line)
+        words = self.segmenter.submit(buf) if self.segmenter is not None else None
         cps = codepoints(text)
         self._learn(cps)
         cls = self.classes[cps]
@@ -227,9 +238,9 @@ class RawTextEncoder:
             token_end[run_pos] = base + np.concatenate([e[2] for e in encoded])
             pretoken_start[run_pos] = np.concatenate([e[3] for e in encoded])
 
-        if self.word_segmenter == "jieba":
+        if words is not None:
             # A token begins a word when a word's first character lies inside it.
-            starts = np.concatenate([[0], np.cumsum(word_starts(text))])
+            starts = np.concatenate([[0], np.cumsum(words())])
             word_start = starts[np.maximum(token_end, token_char + 1)] > starts[token_char]
         else:
             word_start = pretoken_start

@@ -388,7 +388,11 @@ def build_segments(
     try:
         kind = corpus_kind(sources, cfg.text_column, tokenizer, tokenizer_source, word_segmenter)
         if kind == "text":
-            meta = _fill(tmp, sources, cfg, *_text_parser(sources, cfg, tokenizer, word_segmenter))
+            tokenizer, encoder, text = _text_parser(sources, cfg, tokenizer, word_segmenter)
+            try:
+                meta = _fill(tmp, sources, cfg, tokenizer, encoder, text)
+            finally:
+                encoder.close()
         else:
             meta = _fill(tmp, sources, cfg, tokenizer)
     except BaseException:  # cleanup only: the error goes on to the caller
@@ -515,7 +519,7 @@ def _text_parser(
             len(vocab),
             int(np.count_nonzero(counts)),
         )
-    encoder = RawTextEncoder(tokenizer, word_segmenter)
+    encoder = RawTextEncoder(tokenizer, word_segmenter, _threads())
     text = {
         "kind": "raw text",
         "word_segmenter": word_segmenter,
