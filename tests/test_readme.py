@@ -60,6 +60,7 @@ COVERED = {
     "make pretrain": E2E,
     "python -m pretrain": E2E,
     "python -m pretrain train.max_minutes=null": COMPOSED,  # make pretrain without its time cap
+    "make pretrain ARGS=+experiment=payoff": COMPOSED,  # 33 minutes: the tiny runs cover its path
     "python -m pretrain +experiment=tiny": (
         "tests/test_pretrain.py::test_tiny_run_exports_a_model_transformers_loads"
     ),
@@ -110,7 +111,7 @@ COVERED = {
     "python -m finetune.report": (
         "tests/test_finetune_report.py::test_report_runs_every_mode_and_writes_the_table"
     ),
-    "python -m finetune.report 'tasks=[sentiment]' 'finetune_overrides=[\"train.epochs=1\"]'": (
+    "python -m finetune.report 'budgets=[100,1000,null]' 'finetune_overrides=[\"train.epochs=1\"]'": (
         "tests/test_finetune_report.py::test_report_runs_every_mode_and_writes_the_table"
     ),
     "make convert": "tests/test_convert.py::test_command_line",
