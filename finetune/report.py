@@ -39,6 +39,7 @@ python -m finetune.report hydra.run.dir=outputs/report/mine  # again: resumes, f
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -63,6 +64,7 @@ from ptm.tasks.bio import bio_decode, bio_transitions
 from ptm.tasks.loading import TaskConfig, label_budget, natural_order, tag_order, task_table
 from ptm.tasks.metrics import classification_metrics, primary, token_metrics
 from ptm.tasks.tables import Table
+from ptm.training.checkpoint import file_sha256
 from ptm.training.rundir import point_latest
 
 log = logging.getLogger(__name__)
@@ -136,13 +138,14 @@ def run(cfg: ReportConfig, compose: Compose) -> dict:
 
 
 def _finished_runs(path: Path) -> dict[str, dict]:
-    """The rows of an earlier report in this folder that ended (ok or failed for good), by
-    fingerprint; an unreadable file means starting over, with a warning."""
+    """The rows of an earlier report in this folder that finished (a failed run is tried again:
+    its cause may have been fixed), by fingerprint; an unreadable file means starting over, with
+    a warning."""
     if not path.is_file():
         return {}
     try:
         rows = json.loads(path.read_text())
-        return {r["fingerprint"]: r for r in rows if "fingerprint" in r}
+        return {r["fingerprint"]: r for r in rows if "fingerprint" in r and r["status"] == "ok"}
     except (ValueError, TypeError, KeyError) as e:
         log.warning("report: %s is not a report's results (%s); every run starts over", path, e)
         return {}
@@ -150,18 +153,42 @@ def _finished_runs(path: Path) -> dict[str, dict]:
 
 def fingerprint(data: dict[str, Any], mode: str) -> str:
     """What decides a run's result: its resolved fine-tuning config (the folders it writes to and
-    the model's path aside) and the model files it reads — all of them to fine-tune the pretrained
-    weights, all but the weights from scratch, none for the classical baseline."""
+    the model's path aside), the files the config names (the task's data) and the model files it
+    reads — all of them to fine-tune the pretrained weights, all but the weights from scratch,
+    none for the classical baseline."""
     config = {k: v for k, v in data.items() if k not in ("run_dir", "paths")}
     model_dir = Path(config["model"]["path"])
     config["model"] = {**config["model"], "path": None}
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    for value in sorted(set(_strings(config))):
+        if Path(value).is_file():
+            digest.update(value.encode() + b"\0" + _file_sha256(Path(value)).encode())
     if mode != "tfidf" and model_dir.is_dir():
         for file in sorted(p for p in model_dir.iterdir() if p.is_file()):
             if mode == "scratch" and file.suffix in (".safetensors", ".bin"):
                 continue
-            digest.update(file.name.encode() + b"\0" + file.read_bytes())
+            digest.update(file.name.encode() + b"\0" + _file_sha256(file).encode())
     return digest.hexdigest()[:16]
+
+
+def _strings(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [s for v in node.values() for s in _strings(v)]
+    if isinstance(node, list):
+        return [s for v in node for s in _strings(v)]
+    return [node] if isinstance(node, str) else []
+
+
+@functools.lru_cache(maxsize=256)
+def _hash_of(path: Path, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
+
+
+def _file_sha256(path: Path) -> str:
+    """A file's sha256, computed once per version of the file (a report names the same data
+    files in every run)."""
+    st = path.stat()
+    return _hash_of(path.resolve(), st.st_size, st.st_mtime_ns)
 
 
 def _budget_order(budgets: list[int | None]) -> list[int | None]:

@@ -348,3 +348,25 @@ def test_a_report_resumes_reusing_runs_whose_inputs_did_not_change(
     save_file(weights, other_model / "model.safetensors", metadata={"format": "pt"})
     report_run(other_model, ["pretrained", "scratch", "tfidf"])
     assert trained == [("pretrained", 1), ("pretrained", 2)]
+
+
+def test_the_fingerprint_follows_the_data_and_model_files_not_the_output_folders(
+    tmp_path: Path,
+) -> None:
+    from finetune.report import fingerprint
+
+    model, train = tmp_path / "model", tmp_path / "train.csv"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"weights")
+    train.write_text("label\ttext\n1\t2 3\n")
+    data = {"model": {"path": str(model)}, "tasks": [{"train": str(train)}], "run_dir": "a"}
+    before = {mode: fingerprint(data, mode) for mode in ("pretrained", "scratch", "tfidf")}
+    moved = {**data, "run_dir": "b", "paths": {"output_dir": "elsewhere"}}
+    assert {mode: fingerprint(moved, mode) for mode in before} == before
+    (model / "model.safetensors").write_bytes(b"other weights")
+    assert fingerprint(data, "pretrained") != before["pretrained"]
+    assert fingerprint(data, "scratch") == before["scratch"]  # random weights either way
+    train.write_text("label\ttext\n0\t2 3\n")
+    assert fingerprint(data, "tfidf") != before["tfidf"]
+    assert fingerprint(data, "scratch") != before["scratch"]

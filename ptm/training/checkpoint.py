@@ -54,7 +54,7 @@ def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int) -
         os.fsync(f.fileno())
     sums = _sums(path)
     sums_tmp = sums.with_suffix(".tmp")
-    sums_tmp.write_text(f"{_sha256(tmp)}  {path.name}\n")
+    sums_tmp.write_text(f"{file_sha256(tmp)}  {path.name}\n")
     os.replace(sums_tmp, sums)
     os.replace(tmp, path)
     for old in list_checkpoints(folder)[:-keep] if keep > 0 else []:
@@ -72,7 +72,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     sums = _sums(path)
     if sums.is_file():  # checkpoints written before checksums have none
         expected = sums.read_bytes().decode("ascii", errors="replace").split()[:1]
-        if expected != [_sha256(path)]:
+        if expected != [file_sha256(path)]:
             raise InputError(
                 path,
                 f"not the checkpoint that was written (its sha256 differs from {sums.name})",
@@ -91,7 +91,8 @@ def _sums(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, read in 16 MiB blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 24), b""):
