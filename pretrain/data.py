@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from pretrain.config import DataConfig
-from ptm.data.segment_builder import prepare_segments
+from ptm.data.segment_builder import hash_file_versions, prepare_segments
 from ptm.errors import InputError
 
 
@@ -56,12 +56,11 @@ def rehearsal_sample(files: list[Path], documents: int, cache_dir: Path, seed: i
             f"data.rehearsal_documents={documents} but data.rehearsal lists no file",
             "name the general text to draw from, or set data.rehearsal_documents=0",
         )
-    h = hashlib.sha256(f"{documents}|{seed}".encode())
     for path in files:
         if not Path(path).is_file():
             raise InputError(path, "no such rehearsal file", "check data.rehearsal")
-        st = Path(path).stat()
-        h.update(f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    h = hashlib.sha256(f"{documents}|{seed}".encode())
+    hash_file_versions(h, files)
     out = Path(cache_dir) / "rehearsal" / f"{h.hexdigest()[:12]}.txt"
     if out.is_file():
         return out

@@ -222,9 +222,10 @@ def _train(cfg: PretrainConfig, session: loop.Session) -> dict:
         out = evaluate() if n_eval > 0 else {}
         return out | (evaluate(general_set, "general") if general_set is not None else {})
 
+    evaluates = n_eval > 0 or general_set is not None
     # Continued training: what the model knew before it, on both held-out sets.
     start_metrics = {}
-    if cfg.model.init_from and step == 0 and (n_eval > 0 or general_set is not None):
+    if cfg.model.init_from and step == 0 and evaluates:
         start_metrics = evaluate_all()
         tb.scalars(0, start_metrics)
         _log_eval("before training", start_metrics, entropy)
@@ -242,9 +243,7 @@ def _train(cfg: PretrainConfig, session: loop.Session) -> dict:
         lr = t.lr * lr_factor(progress, t.warmup_fraction, t.decay, t.min_lr_fraction)
         loop.set_lr(optimizer, lr)
 
-        if ((step % t.eval_every == 0 and step > 0) or last_step) and (
-            n_eval > 0 or general_set is not None
-        ):
+        if ((step % t.eval_every == 0 and step > 0) or last_step) and evaluates:
             metrics = evaluate_all()
             tb.scalars(step, metrics)
             _log_eval(f"step {step}", metrics, entropy)

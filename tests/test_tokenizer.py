@@ -84,3 +84,13 @@ def test_bad_tokenizer_sources(tmp_path: Path) -> None:
     plain.write_text("1\n2\n3\n")
     with pytest.raises(InputError, match="lacks"):
         load_tokenizer(plain)
+
+
+def test_unused_placeholders_keep_a_vocab_txt_of_ids_an_id_vocabulary(tmp_path) -> None:
+    from ptm.data.tokenizer import GOOGLE_SPECIALS, is_id_vocabulary, load_tokenizer
+
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join([*GOOGLE_SPECIALS, "17", "4021", "9"]) + "\n")
+    tokenizer = load_tokenizer(str(vocab), 64)
+    assert is_id_vocabulary(tokenizer)  # the reader and the corpus check agree
+    assert tokenizer.convert_tokens_to_ids(["4021"]) == [len(GOOGLE_SPECIALS) + 1]

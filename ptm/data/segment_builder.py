@@ -136,6 +136,15 @@ def _in_order(fn: Callable, items: Iterable[tuple]) -> Iterator[tuple[tuple, Any
             yield item, job.result()
 
 
+def _source_chunks(
+    sources: list[Path], stats: list[SourceStats], text_column: str
+) -> Iterator[tuple[bytes, Path, int]]:
+    """``(chunk, path, first line)`` of every source in order: the items `_in_order` parses."""
+    for path, st in zip(sources, stats, strict=True):
+        for first_line, chunk in iter_text_chunks(path, st, text_column):
+            yield chunk, path, first_line
+
+
 def _stream(
     sources: list[Path],
     text_column: str,
@@ -151,12 +160,9 @@ def _stream(
     total = sum(p.stat().st_size if p.is_file() else 0 for p in sources)
     progress = Progress("reading corpus", total, log)
     done = ids = 0
-    chunks = (
-        (chunk, path, first_line)
-        for path, st in zip(sources, stats, strict=True)
-        for first_line, chunk in iter_text_chunks(path, st, text_column)
-    )
-    for (chunk, path, first_line), parsed in _in_order(parse, chunks):
+    for (chunk, path, first_line), parsed in _in_order(
+        parse, _source_chunks(sources, stats, text_column)
+    ):
         ids += len(parsed.ids)
         done += len(chunk)
         elapsed = max(progress.last - progress.start, 1e-9)
@@ -501,11 +507,7 @@ def _text_parser(
     if built:
         counts = np.zeros(0, np.int64)
         stats = [SourceStats(p) for p in sources]
-        chunks = (
-            (chunk, path, first_line)
-            for path, st in zip(sources, stats, strict=True)
-            for first_line, chunk in iter_text_chunks(path, st, cfg.text_column)
-        )
+        chunks = _source_chunks(sources, stats, cfg.text_column)
         for _, found in _in_order(count_codepoints, chunks):
             if len(found) > len(counts):
                 found[: len(counts)] += counts
@@ -744,12 +746,18 @@ def cache_key(
     h.update(str(FORMAT_VERSION).encode())
     if word_segmenter != "none":  # (absent otherwise, so ID corpora keep their keys)
         h.update(f"word_segmenter={word_segmenter}".encode())
-    for p in sources:
-        st = Path(p).stat()
-        h.update(f"{Path(p).resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    hash_file_versions(h, sources)
     if tokenizer_source:
         h.update(str(Path(tokenizer_source).resolve()).encode())
     return h.hexdigest()[:12]
+
+
+def hash_file_versions(h: Any, paths: list[Path]) -> None:
+    """Feed each file's path, size and modification time to the hash ``h``: a cache named
+    after it is rebuilt when a file changes, without reading the files."""
+    for p in paths:
+        st = Path(p).stat()
+        h.update(f"{Path(p).resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
 
 
 def prepare_segments(

@@ -96,7 +96,13 @@ def build_wordpiece_tokenizer(vocab: list[str] | tuple[str, ...], max_seq_len: i
 
 def is_id_vocabulary(tokenizer: PreTrainedTokenizerBase) -> bool:
     """True for ptm's ID tokenizers: every entry but the special tokens is an integer."""
-    return all(t.isdigit() for t in tokenizer.get_vocab() if t not in SPECIAL_TOKENS)
+    return _holds_ids_only(tokenizer.get_vocab())
+
+
+def _holds_ids_only(vocab) -> bool:
+    """Only integers besides the special tokens (and Google's ``[unusedN]`` placeholders): an ID
+    vocabulary. Anything else — characters, words, ``##`` pieces — makes a WordPiece one."""
+    return all(t.isdigit() or t in SPECIAL_TOKENS or _UNUSED.fullmatch(t) for t in vocab)
 
 
 def _wrap(tok: Tokenizer, max_seq_len: int) -> PreTrainedTokenizerFast:
@@ -200,9 +206,7 @@ def _from_vocab_txt(path: Path, max_seq_len: int | None) -> PreTrainedTokenizerB
             "a BERT vocab.txt lists [PAD] [UNK] [CLS] [SEP] [MASK] among its entries "
             "(Google's put [PAD] first and [UNK] [CLS] [SEP] [MASK] at 100-103)",
         )
-    # Anything but special tokens and integers is a WordPiece vocabulary (Google's and the
-    # Chinese BERT releases: characters, words, ## pieces); only integers make an ID one.
-    if any(not (t.isdigit() or t in SPECIAL_TOKENS or _UNUSED.fullmatch(t)) for t in vocab):
+    if not _holds_ids_only(vocab):  # Google's and the Chinese BERT releases
         return build_wordpiece_tokenizer(vocab, max_seq_len or 512)
     return build_tokenizer(vocab, max_seq_len or 512)
 

@@ -14,7 +14,7 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from ptm.data.idtext import parse_id_lines
-from ptm.data.tokenizer import SPECIAL_TOKENS, IdMapper
+from ptm.data.tokenizer import IdMapper, is_id_vocabulary
 from ptm.errors import InputError
 
 _BATCH_ROWS = 4096
@@ -204,11 +204,6 @@ class Table:
 def _tabs(columns: list[str]) -> str:
     """``id, text, label``: column names as a message shows them."""
     return ", ".join(columns)
-
-
-def is_id_vocabulary(tokenizer: PreTrainedTokenizerBase) -> bool:
-    """True for ptm's ID tokenizers: every entry but the special tokens is an integer."""
-    return all(t.isdigit() for t in tokenizer.get_vocab() if t not in SPECIAL_TOKENS)
 
 
 class TextEncoder:
