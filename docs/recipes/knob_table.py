@@ -2,9 +2,10 @@
 
     python docs/recipes/knob_table.py [outputs/recipes/knobs]
 
-One row per finished run, best held-out loss first: the loss halfway and at the end (fixed 15%
-token masking, the same 389 held-out segments for every run), MLM accuracy, and the downstream
-probe at the end (names entity F1, sentiment macro-F1).
+One row per finished run, best held-out loss first: its wall time over the seed runs' (a rough
+minutes-per-run ratio: only meaningful where every run had the same neighbours), the loss halfway
+and at the end (fixed 15% token masking, the same 389 held-out segments for every run), MLM
+accuracy, and the downstream probe at the end (names entity F1, sentiment macro-F1).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def row(run: Path) -> dict | None:
         "run": run.name,
         "steps": metrics["steps"],
         "tokens (M)": metrics["tokens"] / 1e6,
+        "wall_seconds": metrics["wall_seconds"],
         "loss, half-way": curve[half],
         "held-out loss": metrics["eval/loss"],
         "accuracy": metrics["eval/accuracy"],
@@ -42,6 +44,10 @@ def main(folder: Path) -> None:
     rows = sorted(
         filter(None, map(row, sorted(folder.iterdir()))), key=lambda r: r["held-out loss"]
     )
+    seeds = sorted(r["wall_seconds"] for r in rows if r["run"].startswith("seed_"))
+    for r in rows:
+        wall = r.pop("wall_seconds")
+        r["time"] = f"{wall / seeds[len(seeds) // 2]:.2f}x" if seeds else "?"
     print("| " + " | ".join(rows[0]) + " |")
     print("|" + "---|" * len(rows[0]))
     for r in rows:

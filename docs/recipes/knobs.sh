@@ -2,7 +2,7 @@
 # The knob table of docs/RECIPES.md: the `make pretrain` recipe (1,600 steps of 32 x 128 =
 # 6.5 M tokens, the payoff recipe's knobs) with one knob changed per run, and with two other
 # seeds for the spread a single knob has to beat.
-# Two runs at a time, one thread each, so a 2-core machine does the table in about two hours;
+# Two runs at a time, one thread each, so a 2-core machine does the table in about 2.5 hours;
 # step budgets make every run the same whatever else the machine does. Then:
 #   python -m sweeps.summary dir=outputs/recipes/knobs          # ranked by held-out loss
 #   python docs/recipes/knob_table.py                            # the table of docs/RECIPES.md
@@ -15,6 +15,8 @@ declare -A KNOBS=(
   [dropout_0.1]="model.hidden_dropout_prob=0.1 model.attention_probs_dropout_prob=0.1"
   [mask_0.15]="data.masking.rate=0.15"
   [mask_0.40]="data.masking.rate=0.4"
+  # 40% costs about 1.3x a step of 30% (docs/recipes/step_cost.sh): the same minutes, not steps
+  [mask_0.40_same_time]="data.masking.rate=0.4 train.max_steps=1230"
   [lr_5e-4]="train.lr=5e-4"
   [lr_2e-3]="train.lr=2e-3"
   [warmup_0.01]="train.warmup_fraction=0.01"
@@ -26,7 +28,7 @@ declare -A KNOBS=(
   [bert_tiny]="model=bert_tiny model.hidden_dropout_prob=0 model.attention_probs_dropout_prob=0 train.max_steps=4800"
 )
 # The two runs that build their own segment caches (256 IDs, word marks) go first, one per lane.
-ORDER=(seq_256 whole_word payoff seed_1 seed_2 mask_0.15 mask_0.40 dropout_0.1 lr_5e-4 lr_2e-3 batch_16 batch_64 bert_tiny warmup_0.01 warmup_0.10)
+ORDER=(seq_256 whole_word payoff seed_1 seed_2 mask_0.15 mask_0.40 mask_0.40_same_time dropout_0.1 lr_5e-4 lr_2e-3 batch_16 batch_64 bert_tiny warmup_0.01 warmup_0.10)
 run_one() {
   local name=$1
   # shellcheck disable=SC2086
