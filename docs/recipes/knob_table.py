@@ -19,7 +19,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 def row(run: Path) -> dict | None:
     metrics_file = run / "metrics.json"
-    if not metrics_file.is_file():
+    if run.is_symlink() or not metrics_file.is_file():  # `latest` points at a run listed anyway
         return None
     metrics = json.loads(metrics_file.read_text())
     probe = metrics["probe"]["history"][-1]
