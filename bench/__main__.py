@@ -60,6 +60,12 @@ def runners(cfg: DictConfig) -> dict:
     except ImportError:
         pass
     try:
+        from bench import attention as attention_bench
+
+        table["attention"] = lambda: attention_bench.run(**cfg.attention)
+    except ImportError:
+        pass
+    try:
         from bench import convert as convert_bench
 
         table["convert"] = convert_bench.run

@@ -73,7 +73,9 @@ def test_varying_masks_compile_a_handful_of_graphs_not_one_per_step() -> None:
         assert torch.equal(a[1], b[1]) and torch.equal(a[2], b[2])
         grad_a = eager.model.bert.embeddings.word_embeddings.weight.grad
         grad_b = compiled_model.model.bert.embeddings.word_embeddings.weight.grad
-        torch.testing.assert_close(grad_a, grad_b, rtol=1e-4, atol=1e-6)
+        # eager attention is ptm's matrix products (training on CPU), compiled it is SDPA: the
+        # same sums in another order
+        torch.testing.assert_close(grad_a, grad_b, rtol=1e-4, atol=1e-5)
     assert len(exact) >= 4  # unrounded, one graph per distinct count
     assert backend.graphs == len(widths) <= 2
 

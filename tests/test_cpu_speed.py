@@ -1,4 +1,5 @@
-"""The CPU training shortcuts: ptm's dropout mask and glibc keeping freed memory.
+"""The CPU training shortcuts: ptm's dropout mask and glibc keeping freed memory (attention:
+test_attention.py).
 
 Their speed is measured in `make bench`; here, that they compute what they claim.
 """
@@ -10,12 +11,10 @@ import resource
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig, BertForMaskedLM
 
 from ptm.models.dropout import FastDropout, keep_mask, use_fast_dropout
-from ptm.models.masked_encoder import attend
 from ptm.training.runtime import keep_freed_memory
 
 
@@ -66,30 +65,6 @@ def test_swapping_keeps_every_rate_mode_and_saved_key() -> None:
     assert {name: m.p for name, m in after.items()} == before
     assert all(type(m) is FastDropout and not m.training for m in after.values())
     assert set(model.state_dict()) == keys
-
-
-def test_attention_math_path_matches_sdpa() -> None:
-    """With a rate that rounds to dropping nothing, the CPU math path (scores, padding mask,
-    softmax, mask, output scale) must give PyTorch's kernel's result."""
-    torch.manual_seed(0)
-    query = torch.randn(3, 2, 5, 8)
-    key, value = torch.randn(3, 2, 11, 8), torch.randn(3, 2, 11, 8)
-    key_mask = torch.ones(3, 1, 1, 11, dtype=torch.bool)
-    key_mask[1, ..., 7:] = False
-    ours = attend(query, key, value, key_mask, 1e-6, 0.35)
-    reference = F.scaled_dot_product_attention(query, key, value, attn_mask=key_mask, scale=0.35)
-    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6)
-
-
-def test_attention_dropout_drops_probabilities_and_rescales() -> None:
-    """One key, so every probability is 1: the output is the value, zeroed where dropped and
-    scaled up where kept."""
-    torch.manual_seed(0)
-    value = torch.randn(4, 2, 1, 8)
-    out = attend(torch.randn(4, 2, 300, 8), torch.randn(4, 2, 1, 8), value, None, 0.5, 1.0)
-    dropped = (out == 0).all(dim=-1)
-    assert 0.4 < dropped.float().mean() < 0.6
-    torch.testing.assert_close(out[~dropped], (2 * value).expand_as(out)[~dropped])
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")

@@ -30,6 +30,7 @@ from transformers import AutoModel, PretrainedConfig, PreTrainedModel
 from transformers import logging as hf_logging
 
 from ptm.errors import InputError
+from ptm.models.attention import ATTENTION
 from ptm.models.folder import read_config, reading_weights
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ def load_encoder(folder: Path, pretrained: bool, with_pooler: bool) -> PreTraine
     """The encoder of any BERT-style folder: its weights, or (``pretrained=False``) a random
     initialisation of the same architecture — the from-scratch baseline. Call under a seed."""
     config = encoder_config(folder)
-    config._attn_implementation = "sdpa"
+    config._attn_implementation = ATTENTION
     kwargs = {"add_pooling_layer": with_pooler} if config.model_type in ("bert", "albert") else {}
     with quiet_transformers():
         if not pretrained:
@@ -163,7 +164,7 @@ def load_encoder(folder: Path, pretrained: bool, with_pooler: bool) -> PreTraine
             model, info = AutoModel.from_pretrained(
                 folder,
                 local_files_only=True,
-                attn_implementation="sdpa",
+                attn_implementation=ATTENTION,
                 output_loading_info=True,
                 **kwargs,
             )

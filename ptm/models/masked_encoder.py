@@ -8,18 +8,15 @@ last layer on those rows only does about a quarter of its work, exactly the same
 the rows kept (MosaicBERT's "subset" last layer). The weights are transformers' own modules,
 called in the order ``BertLayer`` calls them, so the model saved is an ordinary ``BertForMaskedLM``.
 
-Calling the layers' parts here, rather than ``BertLayer`` itself, also lets attention with dropout
-on CPU (where ``scaled_dot_product_attention`` takes its unfused math path anyway) use ptm's
-cheaper dropout mask (`ptm.models.dropout`); everywhere else attention is PyTorch's SDPA kernel.
+Attention is ptm's own (`ptm.models.attention`): plain matrix products when training on CPU.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from transformers import BertModel
 
-from ptm.models.dropout import MaskedScale, keep_mask, use_fast_path
+from ptm.models.attention import attend
 
 
 def supports_masked_only(encoder: torch.nn.Module) -> bool:
@@ -82,28 +79,3 @@ def _layer_at_rows(
     )
     context = context.transpose(1, 2).reshape(batch, rows.size(1), -1)
     return layer.feed_forward_chunk(layer.attention.output(context, rows))
-
-
-def attend(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    key_mask: torch.Tensor | None,
-    dropout_p: float,
-    scale: float,
-) -> torch.Tensor:
-    """Scaled dot-product attention; with dropout on CPU, the math path with ptm's mask.
-
-    Both scales go where the tensors are small: the softmax scale on the queries, the dropout
-    scale on the output (head width per query) rather than on the probabilities (one per key).
-    """
-    if not use_fast_path(query, dropout_p, True):
-        return F.scaled_dot_product_attention(
-            query, key, value, attn_mask=key_mask, dropout_p=dropout_p, scale=scale
-        )
-    scores = torch.matmul(query * scale, key.transpose(-1, -2))  # scaled where it is small
-    if key_mask is not None:
-        scores.masked_fill_(~key_mask, float("-inf"))
-    probs = scores.softmax(dim=-1)
-    keep, keep_scale = keep_mask(probs.shape, dropout_p)
-    return torch.matmul(MaskedScale.apply(probs, keep, 1.0), value).mul_(keep_scale)

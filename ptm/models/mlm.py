@@ -23,6 +23,7 @@ from transformers import (
 from ptm.data.feed import round_width
 from ptm.data.masking import IGNORE_INDEX
 from ptm.errors import InputError
+from ptm.models.attention import ATTENTION
 from ptm.models.folder import read_config, reading_weights
 from ptm.models.masked_encoder import (
     encode_masked_positions,
@@ -82,7 +83,7 @@ def hf_config(cfg: ModelConfig, vocab_size: int, pad_token_id: int) -> Pretraine
     else:
         raise InputError(None, f"model.arch={cfg.arch!r} is not supported", "use bert or albert")
     # transformers 5 reads the attention kernel from the config, not from the constructor.
-    config._attn_implementation = "sdpa"
+    config._attn_implementation = ATTENTION
     return config
 
 
@@ -111,7 +112,7 @@ def load_mlm_model(folder: Path) -> PreTrainedModel:
         )
     with reading_weights(folder):
         return AutoModelForMaskedLM.from_pretrained(
-            folder, local_files_only=True, attn_implementation="sdpa"
+            folder, local_files_only=True, attn_implementation=ATTENTION
         )
 
 
