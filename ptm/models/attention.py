@@ -1,8 +1,9 @@
 """Attention as ptm runs it: plain matrix products when training on CPU, SDPA everywhere else.
 
 PyTorch's CPU ``scaled_dot_product_attention`` is the quicker kernel forward, but forward and
-backward together it is 2.4-3x slower than the same attention written as two matrix products and
-a softmax (bf16, 128 positions, head width 64: 26 against 8.6 ms for 16 segments; BENCHMARKS.md).
+backward together it is about 3x slower in bf16 than the same attention written as two matrix
+products and a softmax (128 positions, head width 64: 26 against 8.6 ms for 16 segments), and
+1.1x in fp32 (BENCHMARKS.md's attention rows).
 So attention that will be differentiated on CPU takes the matrix products, with ptm's cheaper
 dropout mask (`ptm.models.dropout`) when dropout is on; inference and GPUs keep SDPA.
 
