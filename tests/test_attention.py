@@ -11,9 +11,10 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import BertConfig, BertModel
+from transformers import BertModel
 
 from ptm.models.attention import ATTENTION, attend, use_math_attention
+from tests.finetune_helpers import tiny_config
 
 
 def _qkv(grad: bool) -> tuple[torch.Tensor, ...]:
@@ -69,15 +70,8 @@ def test_dropout_drops_probabilities_and_rescales() -> None:
 def test_transformers_models_take_it_and_save_plain_configs(tmp_path) -> None:
     """A BERT loaded with ``attn_implementation=ATTENTION`` trains to the same outputs and
     gradients as with SDPA, padding included, and the folder it saves names no ptm attention."""
-    config = BertConfig(
-        vocab_size=50,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
+    config = tiny_config(vocab_size=50, max_positions=64, pad_id=0)
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0  # outputs comparable
     torch.manual_seed(0)
     BertModel(config).save_pretrained(tmp_path)
     ids = torch.randint(1, 50, (3, 9))

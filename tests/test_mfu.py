@@ -34,7 +34,7 @@ def counted_flops(step) -> int:
 @pytest.mark.parametrize("arch", ["bert", "albert"])
 def test_formula_counts_what_ptms_objective_computes(arch: str) -> None:
     model, ids, attention, labels = tiny_mlm_batch(arch, 3, EIGHT_PER_ROW)
-    model.train()  # attention dropout on: the math attention path, whose matmuls are counted
+    model.train()  # training on CPU: the matrix-product attention, whose matmuls are counted
     objective = MaskedLMObjective(model)
     rows, length = ids.shape
     last_layer_rows = 32 if objective.masked_only else None

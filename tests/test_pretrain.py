@@ -104,10 +104,6 @@ def tiny_mlm_batch(arch: str, layers: int, masked: dict[int, list[int]]):
         intermediate_size=64,
         max_position_embeddings=32,
         embedding_size=16,
-        # BERT's dropout rather than the default's none: a model put in train mode then takes
-        # the math attention path, whose matmuls the FLOP tests count.
-        hidden_dropout_prob=0.1,
-        attention_probs_dropout_prob=0.1,
     )
     model = build_mlm_model(cfg, vocab_size=40, pad_token_id=0).eval()
     ids = torch.randint(5, 40, (4, 20))
