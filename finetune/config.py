@@ -25,10 +25,13 @@ class ModelSource:
     path: Path
     init: str  # pretrained | scratch
     tokenizer: Path | None  # null: the tokenizer saved in the model folder
+    dropout: float | None  # hidden and attention dropout while fine-tuning; null: config.json's
 
     def __post_init__(self) -> None:
         if self.init not in INITS:
             raise ValueError(f"init={self.init!r} is unknown; use one of {list(INITS)}")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout={self.dropout}; use a value in [0, 1) or null")
 
 
 @dataclass(frozen=True, kw_only=True)

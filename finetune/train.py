@@ -36,7 +36,14 @@ from ptm.data.tokenizer import load_tokenizer
 from ptm.errors import DivergenceError, InputError
 from ptm.models.dropout import use_fast_dropout
 from ptm.models.finetuned import export
-from ptm.models.heads import TaskModel, build_head, check_vocab, encoder_config, load_encoder
+from ptm.models.heads import (
+    TaskModel,
+    build_head,
+    check_vocab,
+    encoder_config,
+    load_encoder,
+    set_dropout,
+)
 from ptm.progress import format_count, format_duration
 from ptm.tasks.batching import batch_order, collate
 from ptm.tasks.collapse import CollapseGuard
@@ -141,7 +148,7 @@ def _train(cfg: FinetuneConfig, session: loop.Session) -> dict:
 
     # Model folder, tokenizer and data, checked against each other before anything trains.
     folder = Path(cfg.model.path)
-    config = _model_config(folder)
+    config = set_dropout(_model_config(folder), cfg.model.dropout, folder)
     tokenizer_from = cfg.model.tokenizer or folder
     tokenizer = load_tokenizer(tokenizer_from)
     check_vocab(len(tokenizer), config, tokenizer_from)
@@ -152,7 +159,7 @@ def _train(cfg: FinetuneConfig, session: loop.Session) -> dict:
     torch.manual_seed(t.seed)
     pooled = any(task.kind.head == "sequence" for task in tasks)
     with_pooler = cfg.head.pooling == "pooler" and pooled
-    encoder = load_encoder(folder, cfg.model.init == "pretrained", with_pooler)
+    encoder = load_encoder(folder, cfg.model.init == "pretrained", with_pooler, cfg.model.dropout)
     heads = {
         task.name: build_head(task.kind.head, config, len(task.labels), cfg.head) for task in tasks
     }

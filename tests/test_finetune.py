@@ -15,6 +15,7 @@ import yaml
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import (
+    AutoConfig,
     AutoModel,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
@@ -330,6 +331,40 @@ def test_from_scratch_baseline_reinitialises_the_encoder(tmp_path: Path, model_d
     assert meta["init"] == "scratch"
     name = "embeddings.word_embeddings.weight"
     assert not torch.allclose(base.state_dict()[name], ours.encoder.state_dict()[name], atol=1e-2)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_model_dropout_sets_every_dropout_and_keeps_the_weights(
+    model_dir: Path, dropout: float
+) -> None:
+    """model.dropout: a model pretrained without dropout fine-tunes with it (cramming), and a
+    model saved with 0.1 (the tiny one, Google's) can fine-tune without; the weights stay."""
+    from ptm.models.heads import HeadConfig, build_head, load_encoder
+
+    plain = load_encoder(model_dir, pretrained=True, with_pooler=False)
+    encoder = load_encoder(model_dir, pretrained=True, with_pooler=False, dropout=dropout)
+    assert plain.config.hidden_dropout_prob == 0.1
+    for name, tensor in plain.state_dict().items():
+        assert torch.equal(encoder.state_dict()[name], tensor), name
+    assert {m.p for m in encoder.modules() if isinstance(m, torch.nn.Dropout)} == {dropout}
+    head = build_head("sequence", encoder.config, 2, from_conf(HeadConfig, "finetune", "head"))
+    assert head.dropout.p == dropout
+    ids = torch.randint(5, 50, (2, 16))
+    with torch.no_grad():
+        first, second = (encoder.train()(input_ids=ids).last_hidden_state for _ in range(2))
+    assert torch.equal(first, second) == (dropout == 0.0)
+
+
+def test_model_dropout_reaches_the_run_and_the_saved_model(tmp_path: Path, model_dir: Path) -> None:
+    cfg, _ = cls_config(tmp_path, model_dir, "model.dropout=0.0", "train.epochs=1")
+    run(cfg)
+    saved = AutoConfig.from_pretrained(tmp_path / "run" / "model")
+    assert saved.hidden_dropout_prob == saved.attention_probs_dropout_prob == 0.0
+
+
+def test_a_model_dropout_outside_0_1_is_refused(tmp_path: Path, model_dir: Path) -> None:
+    with pytest.raises(ValueError, match=r"model.dropout=1.0; use a value in \[0, 1\)"):
+        cls_config(tmp_path, model_dir, "model.dropout=1.0")
 
 
 def test_a_far_too_high_learning_rate_stops_with_a_clear_message(

@@ -151,10 +151,33 @@ def encoder_config(folder: Path) -> PretrainedConfig:
     )
 
 
-def load_encoder(folder: Path, pretrained: bool, with_pooler: bool) -> PreTrainedModel:
+_DROPOUTS = ("hidden_dropout_prob", "attention_probs_dropout_prob")
+
+
+def set_dropout(config: PretrainedConfig, dropout: float | None, folder: Path) -> PretrainedConfig:
+    """``config`` with its hidden and attention dropout set to ``dropout`` (None: left as
+    config.json has it). A model pretrained without dropout, as cramming and ModernBERT pretrain,
+    can still be fine-tuned with it: cramming turns it back on (0.1) for fine-tuning."""
+    if dropout is None:
+        return config
+    if not all(hasattr(config, name) for name in _DROPOUTS):
+        raise InputError(
+            folder / "config.json",
+            f"a {config.model_type} config has no {' / '.join(_DROPOUTS)} to set",
+            "leave model.dropout null for this model",
+        )
+    for name in _DROPOUTS:
+        setattr(config, name, dropout)
+    return config
+
+
+def load_encoder(
+    folder: Path, pretrained: bool, with_pooler: bool, dropout: float | None = None
+) -> PreTrainedModel:
     """The encoder of any BERT-style folder: its weights, or (``pretrained=False``) a random
-    initialisation of the same architecture — the from-scratch baseline. Call under a seed."""
-    config = encoder_config(folder)
+    initialisation of the same architecture — the from-scratch baseline. Call under a seed.
+    ``dropout``: see `set_dropout`."""
+    config = set_dropout(encoder_config(folder), dropout, folder)
     config._attn_implementation = ATTENTION
     kwargs = {"add_pooling_layer": with_pooler} if config.model_type in ("bert", "albert") else {}
     with quiet_transformers():
@@ -163,6 +186,7 @@ def load_encoder(folder: Path, pretrained: bool, with_pooler: bool) -> PreTraine
         with reading_weights(folder):
             model, info = AutoModel.from_pretrained(
                 folder,
+                config=config,
                 local_files_only=True,
                 attn_implementation=ATTENTION,
                 output_loading_info=True,
