@@ -349,6 +349,7 @@ def test_model_dropout_sets_every_dropout_and_keeps_the_weights(
     assert {m.p for m in encoder.modules() if isinstance(m, torch.nn.Dropout)} == {dropout}
     head = build_head("sequence", encoder.config, 2, from_conf(HeadConfig, "finetune", "head"))
     assert head.dropout.p == dropout
+    torch.manual_seed(0)
     ids = torch.randint(5, 50, (2, 16))
     with torch.no_grad():
         first, second = (encoder.train()(input_ids=ids).last_hidden_state for _ in range(2))
