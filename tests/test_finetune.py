@@ -108,6 +108,8 @@ def test_classification_outputs_and_a_model_transformers_loads(
     )
     assert "dev/cls/confusion_matrix" in tags["images"]
     assert (run_dir / "run.json").is_file() and (tmp_path / "latest").is_symlink()
+    # A CPU run repeats exactly on the same number of threads: the summary says how many.
+    assert json.loads((run_dir / "run.json").read_text())["summary"]["threads"] == 1
 
 
 @pytest.mark.parametrize("pooling", ["pooler", "mean"])
