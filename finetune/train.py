@@ -36,14 +36,7 @@ from ptm.data.tokenizer import load_tokenizer
 from ptm.errors import DivergenceError, InputError
 from ptm.models.dropout import use_fast_dropout
 from ptm.models.finetuned import export
-from ptm.models.heads import (
-    TaskModel,
-    build_head,
-    check_vocab,
-    encoder_config,
-    load_encoder,
-    set_dropout,
-)
+from ptm.models.heads import TaskModel, build_head, check_vocab, encoder_config, load_encoder
 from ptm.progress import format_count, format_duration
 from ptm.tasks.batching import batch_order, collate
 from ptm.tasks.collapse import CollapseGuard
@@ -148,7 +141,7 @@ def _train(cfg: FinetuneConfig, session: loop.Session) -> dict:
 
     # Model folder, tokenizer and data, checked against each other before anything trains.
     folder = Path(cfg.model.path)
-    config = set_dropout(_model_config(folder), cfg.model.dropout, folder)
+    config = _model_config(folder)
     tokenizer_from = cfg.model.tokenizer or folder
     tokenizer = load_tokenizer(tokenizer_from)
     check_vocab(len(tokenizer), config, tokenizer_from)
@@ -161,7 +154,9 @@ def _train(cfg: FinetuneConfig, session: loop.Session) -> dict:
     with_pooler = cfg.head.pooling == "pooler" and pooled
     encoder = load_encoder(folder, cfg.model.init == "pretrained", with_pooler, cfg.model.dropout)
     heads = {
-        task.name: build_head(task.kind.head, config, len(task.labels), cfg.head) for task in tasks
+        # The encoder's config: its dropout is the run's (model.dropout), which the heads follow.
+        task.name: build_head(task.kind.head, encoder.config, len(task.labels), cfg.head)
+        for task in tasks
     }
     model = TaskModel(encoder, heads).to(device)
     use_fast_dropout(model)
