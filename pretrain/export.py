@@ -1,4 +1,16 @@
-"""Writing the trained model: a Hugging Face folder that transformers loads as it is.
+"""Writing the trained model: a Hugging Face folder that transformers loads as it is — at the end
+of a run, or from any of its checkpoints.
+
+python -m pretrain.export run=outputs/pretrain/latest step=1000   # -> <run>/model-step-1000
+python -m pretrain.export run=outputs/pretrain/latest              # its newest checkpoint
+
+The downstream probe can peak before the end of a run (the sentiment probe of the payoff recipe
+does, at step 1,000), and a long run is worth fine-tuning from before it ends: a checkpoint
+becomes a model folder like the end-of-run one. A checkpoint holds the weights only; the run
+writes the rest — ``config.json`` and the tokenizer — once, to ``checkpoints/template/``, so a
+run that is still going or was stopped exports too. Once the run has ended, its ``model/`` folder
+is the template instead, so a continued Google or HFL checkpoint keeps its original architecture
+(the pooler and next-sentence head, which masked-LM training leaves as they were).
 
 A run continued from a model (``model.init_from``) gives a drop-in replacement for that folder:
 its ``config.json`` and tokenizer files are copied unchanged (the vocabulary, lower-casing and
@@ -9,15 +21,32 @@ were, in the original architecture, rather than dropped.
 
 from __future__ import annotations
 
+import copy
+import logging
 import os
 import shutil
 from pathlib import Path
 
+import hydra
 import torch
 import transformers
-from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
+from omegaconf import DictConfig
+from transformers import AutoConfig, AutoModelForMaskedLM, PreTrainedModel, PreTrainedTokenizerBase
 
-from ptm.data.tokenizer import save_tokenizer
+from ptm.config import register_resolvers, resolve
+from ptm.data.tokenizer import load_tokenizer, save_tokenizer
+from ptm.errors import InputError, exit_on_input_error
+from ptm.models.folder import read_config
+from ptm.training.checkpoint import (
+    PREFIX,
+    SUFFIX,
+    checkpoint_path,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+)
+
+log = logging.getLogger(__name__)
 
 # What a model folder holds besides weights and stays as it was (weights in other formats —
 # pytorch_model.bin, tf_model.h5, TF checkpoints — would be stale and are not copied).
@@ -30,6 +59,7 @@ KEPT_FILES = (
     "added_tokens.json",
 )
 TOKENIZER_FILES = KEPT_FILES[1:]
+TEMPLATE = "template"  # under checkpoints/: what a checkpoint needs besides its weights
 
 
 def export_model(
@@ -75,3 +105,69 @@ def _export_continued(
     for name in KEPT_FILES:
         if (source / name).is_file():
             shutil.copyfile(source / name, tmp / name)
+
+
+def write_checkpoint_template(checkpoints: Path, model: PreTrainedModel, tokenizer) -> None:
+    """``checkpoints/template/``: the model's ``config.json`` and the tokenizer, no weights (a few
+    kilobytes), so that `export_checkpoint` works before the run has written ``model/``."""
+    out = checkpoints / TEMPLATE
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    config = copy.deepcopy(model.config)
+    config.architectures = [type(model).__name__]
+    config.save_pretrained(tmp)
+    save_tokenizer(tokenizer, tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+
+
+def export_checkpoint(run: Path, step: int | None = None, out: Path | None = None) -> Path:
+    """The checkpoint of ``step`` (None: the newest intact one) of the pretraining run folder
+    ``run`` as a model folder, ``out`` or ``<run>/model-step-<step>``; returns where it went."""
+    folder = run / "checkpoints"
+    found = list_checkpoints(folder)
+    if not found:
+        raise InputError(
+            folder,
+            "no checkpoint here",
+            "point run= at a pretraining run folder (outputs/pretrain/...)",
+        )
+    path = latest_checkpoint(folder) if step is None else checkpoint_path(folder, step)
+    if path is None or not path.is_file():
+        steps = ", ".join(str(int(p.name[len(PREFIX) : -len(SUFFIX)])) for p in found)
+        raise InputError(
+            folder,
+            f"no checkpoint of step {step} (there are steps {steps})",
+            "pick one of those; train.save_every and train.keep_checkpoints (0 keeps every one) "
+            "choose which a run keeps",
+        )
+    template = run / "model" if (run / "model" / "config.json").is_file() else folder / TEMPLATE
+    config = read_config(
+        template, "finish the run (python -m pretrain resume=RUN), or re-run it with this ptm"
+    )
+    state = load_checkpoint(path)
+    model = AutoModelForMaskedLM.from_config(config)
+    missing, unexpected = model.load_state_dict(state["model"], strict=False)
+    if missing or unexpected:
+        raise InputError(
+            path,
+            f"its weights do not fit {template / 'config.json'} (missing {sorted(missing)[:3]}, "
+            f"unexpected {sorted(unexpected)[:3]})",
+            "export a checkpoint of the run that wrote this folder",
+        )
+    out = out or run / f"model-step-{state['step']}"
+    export_model(model, load_tokenizer(template), out, init_from=str(template))
+    log.info("step %d of %s written to %s", state["step"], run, out)
+    return out
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+@exit_on_input_error
+def main(cfg: DictConfig) -> None:
+    data = resolve(cfg)
+    export_checkpoint(Path(data["run"]), data["step"], Path(data["out"]) if data["out"] else None)
+
+
+if __name__ == "__main__":
+    register_resolvers()
+    main()

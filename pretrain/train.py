@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from pretrain.config import PretrainConfig
 from pretrain.data import prepare_run_data
-from pretrain.export import export_model
+from pretrain.export import export_model, write_checkpoint_template
 from ptm.config import flatten, to_plain
 from ptm.data.feed import MicroBatch, Prefetch, mask_on_device, pin
 from ptm.data.masking import Masker, MaskingConfig
@@ -146,6 +146,8 @@ def _train(cfg: PretrainConfig, session: loop.Session) -> dict:
     order = SampleOrder(len(train_set), t.seed)
     budget = loop.Budget(t.max_steps, t.max_tokens, t.max_minutes * 60 if t.max_minutes else None)
     ckpt_dir = run_dir / "checkpoints"
+    if info.is_main:
+        write_checkpoint_template(ckpt_dir, model, tokenizer)
     chunks = [a * info.world_size + info.rank for a in range(accum)]
 
     def host_batches(at_step: int) -> list[tuple[int, dict]]:

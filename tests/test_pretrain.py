@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
 
 import pretrain.train as train_module
 from pretrain.config import PretrainConfig
+from pretrain.export import TEMPLATE, export_checkpoint
 from pretrain.train import run
 from ptm.config import from_conf, resolve, to_dataclass
 from ptm.errors import DivergenceError
@@ -87,6 +89,39 @@ def check_exact_resume(
         load_file(stopped / "model" / "model.safetensors"),
     )
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_a_checkpoint_exports_as_the_model_folder_of_its_step(tmp_path: Path, corpus: Path) -> None:
+    """The last checkpoint exports to the run's own model, weight for weight; an earlier one to a
+    folder transformers loads, also before the run has written ``model/`` (from the template the
+    run writes beside its checkpoints); a step with no checkpoint is a one-line error."""
+    run_dir = tmp_path / "run"
+    run(pretrain_config(tmp_path, corpus, run_dir, "train.keep_checkpoints=0"))
+    assert {"config.json", "tokenizer.json", "vocab.txt"} <= {
+        p.name for p in (run_dir / "checkpoints" / TEMPLATE).iterdir()
+    }
+    last = export_checkpoint(run_dir, step=20)
+    assert last == run_dir / "model-step-20"
+    final, exported = (load_file(d / "model.safetensors") for d in (run_dir / "model", last))
+    assert final.keys() == exported.keys()
+    assert all(torch.equal(final[k], exported[k]) for k in final)
+    assert (last / "config.json").read_text() == (run_dir / "model" / "config.json").read_text()
+
+    shutil.rmtree(run_dir / "model")  # as if the run were still going
+    early = export_checkpoint(run_dir, step=10, out=tmp_path / "early")
+    model = AutoModelForMaskedLM.from_pretrained(early)
+    assert type(model).__name__ == "BertForMaskedLM"
+    weights = load_file(early / "model.safetensors")
+    assert not all(torch.equal(final[k], weights[k]) for k in final)
+    fill = pipeline("fill-mask", model=str(early), tokenizer=str(early))
+    assert all(p["token_str"].isdigit() for p in fill("100 101 [MASK] 103"))
+
+    result = run_module(
+        "pretrain.export", f"run={run_dir}", "step=15", f"paths.output_dir={tmp_path / 'logs'}"
+    )
+    assert result.returncode == 2
+    error = result.stderr.strip().splitlines()
+    assert len(error) == 1 and "no checkpoint of step 15 (there are steps 10, 20)" in error[0]
 
 
 def tiny_mlm_batch(arch: str, layers: int, masked: dict[int, list[int]]):

@@ -34,6 +34,7 @@ CONFIG_OF_MODULE = {
     "pretrain.corpus": "corpus",
     "pretrain.overlap": "overlap",
     "pretrain.segments": "pretrain",
+    "pretrain.export": "export",
     "finetune": "finetune",
     "finetune.report": "report",
     "convert": "convert",
@@ -67,6 +68,12 @@ COVERED = {
     "python -m pretrain train.max_minutes=60 train.max_steps=null": COMPOSED,
     "python -m pretrain resume=outputs/pretrain/latest": (
         "tests/test_pretrain.py::test_resume_repeats_the_uninterrupted_run_exactly"
+    ),
+    "python -m pretrain.export": (
+        "tests/test_pretrain.py::test_a_checkpoint_exports_as_the_model_folder_of_its_step"
+    ),
+    "python -m pretrain.export run=outputs/pretrain/latest step=1600": (
+        "tests/test_pretrain.py::test_a_checkpoint_exports_as_the_model_folder_of_its_step"
     ),
     "python -m pretrain model.init_from=PATH 'data.corpus=[my_corpus.txt]'": (
         "tests/test_pretrain.py::test_continued_training_teaches_a_new_fact"
