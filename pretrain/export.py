@@ -4,13 +4,14 @@ of a run, or from any of its checkpoints.
 python -m pretrain.export run=outputs/pretrain/latest step=1000   # -> <run>/model-step-1000
 python -m pretrain.export run=outputs/pretrain/latest              # its newest checkpoint
 
-The downstream probe can peak before the end of a run (the sentiment probe of the payoff recipe
-does, at step 1,000), and a long run is worth fine-tuning from before it ends: a checkpoint
+Which step of a run fine-tunes best is a question the MLM loss does not answer (the downstream
+probe is a first hint), and a long run is worth fine-tuning from before it ends: a checkpoint
 becomes a model folder like the end-of-run one. A checkpoint holds the weights only; the run
 writes the rest — ``config.json`` and the tokenizer — once, to ``checkpoints/template/``, so a
 run that is still going or was stopped exports too. Once the run has ended, its ``model/`` folder
 is the template instead, so a continued Google or HFL checkpoint keeps its original architecture
-(the pooler and next-sentence head, which masked-LM training leaves as they were).
+(the pooler and next-sentence head, which masked-LM training leaves as they were); before, it
+exports as the masked-LM model alone.
 
 A run continued from a model (``model.init_from``) gives a drop-in replacement for that folder:
 its ``config.json`` and tokenizer files are copied unchanged (the vocabulary, lower-casing and
