@@ -134,7 +134,11 @@ def export_checkpoint(run: Path, step: int | None = None, out: Path | None = Non
             "point run= at a pretraining run folder (outputs/pretrain/...)",
         )
     path = latest_checkpoint(folder) if step is None else checkpoint_path(folder, step)
-    if path is None or not path.is_file():
+    if path is None:
+        raise InputError(
+            folder, "every checkpoint here is cut short", "resume the run to write one"
+        )
+    if not path.is_file():
         steps = ", ".join(str(int(p.name[len(PREFIX) : -len(SUFFIX)])) for p in found)
         raise InputError(
             folder,
