@@ -439,3 +439,8 @@ def test_raw_text_continued_from_a_transformers_bert_is_a_drop_in_replacement(
         kept, orig = (BertForPreTraining.from_pretrained(p) for p in (out, original))
         for name in ("bert.pooler.dense.weight", "cls.seq_relationship.weight"):
             assert torch.equal(kept.state_dict()[name], orig.state_dict()[name]), name
+    # Its last checkpoint exports to the same folder: the original architecture, same tensors.
+    exported = export_checkpoint(run_dir)
+    assert (exported / "config.json").read_bytes() == (out / "config.json").read_bytes()
+    final, again = (load_file(d / "model.safetensors") for d in (out, exported))
+    assert final.keys() == again.keys() and all(torch.equal(final[k], again[k]) for k in final)
