@@ -26,6 +26,8 @@ import copy
 import logging
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
@@ -70,13 +72,21 @@ def export_model(
     init_from: str | None = None,
 ) -> None:
     """Write ``out``, aside first and renamed at the end, so it is never half there."""
+    with _aside(out) as tmp:
+        if init_from is None:
+            model.save_pretrained(tmp)
+            save_tokenizer(tokenizer, tmp)
+        else:
+            _export_continued(model, tokenizer, Path(init_from), tmp)
+
+
+@contextmanager
+def _aside(out: Path) -> Iterator[Path]:
+    """The folder to write ``out`` into: ``<out>.tmp``, renamed to ``out`` only once the block has
+    finished (a failure leaves the old ``out`` as it was)."""
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    if init_from is None:
-        model.save_pretrained(tmp)
-        save_tokenizer(tokenizer, tmp)
-    else:
-        _export_continued(model, tokenizer, Path(init_from), tmp)
+    yield tmp
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
 
@@ -111,15 +121,11 @@ def _export_continued(
 def write_checkpoint_template(checkpoints: Path, model: PreTrainedModel, tokenizer) -> None:
     """``checkpoints/template/``: the model's ``config.json`` and the tokenizer, no weights (a few
     kilobytes), so that `export_checkpoint` works before the run has written ``model/``."""
-    out = checkpoints / TEMPLATE
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     config = copy.deepcopy(model.config)
     config.architectures = [type(model).__name__]
-    config.save_pretrained(tmp)
-    save_tokenizer(tokenizer, tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    with _aside(checkpoints / TEMPLATE) as tmp:
+        config.save_pretrained(tmp)
+        save_tokenizer(tokenizer, tmp)
 
 
 def export_checkpoint(run: Path, step: int | None = None, out: Path | None = None) -> Path:
