@@ -41,12 +41,11 @@ from ptm.data.tokenizer import load_tokenizer, save_tokenizer
 from ptm.errors import InputError, exit_on_input_error
 from ptm.models.folder import read_config
 from ptm.training.checkpoint import (
-    PREFIX,
-    SUFFIX,
     checkpoint_path,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    named_step,
 )
 
 log = logging.getLogger(__name__)
@@ -145,7 +144,7 @@ def export_checkpoint(run: Path, step: int | None = None, out: Path | None = Non
             folder, "every checkpoint here is cut short", "resume the run to write one"
         )
     if not path.is_file():
-        steps = ", ".join(str(int(p.name[len(PREFIX) : -len(SUFFIX)])) for p in found)
+        steps = ", ".join(str(named_step(p)) for p in found)
         raise InputError(
             folder,
             f"no checkpoint of step {step} (there are steps {steps})",

@@ -36,6 +36,12 @@ def checkpoint_path(folder: Path, step: int) -> Path:
     return folder / f"{PREFIX}{step:08d}{SUFFIX}"
 
 
+def named_step(path: Path) -> int:
+    """The step a checkpoint's name says (`checkpoint_path` backwards), for messages; a run
+    resumes at the step stored inside."""
+    return int(path.name.removeprefix(PREFIX).removesuffix(SUFFIX))
+
+
 def list_checkpoints(folder: Path) -> list[Path]:
     """Complete checkpoints, oldest first (temporary files are never listed)."""
     if not folder.is_dir():
