@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
@@ -39,6 +36,7 @@ from transformers import AutoConfig, AutoModelForMaskedLM, PreTrainedModel, PreT
 from ptm.config import register_resolvers, resolve
 from ptm.data.tokenizer import load_tokenizer, save_tokenizer
 from ptm.errors import InputError, exit_on_input_error
+from ptm.files import written_aside
 from ptm.models.folder import read_config
 from ptm.training.checkpoint import (
     checkpoint_path,
@@ -71,23 +69,12 @@ def export_model(
     init_from: str | None = None,
 ) -> None:
     """Write ``out``, aside first and renamed at the end, so it is never half there."""
-    with _aside(out) as tmp:
+    with written_aside(out) as tmp:
         if init_from is None:
             model.save_pretrained(tmp)
             save_tokenizer(tokenizer, tmp)
         else:
             _export_continued(model, tokenizer, Path(init_from), tmp)
-
-
-@contextmanager
-def _aside(out: Path) -> Iterator[Path]:
-    """The folder to write ``out`` into: ``<out>.tmp``, renamed to ``out`` only once the block has
-    finished (a failure leaves the old ``out`` as it was)."""
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    yield tmp
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
 
 
 def _export_continued(
@@ -122,7 +109,7 @@ def write_checkpoint_template(checkpoints: Path, model: PreTrainedModel, tokeniz
     kilobytes), so that `export_checkpoint` works before the run has written ``model/``."""
     config = copy.deepcopy(model.config)
     config.architectures = [type(model).__name__]
-    with _aside(checkpoints / TEMPLATE) as tmp:
+    with written_aside(checkpoints / TEMPLATE) as tmp:
         config.save_pretrained(tmp)
         save_tokenizer(tokenizer, tmp)
 

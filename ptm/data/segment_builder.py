@@ -60,6 +60,7 @@ from ptm.data.tokenizer import (
     vocab_hash,
 )
 from ptm.errors import InputError
+from ptm.files import written_aside
 from ptm.progress import Progress, format_count
 
 log = logging.getLogger(__name__)
@@ -388,10 +389,7 @@ def build_segments(
             raise InputError(
                 path, "no such corpus file", "check data.corpus (run `make data` for the default)"
             )
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with written_aside(out_dir) as tmp:
         kind = corpus_kind(sources, cfg.text_column, tokenizer, tokenizer_source, word_segmenter)
         if kind == "text":
             tokenizer, encoder, text = _text_parser(sources, cfg, tokenizer, word_segmenter)
@@ -401,11 +399,6 @@ def build_segments(
                 encoder.close()
         else:
             meta = _fill(tmp, sources, cfg, tokenizer)
-    except BaseException:  # cleanup only: the error goes on to the caller
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
     log.info(
         "segments: %d train / %d eval, packing efficiency %s, %d tails dropped (%d IDs) -> %s",
         meta["counts"]["segments"]["train"],

@@ -30,8 +30,6 @@ import copy
 import json
 import logging
 import math
-import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -45,6 +43,7 @@ from transformers import (
 
 from ptm.data.tokenizer import load_tokenizer, save_tokenizer
 from ptm.errors import InputError
+from ptm.files import written_aside
 from ptm.models.folder import reading_weights
 from ptm.models.heads import HeadConfig, TaskModel, build_head, load_encoder, quiet_transformers
 
@@ -96,29 +95,23 @@ def export(
     model: TaskModel, tokenizer: PreTrainedTokenizerBase, meta: dict, out: Path
 ) -> str | None:
     """Write the folder (aside, then renamed, so it is never half there); return the HF class."""
-    out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     meta = copy.deepcopy(meta)
     hf_class = hf_class_for(model, meta)
     model = copy.deepcopy(model).float().cpu().eval()  # the caller's model stays where it is
-    if hf_class is None:
-        with quiet_transformers():
-            model.encoder.save_pretrained(tmp)
-        loads = "AutoModel (the shared encoder only); the heads load with ptm.models.finetuned.load_finetuned"
-    else:
-        _save_hf(model, meta, tmp)
-        (task,) = meta["tasks"].values()
-        loads = (
-            f"AutoModelFor{task['hf_task']} ({hf_class}) and ptm.models.finetuned.load_finetuned"
-        )
-    save_file({k: v.contiguous() for k, v in model.heads.state_dict().items()}, tmp / HEADS)
-    tokenizer.model_max_length = max(t["max_seq_len"] for t in meta["tasks"].values())
-    save_tokenizer(tokenizer, tmp)
-    full = {"format": FORMAT, "hf_class": hf_class, "loads_with": loads, **meta}
-    (tmp / META).write_text(json.dumps(full, indent=2, ensure_ascii=False) + "\n")
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    with written_aside(out) as tmp:
+        if hf_class is None:
+            with quiet_transformers():
+                model.encoder.save_pretrained(tmp)
+            loads = "AutoModel (the shared encoder only); the heads load with ptm.models.finetuned.load_finetuned"
+        else:
+            _save_hf(model, meta, tmp)
+            (task,) = meta["tasks"].values()
+            loads = f"AutoModelFor{task['hf_task']} ({hf_class}) and ptm.models.finetuned.load_finetuned"
+        save_file({k: v.contiguous() for k, v in model.heads.state_dict().items()}, tmp / HEADS)
+        tokenizer.model_max_length = max(t["max_seq_len"] for t in meta["tasks"].values())
+        save_tokenizer(tokenizer, tmp)
+        full = {"format": FORMAT, "hf_class": hf_class, "loads_with": loads, **meta}
+        (tmp / META).write_text(json.dumps(full, indent=2, ensure_ascii=False) + "\n")
     return hf_class
 
 

@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +40,7 @@ from transformers import BertConfig, BertForPreTraining
 
 from ptm.data.tokenizer import load_tokenizer, save_tokenizer, vocab_list
 from ptm.errors import InputError
+from ptm.files import written_aside
 from ptm.tf.google_bert import (
     HF_TIED,
     Param,
@@ -97,21 +96,10 @@ def run(cfg: ConvertConfig) -> dict:
     """Convert ``cfg.input`` into the folder ``cfg.output``; returns the report's summary."""
     out = Path(cfg.output)
     _check_output(out, Path(cfg.input), cfg.overwrite)
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    finished = False
-    try:
+    with written_aside(out) as tmp:
         report = (tf_to_hf if cfg.direction == "tf2hf" else hf_to_tf)(cfg, tmp)
         report["summary"]["output"] = str(out)
         (tmp / REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-        finished = True
-    finally:
-        if not finished:
-            shutil.rmtree(tmp, ignore_errors=True)
     s = report["summary"]
     for note in report["notes"]:
         log.info("note: %s", note)
