@@ -180,25 +180,11 @@ def mounts(stages: list[ConfigFile]) -> dict[str, list[Mount]]:
             spec, sep, option = entry.key.partition(":")
             if not sep or spec.startswith("override"):
                 continue
-            spec = spec.strip()
+            spec = spec.strip().removeprefix("optional ")
             group, _, package = spec.partition("@")
             out.setdefault(group, []).append(
                 Mount(stage.path.stem, spec, package or group, option.strip())
             )
-    return out
-
-
-def _chosen_by(group: str, groups: dict[str, list[ConfigFile]]) -> list[Path]:
-    """The files of other groups whose defaults list picks an option of ``group``
-    (``- /task_train: names`` in a task file)."""
-    out = []
-    for files in groups.values():
-        for conf in files:
-            for entry in conf.defaults:
-                spec = entry.key.partition(":")[0].strip().removeprefix("override ").strip()
-                if spec.lstrip("/").partition("@")[0] == group and entry.key.count(":"):
-                    out.append(conf.path)
-                    break
     return out
 
 
@@ -244,11 +230,8 @@ def render() -> str:
     for group, files in groups.items():
         where = used.get(group, [])
         out += [f"### `{group}/`", ""]
-        chosen_by = _chosen_by(group, groups)
         if where:
             out.append("Used by " + "; ".join(_usage(group, where)) + ".")
-        elif chosen_by:
-            out.append("Chosen by " + ", ".join(f"`{p}`" for p in chosen_by) + ".")
         else:
             out.append(f"Not selected by default: add one with `+{group}=<option>`.")
         out.append("")
@@ -268,7 +251,7 @@ def render() -> str:
 # settings that change what a run learns or how it is run. Model shapes keep transformers' own
 # names, experiments are overlays of keys documented where they are defined, and the tools'
 # configs (bench, convert, corpus, report) are described by their modules.
-COMMENTED_GROUPS = ("data", "train", "finetune_train", "runtime", "task", "head")
+COMMENTED_GROUPS = ("data", "train", "finetune_train", "task_defaults", "runtime", "task", "head")
 COMMENTED_STAGES = ("pretrain", "finetune", "summary", "tensorboard")
 # Names that say what they are wherever they appear.
 SELF_EXPLANATORY = {"seed", "epochs", "weight_decay", "betas", "eps", "enabled", "log_every"}
@@ -313,6 +296,11 @@ def _usage(group: str, where: list[Mount]) -> list[str]:
         uses.setdefault((m.entry, m.package, m.option), []).append(f"`{m.stage}`")
     phrases = []
     for (entry, package, option), stages in uses.items():
+        if "${" in option:  # `optional task_defaults: ${...task...}`: named by another choice
+            phrases.append(
+                f"{', '.join(stages)} (`{entry}: {option}`; skipped where no such option)"
+            )
+            continue
         keys = f", keys under `{package}.`" if package != group else ""
         phrases.append(
             f"{', '.join(stages)} (default `{option}`; choose with `{entry}=<option>`{keys})"

@@ -490,16 +490,19 @@ def test_every_finetune_config_option_composes(group: str, tmp_path: Path) -> No
 
 
 def test_a_task_brings_its_own_training_defaults_and_the_command_line_wins() -> None:
-    """conf/task_train/names.yaml: names trains at its measured learning rate; the other tasks,
-    and multitask (names' rate was measured alone), at conf/finetune_train's."""
+    """conf/task_defaults/names.yaml: names trains at its measured learning rate; the other tasks,
+    multitask (names' rate was measured alone) and a task with no file there (tianchi), at
+    conf/finetune_train's."""
     default = yaml.safe_load((Path(CONF_DIR) / "finetune_train" / "default.yaml").read_text())
-    names = yaml.safe_load((Path(CONF_DIR) / "task_train" / "names.yaml").read_text())
+    names = yaml.safe_load((Path(CONF_DIR) / "task_defaults" / "names.yaml").read_text())["train"]
     assert names["lr"] > default["lr"]
     lr = {
         task: compose_config("finetune", [f"task={task}"]).train.lr
         for task in ("sentiment", "names", "multitask")
     }
     assert lr == {"sentiment": default["lr"], "names": names["lr"], "multitask": default["lr"]}
+    tianchi = compose_config("finetune", ["task=tianchi", "tasks.tianchi.train=x.csv"])
+    assert tianchi.train.lr == default["lr"]
     assert compose_config("finetune", ["task=names", "train.lr=2e-4"]).train.lr == 2e-4
     assert compose_config("finetune", ["task=names"]).train.epochs == default["epochs"]
 
