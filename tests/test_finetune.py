@@ -489,22 +489,37 @@ def test_every_finetune_config_option_composes(group: str, tmp_path: Path) -> No
             assert [t.name for t in config.tasks] == ["ocnli", "ocemotion", "tnews"]
 
 
-def test_a_task_brings_its_own_training_defaults_and_the_command_line_wins() -> None:
-    """conf/task_defaults/names.yaml: names trains at its measured learning rate; the other tasks,
-    multitask (names' rate was measured alone) and a task with no file there (tianchi), at
-    conf/finetune_train's."""
+def test_a_task_brings_its_own_defaults_and_the_command_line_wins() -> None:
+    """conf/task_defaults/: names trains at its measured learning rate, sentiment with dropout
+    0.1; multitask (both were measured alone) and a task with no file there (tianchi) keep
+    conf/finetune_train's rate and the model's own dropout (null)."""
     default = yaml.safe_load((Path(CONF_DIR) / "finetune_train" / "default.yaml").read_text())
-    names = yaml.safe_load((Path(CONF_DIR) / "task_defaults" / "names.yaml").read_text())["train"]
-    assert names["lr"] > default["lr"]
-    lr = {
-        task: compose_config("finetune", [f"task={task}"]).train.lr
-        for task in ("sentiment", "names", "multitask")
+    own = {
+        task: yaml.safe_load((Path(CONF_DIR) / "task_defaults" / f"{task}.yaml").read_text())
+        for task in ("names", "sentiment")
     }
-    assert lr == {"sentiment": default["lr"], "names": names["lr"], "multitask": default["lr"]}
-    tianchi = compose_config("finetune", ["task=tianchi", "tasks.tianchi.train=x.csv"])
-    assert tianchi.train.lr == default["lr"]
+    names_lr, sentiment_dropout = own["names"]["train"]["lr"], own["sentiment"]["model"]["dropout"]
+    assert names_lr > default["lr"] and sentiment_dropout > 0
+    configs = {
+        task: compose_config("finetune", [f"task={task}", *extra])
+        for task, extra in (
+            ("sentiment", []),
+            ("names", []),
+            ("multitask", []),
+            ("tianchi", ["tasks.tianchi.train=x.csv"]),
+        )
+    }
+    assert {t: (c.train.lr, c.model.dropout) for t, c in configs.items()} == {
+        "sentiment": (default["lr"], sentiment_dropout),
+        "names": (names_lr, None),
+        "multitask": (default["lr"], None),
+        "tianchi": (default["lr"], None),
+    }
     assert compose_config("finetune", ["task=names", "train.lr=2e-4"]).train.lr == 2e-4
     assert compose_config("finetune", ["task=names"]).train.epochs == default["epochs"]
+    assert (
+        compose_config("finetune", ["task=sentiment", "model.dropout=null"]).model.dropout is None
+    )
 
 
 @pytest.mark.slow

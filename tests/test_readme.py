@@ -126,6 +126,12 @@ COVERED = {
     "python -m finetune.report 'tasks=[sentiment]' 'budgets=[null]' 'modes=[pretrained,scratch]' 'finetune_overrides=[\"model.dropout=0.1\",\"train.lr=2e-4\"]'": (
         "tests/test_finetune_report.py::test_report_runs_every_mode_and_writes_the_table"
     ),
+    "python -m finetune.report 'tasks=[sentiment]' 'budgets=[null]' 'modes=[pretrained]'": (
+        "tests/test_finetune_report.py::test_report_runs_every_mode_and_writes_the_table"
+    ),
+    "python -m finetune.report 'tasks=[sentiment]' 'budgets=[null]' 'modes=[pretrained]' 'finetune_overrides=[\"model.dropout=null\"]'": (
+        "tests/test_finetune_report.py::test_report_runs_every_mode_and_writes_the_table"
+    ),
     "make convert": "tests/test_convert.py::test_command_line",
     "make convert CKPT=chinese_roberta_wwm_ext_L-12_H-768_A-12 OUT=outputs/models/roberta-wwm-ext": (
         "tests/test_convert_then_finetune.py::test_converted_checkpoint_fine_tunes"
