@@ -54,11 +54,11 @@ from typing import Any
 import hydra
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from finetune.config import build_config
 from finetune.train import run as finetune
-from ptm.config import PathsConfig, register_resolvers, resolve, to_dataclass
+from ptm.config import CONF_DIR, PathsConfig, register_resolvers, resolve, to_dataclass
 from ptm.errors import DivergenceError, InputError, exit_on_input_error
 from ptm.tasks.bio import bio_decode, bio_transitions
 from ptm.tasks.loading import TaskConfig, label_budget, natural_order, tag_order, task_table
@@ -317,12 +317,32 @@ def _ok(runs: list[dict]) -> list[dict]:
     return [r for r in runs if r.get("status", "ok") == "ok"]
 
 
+def task_defaults(tasks: list[str]) -> str:
+    """``sentiment `model.dropout=0.1`; names `train.lr=0.001``` — the settings that
+    conf/task_defaults/ gives these tasks, which their runs used where ``finetune_overrides`` did
+    not set the same key: report.md then says what fine-tuning ran, not only what was overridden."""
+
+    def leaves(node: Any, prefix: str = "") -> list[str]:
+        if isinstance(node, dict):
+            return [leaf for k, v in node.items() for leaf in leaves(v, f"{prefix}{k}.")]
+        return [f"{prefix[:-1]}={node}"]
+
+    found = []
+    for task in tasks:
+        path = CONF_DIR / "task_defaults" / f"{task}.yaml"
+        if path.is_file():
+            settings = leaves(OmegaConf.to_container(OmegaConf.load(path)))
+            found.append(f"{task} " + " ".join(f"`{s}`" for s in settings))
+    return "; ".join(found)
+
+
 def render(results: list[dict], cfg: ReportConfig, plot: Path | None = None) -> str:
     ok = _ok(results)
     split = "test" if ok and all("test" in r for r in ok) else "dev"
     budgets = {r.get("budget") for r in results}
     top = None if None in budgets else max(budgets)  # the headline: every training row
     cells = _cells(results)
+    own = task_defaults(list(dict.fromkeys(r["task"] for r in results)))
     lines = [
         "# Does pretraining help? An honest evaluation",
         "",
@@ -330,8 +350,10 @@ def render(results: list[dict], cfg: ReportConfig, plot: Path | None = None) -> 
         "fine-tuning run keeps its checkpoint with the best dev score, so dev numbers are "
         f"optimistic; the headline is the **{split}** split, which no run looked at. Spread = "
         "min-max over seeds. Fine-tuning overrides: "
-        f"`{' '.join(cfg.finetune_overrides) or 'none (the defaults)'}`. The TF-IDF model "
-        "(lbfgs) is deterministic, so its seeds agree; the window tagger (SGD) is seeded.",
+        f"`{' '.join(cfg.finetune_overrides) or 'none (the defaults)'}`"
+        + (f"; the tasks' own defaults: {own}" if own else "")
+        + ". The TF-IDF model (lbfgs) is deterministic, so its seeds agree; the window tagger "
+        "(SGD) is seeded.",
         "",
         f"| task | metric | model | {split} median | {split} spread | dev median | "
         f"per-seed {split} | seconds / run | failed |",

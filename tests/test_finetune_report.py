@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 from transformers import BertConfig, BertForMaskedLM
@@ -20,7 +21,7 @@ from transformers import BertConfig, BertForMaskedLM
 from finetune import report
 from finetune.config import build_config
 from finetune.report import ReportConfig, _split_rows, overrides_for, plot_curves, render, run
-from ptm.config import from_conf
+from ptm.config import CONF_DIR, from_conf
 from ptm.data.idtext import SourceStats, iter_text_chunks, parse_id_lines
 from ptm.data.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer, vocab_from_counts
 from ptm.errors import DivergenceError
@@ -120,6 +121,10 @@ def test_the_verdict_says_when_pretraining_does_not_help() -> None:
     assert "ahead in 2 of 3 seeds) — within the spread of the seeds" in text
     assert "- names: **pretraining does not beat training from scratch**" in text
     assert "| names | entity F1 | same model from scratch | 0.6100 | 0.6000–0.6200 |" in text
+    # What fine-tuning ran, beyond the overrides: each task's own defaults (none for "reviews").
+    names_lr = yaml.safe_load((CONF_DIR / "task_defaults" / "names.yaml").read_text())["train"]
+    assert f"; names `train.lr={names_lr['lr']}`." in text
+    assert "the tasks' own defaults: sentiment `model.dropout=" in text and "reviews `" not in text
 
 
 def test_task_specific_overrides_reach_only_their_task() -> None:
