@@ -317,22 +317,30 @@ def _ok(runs: list[dict]) -> list[dict]:
     return [r for r in runs if r.get("status", "ok") == "ok"]
 
 
-def task_defaults(tasks: list[str]) -> str:
+def task_defaults(tasks: list[str], overrides: list[str]) -> str:
     """``sentiment `model.dropout=0.1`; names `train.lr=0.001``` — the settings that
-    conf/task_defaults/ gives these tasks, which their runs used where ``finetune_overrides`` did
-    not set the same key: report.md then says what fine-tuning ran, not only what was overridden."""
+    conf/task_defaults/ gives these tasks and ``overrides`` (the report's ``finetune_overrides``)
+    leave alone, which their runs therefore used: report.md then says what fine-tuning ran, not
+    only what was overridden."""
+    overridden = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
 
-    def leaves(node: Any, prefix: str = "") -> list[str]:
+    def leaves(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
         if isinstance(node, dict):
             return [leaf for k, v in node.items() for leaf in leaves(v, f"{prefix}{k}.")]
-        return [f"{prefix[:-1]}={node}"]
+        return [(prefix[:-1], node)]
+
+    def value(v: Any) -> str:  # as it would be written on the command line
+        return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
 
     found = []
     for task in tasks:
         path = CONF_DIR / "task_defaults" / f"{task}.yaml"
-        if path.is_file():
-            settings = leaves(OmegaConf.to_container(OmegaConf.load(path)))
-            found.append(f"{task} " + " ".join(f"`{s}`" for s in settings))
+        if not path.is_file():
+            continue
+        pairs = leaves(OmegaConf.to_container(OmegaConf.load(path)))
+        settings = [f"`{k}={value(v)}`" for k, v in pairs if k not in overridden]
+        if settings:
+            found.append(f"{task} " + " ".join(settings))
     return "; ".join(found)
 
 
@@ -342,7 +350,8 @@ def render(results: list[dict], cfg: ReportConfig, plot: Path | None = None) -> 
     budgets = {r.get("budget") for r in results}
     top = None if None in budgets else max(budgets)  # the headline: every training row
     cells = _cells(results)
-    own = task_defaults(list(dict.fromkeys(r["task"] for r in results)))
+    tuned = [r["task"] for r in results if r["mode"] != "tfidf"]  # the baselines use none
+    own = task_defaults(list(dict.fromkeys(tuned)), list(cfg.finetune_overrides))
     lines = [
         "# Does pretraining help? An honest evaluation",
         "",

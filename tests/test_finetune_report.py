@@ -20,7 +20,15 @@ from transformers import BertConfig, BertForMaskedLM
 
 from finetune import report
 from finetune.config import build_config
-from finetune.report import ReportConfig, _split_rows, overrides_for, plot_curves, render, run
+from finetune.report import (
+    ReportConfig,
+    _split_rows,
+    overrides_for,
+    plot_curves,
+    render,
+    run,
+    task_defaults,
+)
 from ptm.config import CONF_DIR, from_conf
 from ptm.data.idtext import SourceStats, iter_text_chunks, parse_id_lines
 from ptm.data.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer, vocab_from_counts
@@ -125,6 +133,16 @@ def test_the_verdict_says_when_pretraining_does_not_help() -> None:
     names_lr = yaml.safe_load((CONF_DIR / "task_defaults" / "names.yaml").read_text())["train"]
     assert f"; names `train.lr={names_lr['lr']}`." in text
     assert "the tasks' own defaults: sentiment `model.dropout=" in text and "reviews `" not in text
+    # A default the overrides replace is not listed as one; the baselines fine-tune nothing.
+    assert task_defaults(["sentiment", "names"], ["model.dropout=null"]) == (
+        f"names `train.lr={names_lr['lr']}`"
+    )
+    tfidf_only = [
+        {"task": "sentiment", "kind": "classification", "mode": "tfidf", "seed": s, "dev": 0.8,
+         "test": 0.8, "seconds": 1}
+        for s in cfg.seeds
+    ]  # fmt: skip
+    assert "own defaults" not in render(tfidf_only, cfg)
 
 
 def test_task_specific_overrides_reach_only_their_task() -> None:
