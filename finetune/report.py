@@ -58,7 +58,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from finetune.config import build_config
 from finetune.train import run as finetune
-from ptm.config import CONF_DIR, PathsConfig, register_resolvers, resolve, to_dataclass
+from ptm.config import (
+    CONF_DIR,
+    PathsConfig,
+    flatten,
+    override_key,
+    register_resolvers,
+    resolve,
+    to_dataclass,
+)
 from ptm.errors import DivergenceError, InputError, exit_on_input_error
 from ptm.tasks.bio import bio_decode, bio_transitions
 from ptm.tasks.loading import TaskConfig, label_budget, natural_order, tag_order, task_table
@@ -285,7 +293,7 @@ def overrides_for(task: str, overrides: list[str]) -> list[str]:
     list can tune every task (``tasks.sentiment.max_seq_len=64``, ``tasks.names.max_seq_len=64``)."""
     keep = []
     for item in overrides:
-        key = item.lstrip("+~").split("=", 1)[0]
+        key = override_key(item)
         if key.startswith("tasks.") and not key.startswith(f"tasks.{task}."):
             continue
         keep.append(item)
@@ -322,12 +330,7 @@ def task_defaults(tasks: list[str], overrides: list[str]) -> str:
     conf/task_defaults/ gives these tasks and ``overrides`` (the report's ``finetune_overrides``)
     leave alone, which their runs therefore used: report.md then says what fine-tuning ran, not
     only what was overridden."""
-    overridden = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
-
-    def leaves(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
-        if isinstance(node, dict):
-            return [leaf for k, v in node.items() for leaf in leaves(v, f"{prefix}{k}.")]
-        return [(prefix[:-1], node)]
+    overridden = {override_key(o) for o in overrides}
 
     def value(v: Any) -> str:  # as it would be written on the command line
         return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
@@ -337,8 +340,8 @@ def task_defaults(tasks: list[str], overrides: list[str]) -> str:
         path = CONF_DIR / "task_defaults" / f"{task}.yaml"
         if not path.is_file():
             continue
-        pairs = leaves(OmegaConf.to_container(OmegaConf.load(path)))
-        settings = [f"`{k}={value(v)}`" for k, v in pairs if k not in overridden]
+        pairs = flatten(OmegaConf.to_container(OmegaConf.load(path)))
+        settings = [f"`{k}={value(v)}`" for k, v in pairs.items() if k not in overridden]
         if settings:
             found.append(f"{task} " + " ".join(settings))
     return "; ".join(found)

@@ -145,6 +145,12 @@ def to_plain(obj: Any) -> Any:
     return obj
 
 
+def override_key(item: str) -> str:
+    """``+tasks.names.weight=2`` -> ``tasks.names.weight``: the key a command-line override sets
+    (``+`` adds it, ``~`` deletes it)."""
+    return item.partition("=")[0].lstrip("+~")
+
+
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``: hyperparameters for TensorBoard's HParams tab."""
     out: dict[str, Any] = {}

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from ptm.config import flatten
+from ptm.config import flatten, override_key
 from ptm.errors import STATUS_FILE, InputError
 from ptm.progress import format_duration
 from ptm.training.rundir import MULTIRUN_FILE, sweep_started
@@ -199,7 +199,7 @@ def varying_keys(jobs: list[Job]) -> list[str]:
 
 def common_overrides(jobs: list[Job]) -> list[str]:
     varying = set(varying_keys(jobs))
-    return [item for item in jobs[0].typed if _key(item) not in varying]
+    return [item for item in jobs[0].typed if override_key(item) not in varying]
 
 
 @dataclass(frozen=True)
@@ -336,15 +336,11 @@ def _job_order(path: Path) -> tuple[int, str]:
     return (int(path.name), "") if path.name.isdigit() else (1 << 62, path.name)
 
 
-def _key(item: str) -> str:
-    return item.partition("=")[0].lstrip("+~")
-
-
 def _parse_overrides(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
         # ``~key`` deletes a config entry (Hydra records it as ``~key=null``).
-        out[_key(item)] = "(deleted)" if item.startswith("~") else item.partition("=")[2]
+        out[override_key(item)] = "(deleted)" if item.startswith("~") else item.partition("=")[2]
     return out
 
 
