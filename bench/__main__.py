@@ -6,6 +6,7 @@ python -m bench 'only=[segments]'       # one benchmark; the other rows are kept
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import platform
@@ -19,7 +20,6 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from bench import segments
 from bench.common import BenchRow
 
 log = logging.getLogger(__name__)
@@ -39,39 +39,16 @@ def machine() -> str:
     return f"{cpu}; {gpu}; torch {torch.__version__}"
 
 
-def runners(cfg: DictConfig) -> dict:
-    table = {"segments": lambda: segments.run(**cfg.segments)}
-    try:  # benchmarks of stages that may not be installed in every checkout
-        from bench import pretrain as pretrain_bench
+# In the order `make bench` runs them. Each module is imported only when its benchmark runs: they
+# need different libraries (segments: jieba, for its baseline), which a GPU image may lack.
+BENCHMARKS = ("segments", "pretrain", "feed", "finetune", "attention", "convert")
 
-        table["pretrain"] = lambda: pretrain_bench.run(**cfg.pretrain)
-    except ImportError:
-        pass
-    try:
-        from bench import feed as feed_bench
 
-        table["feed"] = lambda: feed_bench.run(**cfg.feed)
-    except ImportError:
-        pass
-    try:
-        from bench import finetune as finetune_bench
-
-        table["finetune"] = lambda: finetune_bench.run(**cfg.finetune)
-    except ImportError:
-        pass
-    try:
-        from bench import attention as attention_bench
-
-        table["attention"] = lambda: attention_bench.run(**cfg.attention)
-    except ImportError:
-        pass
-    try:
-        from bench import convert as convert_bench
-
-        table["convert"] = convert_bench.run
-    except ImportError:
-        pass
-    return table
+def runner(name: str, cfg: DictConfig):
+    """The benchmark's ``run`` with its section of conf/bench.yaml (convert has none)."""
+    module = importlib.import_module(f"bench.{name}")
+    section = cfg.get(name)
+    return (lambda: module.run(**section)) if section is not None else module.run
 
 
 def fmt(x: float | None) -> str:
@@ -109,9 +86,21 @@ def main(cfg: DictConfig) -> None:
     rows: dict[str, dict] = json.loads(results_path.read_text()) if results_path.is_file() else {}
     # Each row names the command that reruns just it, with this run's other overrides.
     overrides = [shlex.quote(a) for a in sys.argv[1:] if not a.startswith("only=")]
-    wanted = list(cfg.only) if cfg.only else None
-    for name, fn in runners(cfg).items():
-        if wanted and name not in wanted:
+    wanted = list(cfg.only) if cfg.only else list(BENCHMARKS)
+    unknown = [name for name in wanted if name not in BENCHMARKS]
+    if unknown:
+        raise SystemExit(
+            f"conf/bench.yaml only: no benchmark {unknown}; choose from {list(BENCHMARKS)}"
+        )
+    skipped = []
+    for name in [b for b in BENCHMARKS if b in wanted]:
+        try:
+            fn = runner(name, cfg)
+        except ImportError as e:  # said, never silently dropped
+            log.error(
+                "benchmark %s skipped: %s (install it, or leave %s out of only=)", name, e, name
+            )
+            skipped.append(name)
             continue
         log.info("benchmark %s ...", name)
         for row in fn():
@@ -133,6 +122,8 @@ def main(cfg: DictConfig) -> None:
             results_path.write_text(json.dumps(rows, indent=2) + "\n")
             Path(cfg.report).write_text(render(rows))
     log.info("wrote %s\n%s", cfg.report, OmegaConf.to_yaml(cfg))
+    if skipped:
+        raise SystemExit(f"benchmarks skipped for a missing library: {skipped}")
 
 
 if __name__ == "__main__":

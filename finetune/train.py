@@ -166,7 +166,7 @@ def _train(cfg: FinetuneConfig, session: loop.Session) -> dict:
         if info.world_size > 1
         else model
     )
-    forward = maybe_compile(wrapped, cfg.runtime.compile, device)
+    forward = maybe_compile(wrapped, cfg.runtime, device)
     groups = layer_decay_groups(model, config.num_hidden_layers, t.layer_decay, t.weight_decay)
     optimizer = build_adamw(groups, t.lr, tuple(t.betas), t.eps, device)
     scaler = grad_scaler(device, precision)

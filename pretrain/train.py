@@ -136,7 +136,7 @@ def _train(cfg: PretrainConfig, session: loop.Session) -> dict:
     objective = MaskedLMObjective(model)
     wrapped = DistributedDataParallel(objective) if info.world_size > 1 else objective
     # Static shapes: masked widths are rounded (ptm.data.feed), so a run compiles a few graphs.
-    forward = maybe_compile(wrapped, cfg.runtime.compile, device, dynamic=False)
+    forward = maybe_compile(wrapped, cfg.runtime, device, dynamic=False)
     optimizer = build_adamw(
         param_groups(model, t.weight_decay), t.lr, tuple(t.betas), t.eps, device
     )

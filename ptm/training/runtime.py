@@ -24,6 +24,9 @@ class RuntimeConfig:
     device: str  # auto | cpu | cuda
     precision: str  # auto | fp32 | bf16 | fp16
     compile: bool
+    compile_mode: (
+        str  # torch.compile's mode: default | reduce-overhead (CUDA graphs) | max-autotune
+    )
     tf32: bool
     peak_tflops: float | None  # one device's peak at the run's precision, for MFU
     deterministic: bool  # deterministic kernels (exact GPU resume; slower)
@@ -49,8 +52,17 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     return requested
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 def prepare(cfg: RuntimeConfig, device: torch.device) -> str:
     """Set the backends up for ``device`` and return the precision the run will use."""
+    if cfg.compile_mode not in COMPILE_MODES:
+        raise InputError(
+            None,
+            f"runtime.compile_mode={cfg.compile_mode!r} is unknown",
+            f"use one of {', '.join(COMPILE_MODES)}",
+        )
     setup_backends(cfg, device)
     return resolve_precision(cfg.precision, device)
 
@@ -108,9 +120,10 @@ def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
 
 
 def maybe_compile(
-    module: nn.Module, enabled: bool, device: torch.device, dynamic: bool | None = None
+    module: nn.Module, cfg: RuntimeConfig, device: torch.device, dynamic: bool | None = None
 ) -> nn.Module:
-    """``torch.compile`` where it can work; otherwise say why and run eagerly.
+    """``torch.compile`` (``cfg.compile``, in ``cfg.compile_mode``) where it can work; otherwise
+    say why and run eagerly.
 
     Compilation needs a C compiler for CPU kernels (Inductor) and a supported platform; the
     checks here catch the usual cases before a confusing failure at the first step.
@@ -119,7 +132,7 @@ def maybe_compile(
     recompile limit is raised so that handful never falls back to eager. ``None`` is dynamo's
     default: static first, symbolic after a shape changes (fine-tuning's many padded lengths).
     """
-    if not enabled:
+    if not cfg.compile:
         return module
     reasons = []
     if device.type == "cpu" and not (
@@ -133,4 +146,5 @@ def maybe_compile(
         return module
     if dynamic is False:
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
-    return torch.compile(module, dynamic=dynamic)
+    mode = None if cfg.compile_mode == "default" else cfg.compile_mode
+    return torch.compile(module, dynamic=dynamic, mode=mode)
