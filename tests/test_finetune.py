@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,7 @@ from transformers import (
 from finetune.train import run
 from ptm.config import from_conf
 from ptm.errors import DivergenceError, InputError
-from ptm.models.finetuned import load_finetuned
+from ptm.models.finetuned import MEAN_POOLED, load_finetuned
 from ptm.models.heads import TaskModel
 from ptm.tasks.kinds import Classification
 from ptm.training.llrd import layer_decay_groups
@@ -128,9 +130,30 @@ def test_other_poolings_export_faithfully(tmp_path: Path, model_dir: Path, pooli
         hf = AutoModelForSequenceClassification.from_pretrained(folder).eval()
         with torch.no_grad():
             torch.testing.assert_close(torch.softmax(hf(**enc).logits, -1), expected)
-    else:  # transformers has no mean-pooling classifier: the encoder loads, the head is ptm's
-        assert metrics["model"]["hf_class"] is None and meta["hf_class"] is None
-        assert "AutoModel (the shared encoder only)" in meta["loads_with"]
+    else:  # transformers has no mean-pooling classifier: ours travels in the folder
+        assert metrics["model"]["hf_class"] == meta["hf_class"] == MEAN_POOLED
+        assert "trust_remote_code=True" in meta["loads_with"]
+        assert (folder / "modeling_mean_pooling.py").is_file()
+        # Loaded where ptm cannot be imported, padded batch and all: what a user without ptm gets.
+        script = (
+            "import sys, json, torch; sys.modules['ptm'] = None\n"
+            "from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline\n"
+            f"folder, texts = {str(folder)!r}, {texts_of(files['test'])[:4]!r}\n"
+            "hf = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()\n"
+            "enc = AutoTokenizer.from_pretrained(folder)(texts, padding=True, return_tensors='pt')\n"
+            "with torch.no_grad():\n"
+            "    probs = torch.softmax(hf(**enc).logits, -1).tolist()\n"
+            "top = pipeline('text-classification', model=folder, trust_remote_code=True)(texts[0])[0]\n"
+            "print(json.dumps({'class': type(hf).__name__, 'probs': probs, 'top': top}))\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        loaded = json.loads(out.stdout.strip().splitlines()[-1])
+        assert loaded["class"] == MEAN_POOLED
+        np.testing.assert_allclose(loaded["probs"], expected.numpy(), atol=1e-5)
+        assert loaded["top"]["label"] == ["neg", "pos"][int(expected[0].argmax())]
         assert type(AutoModel.from_pretrained(folder)).__name__ == "BertModel"
 
 

@@ -103,3 +103,10 @@ def test_no_import_cycle_between_modules() -> None:
     for node in sorted(graph):
         if node not in state:
             visit(node, [])
+
+
+def test_the_model_code_exported_folders_carry_needs_only_torch_and_transformers() -> None:
+    # ptm.models.modeling_mean_pooling is copied into fine-tuned model folders and loaded there
+    # by transformers (trust_remote_code) on machines without ptm.
+    imports = imports_of(ROOT / "ptm" / "models" / "modeling_mean_pooling.py")
+    assert {name.split(".")[0] for name in imports} <= {"__future__", "torch", "transformers"}

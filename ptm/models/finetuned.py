@@ -6,8 +6,10 @@ What a folder written by `export` holds:
   ``SequenceClassification`` or ``TokenClassification``, with the kind's ``problem_type``) —
   ``config.json`` + ``model.safetensors`` of ``<Arch>For<hf_task>`` with ``id2label``/``label2id``
   set, so ``AutoModelFor...Classification.from_pretrained(folder)`` and ``pipeline(...)`` work
-  with no ptm code;
-* otherwise (mean pooling, several tasks, another architecture) — the shared encoder as
+  with no ptm code; a BERT classifier on mean-pooled states is written with
+  `ptm.models.modeling_mean_pooling`, whose file travels in the folder (``trust_remote_code=True``
+  loads it);
+* otherwise (several tasks, mean pooling on another architecture) — the shared encoder as
   ``AutoModel`` loads it; the heads are in ``heads.safetensors`` and only `load_finetuned`
   (ptm) assembles the whole model;
 * always: the tokenizer, ``heads.safetensors`` (the exact head weights) and ``finetune.json``
@@ -46,6 +48,7 @@ from ptm.errors import InputError
 from ptm.files import written_aside
 from ptm.models.folder import reading_weights
 from ptm.models.heads import HeadConfig, TaskModel, build_head, load_encoder, quiet_transformers
+from ptm.models.modeling_mean_pooling import BertForMeanPooledSequenceClassification
 
 log = logging.getLogger(__name__)
 FORMAT = 1
@@ -55,6 +58,7 @@ HEADS = "heads.safetensors"
 # encoder, and the pooler's weight names inside it.
 _HF = {"bert": ("bert", "pooler.dense"), "albert": ("albert", "pooler")}
 TANH_LINEAR_RANGE = 1e-3
+MEAN_POOLED = BertForMeanPooledSequenceClassification.__name__
 # The transformers head classes a kind can name as its ``hf_task``.
 _AUTO = {
     "SequenceClassification": AutoModelForSequenceClassification,
@@ -86,8 +90,10 @@ def hf_class_for(model: TaskModel, meta: dict) -> str | None:
     (task,) = tasks.values()
     if task.get("hf_task") not in _AUTO:
         return None
-    if task["head"] == "sequence" and task["pooling"] not in ("cls", "pooler"):
-        return None  # transformers has no mean-pooling classifier
+    if task["head"] == "sequence" and task["pooling"] == "mean":
+        # transformers has no mean-pooling classifier: ours, for BERT (its code goes along)
+        bert = model.encoder.config.model_type == "bert"
+        return MEAN_POOLED if bert else None
     return type(model.encoder).__name__.removesuffix("Model") + "For" + task["hf_task"]
 
 
@@ -104,9 +110,10 @@ def export(
                 model.encoder.save_pretrained(tmp)
             loads = "AutoModel (the shared encoder only); the heads load with ptm.models.finetuned.load_finetuned"
         else:
-            _save_hf(model, meta, tmp)
+            _save_hf(model, meta, tmp, hf_class)
             (task,) = meta["tasks"].values()
-            loads = f"AutoModelFor{task['hf_task']} ({hf_class}) and ptm.models.finetuned.load_finetuned"
+            remote = ", trust_remote_code=True" if hf_class == MEAN_POOLED else ""
+            loads = f"AutoModelFor{task['hf_task']} ({hf_class}{remote}) and ptm.models.finetuned.load_finetuned"
         save_file({k: v.contiguous() for k, v in model.heads.state_dict().items()}, tmp / HEADS)
         tokenizer.model_max_length = max(t["max_seq_len"] for t in meta["tasks"].values())
         save_tokenizer(tokenizer, tmp)
@@ -115,7 +122,7 @@ def export(
     return hf_class
 
 
-def _save_hf(model: TaskModel, meta: dict, folder: Path) -> None:
+def _save_hf(model: TaskModel, meta: dict, folder: Path, hf_class: str) -> None:
     ((name, task),) = meta["tasks"].items()
     config = model.encoder.config.__class__.from_dict(model.encoder.config.to_dict())
     config.num_labels = len(task["labels"])
@@ -124,7 +131,10 @@ def _save_hf(model: TaskModel, meta: dict, folder: Path) -> None:
     if task.get("problem_type"):
         config.problem_type = task["problem_type"]
     with quiet_transformers():
-        hf = _AUTO[task["hf_task"]].from_config(config)
+        if hf_class == MEAN_POOLED:
+            hf = BertForMeanPooledSequenceClassification(config)
+        else:
+            hf = _AUTO[task["hf_task"]].from_config(config)
     encoder_attr, pooler = _HF[config.model_type]
     state = {f"{encoder_attr}.{k}": v for k, v in model.encoder.state_dict().items()}
     head = model.heads[name].classifier
