@@ -545,6 +545,14 @@ def test_a_task_brings_its_own_defaults_and_the_command_line_wins() -> None:
     )
 
 
+def test_every_task_defaults_file_names_a_task() -> None:
+    """finetune.yaml picks conf/task_defaults/<task>.yaml as an optional default, so a file whose
+    name matches no task would be skipped without a word: each must match a conf/task/ file."""
+    conf = Path(CONF_DIR)
+    defaults = {p.stem for p in (conf / "task_defaults").glob("*.yaml")}
+    assert defaults and defaults <= {p.stem for p in (conf / "task").glob("*.yaml")}
+
+
 @pytest.mark.slow
 def test_two_torchrun_processes_finetune(tmp_path: Path, model_dir: Path) -> None:
     """gloo on CPU: 2 processes x micro 8 share the global batch of 16, multi-task included."""
