@@ -26,10 +26,12 @@ def _runtime(**changes) -> runtime.RuntimeConfig:
 def test_compile_mode_is_torch_compiles_mode(monkeypatch, mode: str, passed: str | None) -> None:
     seen = {}
     monkeypatch.setattr(torch, "compile", lambda module, **kw: seen.update(kw) or module)
+    monkeypatch.setattr(runtime.shutil, "which", lambda name: f"/usr/bin/{name}")  # a C compiler
     module = nn.Linear(2, 2)
-    out = runtime.maybe_compile(
-        module, _runtime(compile=True, compile_mode=mode), torch.device("cpu"), dynamic=False
-    )
+    with torch._dynamo.config.patch(recompile_limit=torch._dynamo.config.recompile_limit):
+        out = runtime.maybe_compile(
+            module, _runtime(compile=True, compile_mode=mode), torch.device("cpu"), dynamic=False
+        )
     assert out is module and seen == {"dynamic": False, "mode": passed}
 
 

@@ -92,8 +92,9 @@ def hf_class_for(model: TaskModel, meta: dict) -> str | None:
         return None
     if task["head"] == "sequence" and task["pooling"] == "mean":
         # transformers has no mean-pooling classifier: ours, for BERT (its code goes along)
-        bert = model.encoder.config.model_type == "bert"
-        return MEAN_POOLED if bert else None
+        return MEAN_POOLED if model.encoder.config.model_type == "bert" else None
+    if task["head"] == "sequence" and task["pooling"] not in ("cls", "pooler"):
+        return None  # a pooling no transformers class computes
     return type(model.encoder).__name__.removesuffix("Model") + "For" + task["hf_task"]
 
 

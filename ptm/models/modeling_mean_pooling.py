@@ -1,15 +1,17 @@
 """A BERT sequence classifier on the mean of the final states, for transformers.
 
 transformers has no mean-pooling classifier for BERT (`BertForSequenceClassification` reads the
-pooler, which masked-LM pretraining never trains), and ptm's ``head=mean`` is worth 4-5 points
-at a few hundred or thousand labelled rows (docs/RECIPES.md). `ptm.models.finetuned.export` saves
+pooler, which masked-LM pretraining never trains), and ptm's ``head=mean`` gains 1-4 points
+over the ``[CLS]`` state at a few hundred or thousand labelled rows (docs/RECIPES.md). `ptm.models.finetuned.export` saves
 such a model with this class: transformers copies this file into the folder and names it in
 ``config.json``'s ``auto_map``, so the folder loads with no ptm installed::
 
     AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)
     pipeline("text-classification", model=folder, trust_remote_code=True)
 
-Because it travels alone, this file imports torch and transformers only (a test checks it).
+Without ``trust_remote_code=True`` transformers falls back to `BertForSequenceClassification`
+with a newly initialised pooler (it only warns): always pass it. Because it travels alone, this
+file imports torch and transformers only (a test checks it).
 The mean is over real positions (``attention_mask`` 1), as ptm's ``SequenceHead`` computes it.
 """
 
@@ -45,7 +47,8 @@ class BertForMeanPooledSequenceClassification(BertPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         **kwargs,
-    ) -> SequenceClassifierOutput:
+    ) -> SequenceClassifierOutput | tuple:
+        return_dict = kwargs.pop("return_dict", None)
         out = self.bert(
             input_ids,
             attention_mask=attention_mask,
@@ -61,12 +64,13 @@ class BertForMeanPooledSequenceClassification(BertPreTrainedModel):
         mask = attention_mask.unsqueeze(-1).to(states.dtype)  # (B, L, 1)
         pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         logits = self.classifier(self.dropout(pooled))
-        return SequenceClassifierOutput(
+        result = SequenceClassifierOutput(
             loss=None if labels is None else self._loss(logits, labels),
             logits=logits,
             hidden_states=out.hidden_states,
             attentions=out.attentions,
         )
+        return result.to_tuple() if return_dict is False else result
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The loss `BertForSequenceClassification` computes for ``config.problem_type``."""
