@@ -92,6 +92,27 @@ def train_step(
     return sums
 
 
+def announcing_new_shapes(forward):
+    """``forward`` that logs each input shape it meets after the first: with static shapes,
+    torch.compile builds a graph for each (a new masked width, a batch with padding), a pause of
+    seconds to a minute mid-run that the log would otherwise leave unexplained."""
+    seen = set()
+
+    def call(input_ids, attention_mask, labels, width):
+        key = (*input_ids.shape, attention_mask is None, width)
+        if key not in seen:
+            if seen:
+                log.info(
+                    "torch.compile: graph %d, for %d rows x %d, masked width %d, %s",
+                    len(seen) + 1, *input_ids.shape, width,
+                    "no padding" if attention_mask is None else "with padding",
+                )  # fmt: skip
+            seen.add(key)
+        return forward(input_ids, attention_mask, labels, width)
+
+    return call
+
+
 def run(cfg: PretrainConfig) -> dict:
     """Pretrain with masked-LM only; returns the final metrics (also written to metrics.json)."""
     with loop.session(cfg.runtime) as session:
@@ -137,6 +158,8 @@ def _train(cfg: PretrainConfig, session: loop.Session) -> dict:
     wrapped = DistributedDataParallel(objective) if info.world_size > 1 else objective
     # Static shapes: masked widths are rounded (ptm.data.feed), so a run compiles a few graphs.
     forward = maybe_compile(wrapped, cfg.runtime, device, dynamic=False)
+    if forward is not wrapped:
+        forward = announcing_new_shapes(forward)
     optimizer = build_adamw(
         param_groups(model, t.weight_decay), t.lr, tuple(t.betas), t.eps, device
     )

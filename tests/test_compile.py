@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from pretrain.train import announcing_new_shapes
 from ptm.config import from_conf
 from ptm.data.feed import round_width
 from ptm.data.masking import IGNORE_INDEX, Masker, MaskingConfig
@@ -91,3 +92,19 @@ def test_no_mask_equals_an_all_ones_mask() -> None:
         masked = objective(ids, torch.ones_like(ids), labels, width)
     torch.testing.assert_close(unmasked[0], masked[0], rtol=1e-6, atol=1e-6)
     assert torch.equal(unmasked[1], masked[1]) and torch.equal(unmasked[2], masked[2])
+
+
+def test_each_new_compiled_shape_after_the_first_is_logged(caplog) -> None:
+    """A compiled pretraining step pauses to build a graph for each new shape; the log says so."""
+    calls = []
+    forward = announcing_new_shapes(lambda *args: calls.append(args) or len(calls))
+    ids = torch.zeros(4, 16, dtype=torch.long)
+    with caplog.at_level("INFO", logger="pretrain.train"):
+        for mask, width in [(None, 8), (None, 8), (None, 16), (torch.ones(4, 16), 8), (None, 16)]:
+            forward(ids, mask, ids, width)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(calls) == 5  # every call goes through
+    assert lines == [
+        "torch.compile: graph 2, for 4 rows x 16, masked width 16, no padding",
+        "torch.compile: graph 3, for 4 rows x 16, masked width 8, with padding",
+    ]
