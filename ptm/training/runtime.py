@@ -24,9 +24,7 @@ class RuntimeConfig:
     device: str  # auto | cpu | cuda
     precision: str  # auto | fp32 | bf16 | fp16
     compile: bool
-    compile_mode: (
-        str  # torch.compile's mode: default | reduce-overhead (CUDA graphs) | max-autotune
-    )
+    compile_mode: str  # torch.compile's mode, one of COMPILE_MODES (reduce-overhead: CUDA graphs)
     tf32: bool
     peak_tflops: float | None  # one device's peak at the run's precision, for MFU
     deterministic: bool  # deterministic kernels (exact GPU resume; slower)
