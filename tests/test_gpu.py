@@ -36,16 +36,18 @@ def pretrain(tmp_path: Path, corpus: Path, name: str, *extra: str) -> Path:
 
 
 @pytest.mark.parametrize(
-    "compile_", ["false", "true", "true runtime.compile_mode=reduce-overhead"],
+    "compiling",
+    [
+        ["runtime.compile=false"],
+        ["runtime.compile=true"],
+        ["runtime.compile=true", "runtime.compile_mode=reduce-overhead"],
+    ],
     ids=["eager", "compiled", "cudagraphs"],
-)  # fmt: skip
+)
 def test_tiny_pretraining_in_bf16_exports_a_model_transformers_loads(
-    tmp_path: Path, corpus: Path, compile_: str
+    tmp_path: Path, corpus: Path, compiling: list[str]
 ) -> None:
-    compile_, *mode = compile_.split()
-    run_dir = pretrain(
-        tmp_path, corpus, "run", "runtime.precision=bf16", f"runtime.compile={compile_}", *mode
-    )
+    run_dir = pretrain(tmp_path, corpus, "run", "runtime.precision=bf16", *compiling)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["steps"] == 20 and 0 < metrics["eval/loss"] < 20
     model = AutoModelForMaskedLM.from_pretrained(run_dir / "model")
