@@ -60,7 +60,7 @@ COVERED = {
     ),
     "make pretrain": E2E,
     "python -m pretrain": E2E,
-    "make pretrain ARGS=+experiment=payoff": COMPOSED,  # 30-50 minutes: the tiny runs cover its path
+    "make pretrain ARGS=+experiment=payoff": COMPOSED,  # about 50 minutes: the tiny runs cover its path
     "python -m pretrain +experiment=tiny": (
         "tests/test_pretrain.py::test_tiny_run_exports_a_model_transformers_loads"
     ),
