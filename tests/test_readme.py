@@ -9,7 +9,8 @@ collection by ``make test-full``), their outputs sent to ``tmp_path``. The long 
 shorter exists). Every ``make`` command is expanded with ``make -n`` and every ``python -m`` /
 ``torchrun`` command it gives composes against the real Hydra config and, for the modules in
 ``TYPED``, builds the typed config the module runs, so a renamed key or option (or one handed to
-the wrong module by a ``make`` target) fails here rather than in a reader's first try. A command that is neither run nor listed fails.
+the wrong module by a ``make`` target) fails here rather than in a reader's first try. A command
+that is neither run nor listed fails.
 """
 
 from __future__ import annotations
