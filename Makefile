@@ -16,7 +16,7 @@ DATA_ARGS = $(if $(filter data,$(MAKECMDGOALS)),$(ARGS))
 SWEEP ?= train.lr=1e-4,3e-4 train.seed=1,2 train.max_steps=150
 
 .DEFAULT_GOAL := help
-.PHONY: help install data overlap pretrain finetune report convert sweep summary tensorboard docs bench test test-gpu test-full lint format clean
+.PHONY: help install data overlap pretrain finetune report convert sweep summary tensorboard docs record bench test test-gpu test-full lint format clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -59,10 +59,15 @@ summary: install ## Rank the jobs of the newest sweep (ARGS="dir=... metric=... 
 tensorboard: install ## Serve TensorBoard over outputs/ on http://127.0.0.1:6006 only (ARGS="port=... logdir=...")
 	$(PY) -m sweeps.serve_tensorboard $(ARGS)
 
-docs: install ## Regenerate docs/CONFIGURATION.md from conf/ (ARGS=check=true only checks it)
+docs: install ## Regenerate docs/CONFIGURATION.md and every results table and plot from results/ (ARGS=check=true only checks)
 	$(PY) -m docs.config_reference $(ARGS)
+	$(PY) -m docs.render $(filter check=%,$(ARGS))
 
-bench: install ## Run the benchmarks and write BENCHMARKS.md
+record: install ## Put a run's record into results/ for the docs (RUN=run folder or record.json, NAME=results/NAME.json)
+	@test -n "$(RUN)" -a -n "$(NAME)" || { echo "error: give RUN=<run folder or record.json> NAME=<name>"; exit 2; }
+	$(PY) -m ptm.records add $(RUN) $(NAME)
+
+bench: install ## Run the benchmarks, record every row in BENCHMARKS.json and render BENCHMARKS.md
 	$(PY) -m bench $(ARGS)
 
 test: install ## Run the quick test suite (what CI runs)

@@ -67,6 +67,7 @@ def run(batch_size: int, max_seq_len: int, precisions: list[str], seconds: float
                     "pretraining and fine-tuning); baseline: torch.nn.functional."
                     "scaled_dot_product_attention on the same tensors"
                 ),
+                precision=precision,
             )
         )
     return rows

@@ -34,6 +34,8 @@ class BenchRow:
     ours_peak_mb: float
     baseline_peak_mb: float | None
     setup: str  # data, model, batch, precision, machine
+    device: str = "cpu"  # where the measured work ran: "cpu" or "cuda" (the record's machine label)
+    precision: str | None = None  # fp32 / bf16 where the row compares training steps
 
     @property
     def ratio(self) -> float | None:

@@ -161,6 +161,8 @@ def run(
                         "+ transformers.Trainer (random batches padded to their longest, fused "
                         "AdamW)"
                     ),
+                    device=device,
+                    precision=prec,
                 )
             )
     return rows

@@ -177,6 +177,8 @@ def run(
                         "DataCollatorForLanguageModeling + transformers.Trainer (full-vocabulary "
                         f"head on every position){mfu}"
                     ),
+                    device=device,
+                    precision=prec,
                 )
             )
     return rows

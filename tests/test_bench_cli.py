@@ -1,5 +1,6 @@
 """`python -m bench` picks benchmarks by name: an unknown name, or one whose library is missing
-(the GPU image has no jieba), is said in one line, never silently dropped."""
+(the GPU image has no jieba), is said in one line, never silently dropped; each row it writes is
+the record of the run that measured it."""
 
 from __future__ import annotations
 
@@ -39,3 +40,29 @@ def test_a_benchmark_whose_library_is_missing_is_named_and_the_run_fails(tmp_pat
         == "benchmarks skipped for a missing library: ['segments']"
     )
     assert not (tmp_path / "b.json").exists()  # nothing measured, nothing written
+
+
+def test_a_benchmark_row_is_the_record_of_the_run_that_measured_it() -> None:
+    from bench.__main__ import row_record
+    from bench.common import BenchRow
+    from ptm.records import RunClock
+
+    row = BenchRow(
+        "pretrain: x (CPU, bf16)", "tokens/s", 2.0, 1.0, 10.0, 20.0, "setup", "cpu", "bf16"
+    )
+    rec = row_record(
+        row, "python -m bench 'only=[pretrain]'", {"only": ["pretrain"]}, RunClock.start()
+    )
+    assert rec["kind"] == "bench" and rec["command"] == "python -m bench 'only=[pretrain]'"
+    assert rec["metrics"] == {
+        "metric": "tokens/s",
+        "ours": 2.0,
+        "baseline": 1.0,
+        "ratio": 2.0,
+        "ours_peak_mb": 10.0,
+        "baseline_peak_mb": 20.0,
+    }
+    assert rec["extra"] == {"benchmark": "pretrain: x (CPU, bf16)", "setup": "setup"}
+    assert rec["machine"]["label"].endswith(", bf16") and rec["machine"]["device"] == "cpu"
+    assert rec["config"] == {"only": ["pretrain"]} and rec["commit"]["sha"]
+    assert rec["wall_seconds"] >= 0 and rec["cpu_seconds"] >= 0

@@ -5,9 +5,12 @@
 # leg, and last a speed grid of the pretraining step (compile, CUDA graphs, micro-batch) that the
 # call's limit may cut. Run it ON the GPU machine from the repository root. Under $OUT (./gpu-out
 # when unset) it writes gpu-check.log, steps.txt and results.tgz: one log per step, the runs'
-# metrics and TensorBoard logs, summary.json, BENCHMARKS.*; packed after every step, since the
-# device tool brings back only a handful of files. It never stops at the first failure: every
-# step has its own time limit and reports ok / FAILED.
+# metrics, records (record.json) and TensorBoard logs, summary.json, BENCHMARKS.* (each benchmark
+# row is the record of the run that measured it: command, commit, machine, settings, wall and CPU
+# time); packed after every step, since the device tool brings back only a handful of files. It
+# never stops at the first failure: every step has its own time limit and reports ok / FAILED.
+# A copy of the tree without .git cannot tell its commit: start the device command with
+# PTM_COMMIT=<sha> (git rev-parse HEAD where the tree came from) to put it into the records.
 #
 # Carry: the embedded corpus (make data here; ~38 MB) and, for images without hydra/seqeval,
 # the pure-Python wheels in WHEELS (default .gpu/wheels; see the session kit's README):
@@ -37,7 +40,9 @@ BENCH_ARGS=${BENCH_ARGS:-pretrain.steps=40 pretrain.warmup_steps=5}
 GPU_TESTS=${GPU_TESTS:-1}        # 0 skips the gpu test leg
 # The grid: NAME:comma-separated overrides[:ENV=VALUE], each a short full-recipe run without probe,
 # evaluation or checkpoints; its log's steady tokens/s is the figure. Empty skips it.
-# Measured on 2026-11-30 (BENCHMARKS.md): eager, compiled and CUDA graphs at batch 256, batch 512.
+# Measured on 2026-11-30 from the logs (bench/gpu/results/2026-11-30; no records, so not in
+# BENCHMARKS.md): eager, compiled and CUDA graphs at batch 256, batch 512. Each cell's run
+# folder keeps its record.json, which comes back in results.tgz.
 # Not yet, in order: CUDA graphs with gradient accumulation, micro-batches of 128 alone, CUDA
 # graphs at batch 512. GRID= (empty) skips the grid.
 GRID=${GRID-"cudagraphs-accum:train.micro_batch_size=128,runtime.compile_mode=reduce-overhead compiled-m128:train.micro_batch_size=128 cudagraphs-b512:train.batch_size=512,train.micro_batch_size=512,runtime.compile_mode=reduce-overhead"}
@@ -63,7 +68,8 @@ step() {  # step NAME LIMIT_S COMMAND...  (its output goes to NAME.log in result
   pack
 }
 pack() {  # everything in one archive, replaced whole: a call cut short still brings back the last
-  (cd "$W" && find . \( -name metrics.json -o -name run_summary.json -o -path '*/tb/*' \) -type f |
+  (cd "$W" && find . \( -name metrics.json -o -name record.json -o -name run_summary.json \
+      -o -path '*/tb/*' \) -type f |
     while read -r f; do cp "$f" "$RES/runs/$(echo "${f#./}" | tr / _)"; done) 2>/dev/null
   local part="$OUT/.results.$BASHPID"  # steps run side by side: each packs into its own file
   tar czf "$part" -C "$RES" . 2>/dev/null; mv -f "$part" "$OUT/results.tgz"  # a file still being written is fine
@@ -80,7 +86,8 @@ DATA=outputs/data/embedded
 RT="runtime.device=$DEVICE runtime.precision=$PREC"
 W=${WORK:-/tmp/gpu-work}; RES=$W/results; mkdir -p "$W" "$RES/runs"  # models stay in $W; logs and metrics go to $RES
 
-# 1. The pretraining benchmark's GPU row (bf16, with both sides' MFU).
+# 1. The pretraining benchmark's GPU row (bf16, with both sides' MFU), written as a record into
+#    BENCHMARKS.json (rows merged by name: copy the returned file over the repository's).
 if [ "$BENCH" = 1 ]; then
   step bench 150 $PY -m bench 'only=[pretrain]' pretrain.cpu=false $BENCH_ARGS
   cp BENCHMARKS.md BENCHMARKS.json "$RES/" 2>/dev/null
@@ -112,12 +119,13 @@ wait
 $PY - "$W" "$RES/summary.json" "$OUT/steps.txt" <<'PYEOF' >>"$LOG" 2>&1
 import json, pathlib, sys
 work, dest, steps = pathlib.Path(sys.argv[1]), sys.argv[2], pathlib.Path(sys.argv[3])
-out = {"steps": steps.read_text().splitlines() if steps.exists() else [], "metrics": {}}
-for p in sorted(work.rglob("metrics.json")):
-    try:
-        out["metrics"][str(p.relative_to(work))] = json.loads(p.read_text())
-    except (OSError, ValueError) as e:  # reported, never hidden
-        out["metrics"][str(p.relative_to(work))] = f"unreadable: {e}"
+out = {"steps": steps.read_text().splitlines() if steps.exists() else [], "metrics": {}, "records": {}}
+for name, key in (("metrics.json", "metrics"), ("record.json", "records")):
+    for p in sorted(work.rglob(name)):
+        try:
+            out[key][str(p.relative_to(work))] = json.loads(p.read_text())
+        except (OSError, ValueError) as e:  # reported, never hidden
+            out[key][str(p.relative_to(work))] = f"unreadable: {e}"
 pathlib.Path(dest).write_text(json.dumps(out, indent=1))
 PYEOF
 pack

@@ -1,0 +1,287 @@
+"""The docs' results tables are rendered from records (``make docs``): every generated block in
+the repository is what its records render, a record and a table that disagree fail the check,
+and each renderer draws its table from a record exactly."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from docs.render import (
+    BENCHMARKS,
+    END,
+    ROOT,
+    documents,
+    main,
+    parse_blocks,
+    png_text,
+    render_file,
+    render_text,
+    run,
+    write_benchmarks_report,
+)
+from ptm.errors import InputError
+
+
+def record(kind: str, metrics: dict, **more) -> dict:
+    return {
+        "schema": 1,
+        "kind": kind,
+        "command": f"python -m {kind}",
+        "commit": {"sha": "0" * 40, "dirty": False, "changed": []},
+        "machine": {"label": "Intel Xeon (AMX) x2, bf16", "torch": "2.13.0+cpu"},
+        "started": "2026-12-01T10:00:00Z",
+        "finished": "2026-12-01T10:47:12Z",
+        "wall_seconds": 2832.0,
+        "cpu_seconds": 5501.5,
+        "metrics": metrics,
+        "config": {},
+        **more,
+    }
+
+
+def report_record() -> dict:
+    runs = []
+    for budget, rows, scores in (
+        (100, 100, {"pretrained": [0.70, 0.72, 0.68], "scratch": [0.63, 0.62, 0.65], "tfidf": [0.70] * 3}),
+        (None, 13875, {"pretrained": [0.846, 0.845, 0.847], "scratch": [0.812, 0.81, 0.813], "tfidf": [0.858] * 3}),
+    ):  # fmt: skip
+        for mode, values in scores.items():
+            for seed, value in enumerate(values, 1):
+                runs.append(
+                    {"task": "sentiment", "kind": "classification", "mode": mode, "seed": seed,
+                     "budget": budget, "rows": rows, "status": "ok", "dev": value, "test": value}
+                )  # fmt: skip
+    runs.append({"task": "names", "kind": "tokens", "mode": "pretrained", "seed": 1, "budget": None,
+                 "rows": 36023, "status": "ok", "dev": 0.9, "test": 0.898})  # fmt: skip
+    runs.append({"task": "names", "kind": "tokens", "mode": "scratch", "seed": 1, "budget": None,
+                 "status": "failed", "error": "diverged"})  # fmt: skip
+    tasks = {
+        "sentiment": {"metric_label": "macro-F1"},
+        "names": {"metric_label": "entity F1"},
+    }
+    return record("report", {"split": "test", "tasks": tasks}, per_seed=runs)
+
+
+def write(path: Path, data: dict) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def doc_with(tmp_path: Path, spec: str) -> Path:
+    doc = tmp_path / "docs" / "RESULTS.md"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(f"# Results\n\n<!-- generated: {spec} -->\nold text\n{END}\n\nprose stays\n")
+    return doc
+
+
+def block_of(doc: Path, root: Path) -> str:
+    render_file(doc, root)
+    text = doc.read_text()
+    assert text.startswith("# Results\n\n<!-- generated: ") and text.endswith(
+        f"{END}\n\nprose stays\n"
+    )
+    return text.split("-->\n", 1)[1].rsplit(f"\n{END}", 1)[0].strip("\n")
+
+
+# ----------------------------------------------------------------------------- the repository
+
+
+def test_every_generated_block_in_the_repository_is_what_its_records_render() -> None:
+    assert run(check=True) == [], "run `make docs` (python -m docs.render)"
+
+
+def test_benchmarks_md_is_rendered_from_benchmarks_json() -> None:
+    blocks = parse_blocks((ROOT / "BENCHMARKS.md").read_text(), ROOT / "BENCHMARKS.md")
+    assert [(b.name, b.args) for b in blocks] == [("benchmarks", [BENCHMARKS])]
+    assert ROOT / "BENCHMARKS.md" in documents()
+
+
+def test_every_benchmark_row_is_a_record_of_the_run_that_measured_it() -> None:
+    rows = json.loads((ROOT / BENCHMARKS).read_text())
+    for name, r in rows.items():
+        assert r["schema"] == 1 and r["kind"] == "bench" and r["extra"]["benchmark"] == name
+        assert r["command"].startswith("python -m bench 'only=[")
+        assert {"metric", "ours", "baseline", "ours_peak_mb", "baseline_peak_mb"} <= set(
+            r["metrics"]
+        )
+        if "legacy" not in r["extra"]:  # written since the benchmark keeps records
+            assert r["commit"] is not None and r["config"]["only"]
+            assert r["wall_seconds"] > 0 and r["cpu_seconds"] > 0 and r["machine"]["cpu"]
+    # The GPU step grid was read off logs, never recorded: it is not a benchmark row.
+    assert not [name for name in rows if name.startswith("pretrain on GPU:")]
+
+
+# ----------------------------------------------------------------------------- a disagreement
+
+
+def test_a_record_and_a_table_that_disagree_fail_the_check(tmp_path: Path) -> None:
+    for name in (BENCHMARKS, "BENCHMARKS.md"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    doc = tmp_path / "BENCHMARKS.md"
+    assert run(check=True, root=tmp_path) == []
+    rows = json.loads((tmp_path / BENCHMARKS).read_text())
+    first = sorted(rows)[0]
+    rows[first]["metrics"]["ours"] *= 2  # the record changes, the table does not
+    (tmp_path / BENCHMARKS).write_text(json.dumps(rows))
+    assert run(check=True, root=tmp_path) == [str(doc)]
+    assert run(check=False, root=tmp_path) == []  # make docs renders it again
+    assert run(check=True, root=tmp_path) == []
+    text = doc.read_text()
+    ratio = re.search(r"\*\*(\d+\.\d)x\*\*", text)
+    typed = f"**{float(ratio.group(1)) + 0.1:.1f}x**"  # a number typed in
+    doc.write_text(text[: ratio.start()] + typed + text[ratio.end() :])
+    assert run(check=True, root=tmp_path) == [str(doc)]
+
+
+def test_make_docs_check_exits_2_naming_what_is_out_of_date(tmp_path: Path, capsys) -> None:
+    assert main(["check=yes"]) == 2
+    assert "unknown argument 'check=yes'" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- renderers
+
+
+def test_the_benchmark_table(tmp_path: Path) -> None:
+    rows = {
+        "b: second": record(
+            "bench",
+            {"metric": "tokens/s", "ours": 7106.7, "baseline": 3102.9, "ours_peak_mb": 1869.2,
+             "baseline_peak_mb": 2268.7},
+            extra={"benchmark": "b: second", "setup": "BERT-mini, fp32"},
+        ),
+        "a: first": record(
+            "bench",
+            {"metric": "MB/s", "ours": 236.7, "baseline": None, "ours_peak_mb": 949.6,
+             "baseline_peak_mb": None},
+            extra={"benchmark": "a: first", "setup": "392 MB", "legacy": "before records"},
+        ),
+    }  # fmt: skip
+    rows["a: first"].update(commit=None, machine={"label": "AMD EPYC x2; no GPU; torch 2.13.0"})
+    write(tmp_path / BENCHMARKS, rows)
+    doc = doc_with(tmp_path, "benchmarks")
+    assert block_of(doc, tmp_path) == "\n".join(
+        [
+            "| benchmark | metric | ptm | baseline | ratio | ptm peak MB | baseline peak MB | machine | date | commit |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+            "| a: first | MB/s | 237 | — | — | 950 | — | AMD EPYC x2; no GPU; torch 2.13.0 | 2026-12-01 | *before records* |",
+            "| b: second | tokens/s | 7,107 | 3,103 | **2.3x** | 1,869 | 2,269 | Intel Xeon (AMX) x2, bf16; torch 2.13.0+cpu | 2026-12-01 | 0000000 |",
+            "",
+            "*before records*: written by `python -m bench` before it recorded its commit, settings and times; rerunning the row's command replaces it with a full record.",
+            "",
+            "Setups and commands:",
+            "",
+            "- **a: first** — 392 MB. Command: `python -m bench`",
+            "- **b: second** — BERT-mini, fp32. Command: `python -m bench`",
+        ]
+    )  # fmt: skip
+
+
+def test_bench_writes_its_report_through_the_same_renderer(tmp_path: Path) -> None:
+    rows = {"x": record("bench", {"metric": "IDs/s", "ours": 1e6, "baseline": 1e5, "ours_peak_mb": 1.0,
+                                  "baseline_peak_mb": 2.0}, extra={"benchmark": "x", "setup": "s"})}  # fmt: skip
+    results = Path(write(tmp_path / "b.json", rows))
+    report = tmp_path / "b.md"
+    write_benchmarks_report(report, results, root=tmp_path)
+    text = report.read_text()
+    assert text.startswith("# Benchmarks\n") and "<!-- generated: benchmarks b.json -->" in text
+    assert "| x | IDs/s | 1,000,000 | 100,000 | **10.0x** |" in text
+    report.write_text("# Mine\n")
+    with pytest.raises(InputError, match="no benchmarks block"):
+        write_benchmarks_report(report, results, root=tmp_path)
+
+
+def test_the_report_table(tmp_path: Path) -> None:
+    write(tmp_path / "results" / "report.json", report_record())
+    doc = doc_with(tmp_path, "report results/report.json gap=true")
+    assert block_of(doc, tmp_path) == "\n".join(
+        [
+            "| task | training rows | pretrained → fine-tuned | same model from scratch | classical baseline | pretrained − scratch |",
+            "|---|---|---|---|---|---|",
+            "| sentiment (macro-F1) | 100 | **0.700** (0.680–0.720) | 0.630 (0.620–0.650) | **0.700** | +0.070 |",
+            "| sentiment | all (13,875) | 0.846 (0.845–0.847) | 0.812 (0.810–0.813) | **0.858** | +0.034 |",
+            "| names (entity F1) | all (36,023) | **0.898** | —, 1 of 1 failed | — | — |",
+        ]
+    )  # fmt: skip
+
+
+def test_the_report_table_beside_another_report(tmp_path: Path) -> None:
+    write(tmp_path / "results" / "report.json", report_record())
+    other = report_record()
+    for r in other["per_seed"]:
+        r["test"] = 0.5
+    write(tmp_path / "results" / "older.json", other)
+    spec = "report results/report.json decimals=2 also=results/older.json also_label='6,000 steps'"
+    lines = block_of(doc_with(tmp_path, spec), tmp_path).split("\n")
+    assert lines[0].endswith("| classical baseline | 6,000 steps |")
+    assert (
+        lines[2]
+        == "| sentiment (macro-F1) | 100 | **0.70** (0.68–0.72) | 0.63 (0.62–0.65) | **0.70** | 0.50 |"
+    )
+
+
+def test_the_run_tables(tmp_path: Path) -> None:
+    pretrain = record("pretrain", {"eval/loss": 2.39891, "eval/accuracy": 0.51234,
+                                   "unigram_entropy": 6.5549, "steps": 10000, "tokens": 40960000})  # fmt: skip
+    write(tmp_path / "results" / "pretrain-payoff.json", pretrain)
+    doc = doc_with(tmp_path, "run results/pretrain-payoff.json")
+    assert block_of(doc, tmp_path) == "\n".join(
+        [
+            "| run | held-out loss | accuracy | unigram entropy | steps | tokens | wall | CPU time | machine |",
+            "|---|---|---|---|---|---|---|---|---|",
+            "| pretrain-payoff | 2.3989 | 0.5123 | 6.5549 | 10,000 | 40,960,000 | 47 min 12 s | 1 h 31 min | Intel Xeon (AMX) x2, bf16 |",
+        ]
+    )  # fmt: skip
+    finetune = record("finetune", {"steps": 1299, "tasks": {"sentiment": {
+        "metric": "macro_f1", "metric_label": "macro-F1", "dev": {"macro_f1": 0.8286}, "test": {"macro_f1": 0.85242}}}})  # fmt: skip
+    write(tmp_path / "results" / "finetune.json", finetune)
+    doc = doc_with(tmp_path, "run results/finetune.json decimals=3")
+    assert block_of(doc, tmp_path).split("\n")[2] == (
+        "| finetune | sentiment | macro-F1 | 0.829 | 0.852 | 1,299 | 47 min 12 s | Intel Xeon (AMX) x2, bf16 |"
+    )
+    doc = doc_with(tmp_path, "run results/finetune.json results/pretrain-payoff.json")
+    with pytest.raises(InputError, match=r"RESULTS.md:3: .*not \['finetune', 'pretrain'\]"):
+        render_file(doc, tmp_path)
+
+
+def test_the_plot_is_drawn_from_the_record_and_checked_by_its_digest(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    path = write(tmp_path / "results" / "report.json", report_record())
+    doc = doc_with(tmp_path, "plot results/report.json docs/curve.png")
+    assert block_of(doc, tmp_path) == (
+        "![test score by labelled training rows: median and min–max over seeds, from "
+        "results/report.json](curve.png)"
+    )
+    png = tmp_path / "docs" / "curve.png"
+    assert png_text(png)["Source"].startswith("results/report.json test sha256:")
+    assert run(check=True, root=tmp_path, paths=[doc]) == []
+    changed = report_record()
+    changed["per_seed"][0]["test"] = 0.1
+    write(Path(path), changed)
+    assert run(check=True, root=tmp_path, paths=[doc]) == [
+        f"{png} (not drawn from results/report.json)"
+    ]
+    assert run(check=False, root=tmp_path, paths=[doc]) == []
+    assert run(check=True, root=tmp_path, paths=[doc]) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("<!-- generated: nothing -->\n<!-- /generated -->\n", r"x.md:1: no renderer 'nothing'"),
+        ("<!-- generated: benchmarks -->\n", r"x.md:1: generated block without"),
+        ("<!-- /generated -->\n", r"x.md:1: <!-- /generated --> without a start marker"),
+        ("<!-- generated: run results/x.json colour=red -->\n<!-- /generated -->\n", r"unknown option \['colour'\]"),
+        ("<!-- generated: report results/none.json -->\n<!-- /generated -->\n", r"none.json: no such record"),
+    ],
+)  # fmt: skip
+def test_a_bad_block_is_one_line_naming_file_and_line(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(InputError, match=message):
+        render_text(text, tmp_path / "x.md", tmp_path)
