@@ -4,6 +4,10 @@ of a run, or from any of its checkpoints.
 python -m pretrain.export run=outputs/pretrain/latest step=1000   # -> <run>/model-step-1000
 python -m pretrain.export run=outputs/pretrain/latest              # its newest checkpoint
 
+Every model folder carries a model card (``README.md``, `ptm.models.card`): the end-of-run export
+with the run's metrics and recipe (the loop passes them as a `CardInfo`), a checkpoint's export
+with the run's recipe and the step it holds.
+
 Which step of a run fine-tunes best is a question the MLM loss does not answer (the downstream
 probe is a first hint), and a long run is worth fine-tuning from before it ends: a checkpoint
 becomes a model folder like the end-of-run one. A checkpoint holds the weights only; the run
@@ -23,6 +27,7 @@ were, in the original architecture, rather than dropped.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -37,7 +42,9 @@ from ptm.config import register_resolvers, resolve
 from ptm.data.tokenizer import load_tokenizer, save_tokenizer
 from ptm.errors import InputError, exit_on_input_error
 from ptm.files import written_aside
+from ptm.models.card import CardInfo, write_card
 from ptm.models.folder import read_config
+from ptm.records import command_line
 from ptm.training.checkpoint import (
     checkpoint_path,
     latest_checkpoint,
@@ -67,14 +74,17 @@ def export_model(
     tokenizer: PreTrainedTokenizerBase,
     out: Path,
     init_from: str | None = None,
+    card: CardInfo | None = None,
 ) -> None:
-    """Write ``out``, aside first and renamed at the end, so it is never half there."""
+    """Write ``out``, aside first and renamed at the end, so it is never half there, with its
+    model card (``card``: the run's config, metrics and command; None: the folder alone)."""
     with written_aside(out) as tmp:
         if init_from is None:
             model.save_pretrained(tmp)
             save_tokenizer(tokenizer, tmp)
         else:
             _export_continued(model, tokenizer, Path(init_from), tmp)
+        write_card(tmp, card or CardInfo(kind="pretrain"))
 
 
 def _export_continued(
@@ -114,9 +124,12 @@ def write_checkpoint_template(checkpoints: Path, model: PreTrainedModel, tokeniz
         save_tokenizer(tokenizer, tmp)
 
 
-def export_checkpoint(run: Path, step: int | None = None, out: Path | None = None) -> Path:
+def export_checkpoint(
+    run: Path, step: int | None = None, out: Path | None = None, command: str | None = None
+) -> Path:
     """The checkpoint of ``step`` (None: the newest intact one) of the pretraining run folder
-    ``run`` as a model folder, ``out`` or ``<run>/model-step-<step>``; returns where it went."""
+    ``run`` as a model folder, ``out`` or ``<run>/model-step-<step>``; returns where it went.
+    Its model card gives the run's recipe (from ``run.json``), the step, and ``command``."""
     folder = run / "checkpoints"
     found = list_checkpoints(folder)
     if not found:
@@ -153,16 +166,38 @@ def export_checkpoint(run: Path, step: int | None = None, out: Path | None = Non
             "export a checkpoint of the run that wrote this folder",
         )
     out = out or run / f"model-step-{state['step']}"
-    export_model(model, load_tokenizer(template), out, init_from=str(template))
+    card = CardInfo(
+        kind="pretrain",
+        command=command,
+        config=_run_config(run),
+        metrics={"steps": state["step"]},
+        notes=(
+            f"Step {state['step']:,} of the pretraining run `{run.name}`, exported from its "
+            "checkpoint: the run's held-out loss at this step is in its TensorBoard log (`tb/`).",
+        ),
+    )
+    export_model(model, load_tokenizer(template), out, init_from=str(template), card=card)
     log.info("step %d of %s written to %s", state["step"], run, out)
     return out
+
+
+def _run_config(run: Path) -> dict:
+    """The resolved config the run wrote to ``run.json`` ({} when it has none)."""
+    path = run / "run.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("config", {})
+    except json.JSONDecodeError as e:
+        raise InputError(path, f"not readable JSON ({e.msg})", "re-run or resume the run") from e
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 @exit_on_input_error
 def main(cfg: DictConfig) -> None:
     data = resolve(cfg)
-    export_checkpoint(Path(data["run"]), data["step"], Path(data["out"]) if data["out"] else None)
+    out = Path(data["out"]) if data["out"] else None
+    export_checkpoint(Path(data["run"]), data["step"], out, command=command_line())
 
 
 if __name__ == "__main__":

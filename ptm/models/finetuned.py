@@ -12,9 +12,10 @@ What a folder written by `export` holds:
 * otherwise (several tasks, mean pooling on another architecture) — the shared encoder as
   ``AutoModel`` loads it; the heads are in ``heads.safetensors`` and only `load_finetuned`
   (ptm) assembles the whole model;
-* always: the tokenizer, ``heads.safetensors`` (the exact head weights) and ``finetune.json``
+* always: the tokenizer, ``heads.safetensors`` (the exact head weights), ``finetune.json``
   (tasks, their kind and head, label order, pooling, truncation, decisions such as a multi-label
-  threshold, and how the folder loads).
+  threshold, and how the folder loads) and a model card, ``README.md`` (`ptm.models.card`: the
+  run's scores, recipe and command where the caller passes them).
 
 The ``[CLS]``-state head and ``BertForSequenceClassification``: that class always classifies
 ``tanh(W_p h + b_p)``, the pooler output. We export the pooler as ``W_p = eps * I``, ``b_p = 0``
@@ -46,6 +47,7 @@ from transformers import (
 from ptm.data.tokenizer import load_tokenizer, save_tokenizer
 from ptm.errors import InputError
 from ptm.files import written_aside
+from ptm.models.card import CardInfo, write_card
 from ptm.models.folder import reading_weights
 from ptm.models.heads import HeadConfig, TaskModel, build_head, load_encoder, quiet_transformers
 from ptm.models.modeling_mean_pooling import BertForMeanPooledSequenceClassification
@@ -99,9 +101,15 @@ def hf_class_for(model: TaskModel, meta: dict) -> str | None:
 
 
 def export(
-    model: TaskModel, tokenizer: PreTrainedTokenizerBase, meta: dict, out: Path
+    model: TaskModel,
+    tokenizer: PreTrainedTokenizerBase,
+    meta: dict,
+    out: Path,
+    card: CardInfo | None = None,
 ) -> str | None:
-    """Write the folder (aside, then renamed, so it is never half there); return the HF class."""
+    """Write the folder (aside, then renamed, so it is never half there) with its model card
+    (``card``: the run's config, metrics and command; None: the folder alone); return the HF
+    class."""
     meta = copy.deepcopy(meta)
     hf_class = hf_class_for(model, meta)
     model = copy.deepcopy(model).float().cpu().eval()  # the caller's model stays where it is
@@ -120,6 +128,7 @@ def export(
         save_tokenizer(tokenizer, tmp)
         full = {"format": FORMAT, "hf_class": hf_class, "loads_with": loads, **meta}
         (tmp / META).write_text(json.dumps(full, indent=2, ensure_ascii=False) + "\n")
+        write_card(tmp, card or CardInfo(kind="finetune"))
     return hf_class
 
 

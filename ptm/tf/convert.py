@@ -21,13 +21,16 @@ Decisions, and why:
   from the index before any data is read), so memory stays near the largest tensor.
 * **All or nothing.** Output is written under a temporary name and renamed at the end.
 * A ``conversion_report.json`` in the output lists every variable: mapped to what, or skipped
-  and why.
+  and why; a ``tf2hf`` folder also carries a model card (``README.md``, `ptm.models.card`) saying
+  what it was converted from and how. (An ``hf2tf`` output is a TensorFlow checkpoint, not a
+  model folder the Hub's card describes.)
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shlex
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +44,7 @@ from transformers import BertConfig, BertForPreTraining
 from ptm.data.tokenizer import load_tokenizer, save_tokenizer, vocab_list
 from ptm.errors import InputError
 from ptm.files import written_aside
+from ptm.models.card import CardInfo, write_card
 from ptm.tf.google_bert import (
     HF_TIED,
     Param,
@@ -92,14 +96,24 @@ class ConvertConfig:
             raise InputError(None, f"gelu_approximation={self.gelu_approximation}", fix)
 
 
-def run(cfg: ConvertConfig) -> dict:
-    """Convert ``cfg.input`` into the folder ``cfg.output``; returns the report's summary."""
+def run(cfg: ConvertConfig, command: str | None = None) -> dict:
+    """Convert ``cfg.input`` into the folder ``cfg.output``; returns the report's summary.
+    ``command`` goes into the model card (None: the ``python -m convert`` command that this
+    config spells)."""
     out = Path(cfg.output)
     _check_output(out, Path(cfg.input), cfg.overwrite)
     with written_aside(out) as tmp:
         report = (tf_to_hf if cfg.direction == "tf2hf" else hf_to_tf)(cfg, tmp)
         report["summary"]["output"] = str(out)
         (tmp / REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        if cfg.direction == "tf2hf":
+            card = CardInfo(
+                kind="convert",
+                command=command or _command(cfg),
+                metrics=report["summary"],
+                notes=tuple(report["notes"]),
+            )
+            write_card(tmp, card)
     s = report["summary"]
     for note in report["notes"]:
         log.info("note: %s", note)
@@ -114,6 +128,18 @@ def run(cfg: ConvertConfig) -> dict:
         s["architecture"],
     )
     return s
+
+
+def _command(cfg: ConvertConfig) -> str:
+    """``python -m convert input=... output=...`` with the settings this config has beyond the
+    defaults that always apply (conf/convert.yaml)."""
+    words = [f"input={cfg.input}", f"output={cfg.output}"]
+    if cfg.gelu_approximation is not None:
+        words.append(f"gelu_approximation={cfg.gelu_approximation}")
+    words += [f"{k}={getattr(cfg, k)}" for k in ("bert_config", "vocab") if getattr(cfg, k)]
+    if cfg.skip:
+        words.append(f"skip=[{','.join(cfg.skip)}]")
+    return "python -m convert " + " ".join(shlex.quote(w) for w in words)
 
 
 def _check_output(out: Path, src: Path, overwrite: bool) -> None:
