@@ -10,7 +10,7 @@ from ptm.config import PathsConfig, to_dataclass
 from ptm.errors import InputError
 from ptm.models.heads import HeadConfig
 from ptm.tasks.collapse import CollapseConfig
-from ptm.tasks.kinds import KINDS
+from ptm.tasks.kinds import kind_of
 from ptm.tasks.loading import TaskConfig
 from ptm.training.guard import GuardConfig
 from ptm.training.runtime import RuntimeConfig
@@ -106,11 +106,7 @@ def build_config(data: dict[str, Any]) -> FinetuneConfig:
             raise InputError(
                 None, f"tasks.{name} is {settings!r}, not a mapping", "see conf/task/*.yaml"
             )
-        kind = settings.get("kind", "classification")
-        if kind not in KINDS:
-            raise InputError(
-                None, f"tasks.{name}.kind={kind!r} is unknown", f"use one of {list(KINDS)}"
-            )
+        kind_of(name, settings)  # named, and known: a task without kind: is not guessed
     names = [
         s.get("submission_name") for s in tasks.values() if s.get("submission_format") == "jsonl"
     ]

@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 
 from ptm.config import register_resolvers, resolve, to_dataclass
 from ptm.errors import InputError, exit_on_input_error
+from ptm.tasks.kinds import kind_of
 from ptm.tasks.loading import TaskConfig, task_table
 from ptm.tasks.overlap import measure_overlap, read_texts
 
@@ -36,10 +37,13 @@ def main(cfg: DictConfig) -> dict:
     corpus = [Path(p) for p in data["data"]["corpus"]]
     if not corpus:
         raise InputError(None, "data.corpus lists no file", "set data.corpus=[file1,file2,...]")
-    tasks = [to_dataclass(TaskConfig, {"name": k, **v}) for k, v in data["tasks"].items()]
+    tasks = [
+        (kind_of(name, settings), to_dataclass(TaskConfig, {"name": name, **settings}))
+        for name, settings in data["tasks"].items()
+    ]
     held_out = {}
-    for task in tasks:
-        columns = [task.text_column] + ([task.text_b_column] if task.kind == "pair" else [])
+    for kind, task in tasks:
+        columns = kind.text_columns(task)  # each text column of the kind
         for split in ("train", "dev", "test"):
             path = getattr(task, split)
             if path is not None:

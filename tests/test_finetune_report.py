@@ -5,37 +5,25 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import logging
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
 from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 from transformers import BertConfig, BertForMaskedLM
 
 from finetune import report
-from finetune.config import build_config
-from finetune.report import (
-    ReportConfig,
-    _split_rows,
-    overrides_for,
-    plot_curves,
-    render,
-    run,
-    task_defaults,
-)
-from ptm.config import CONF_DIR, from_conf
+from finetune.report import ReportConfig, overrides_for, run
+from ptm.config import from_conf
 from ptm.data.idtext import SourceStats, iter_text_chunks, parse_id_lines
-from ptm.data.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer, vocab_from_counts
+from ptm.data.tokenizer import build_tokenizer, save_tokenizer, vocab_from_counts
 from ptm.errors import DivergenceError
-from ptm.tasks.kinds import load_task
 from ptm.tasks.loading import label_budget
 from tests.conftest import compose_config
+from tests.finetune_helpers import tiny_model_dir, write_multilabel
 
 
 def embedded_model(folder: Path, embedded: Path) -> Path:
@@ -107,42 +95,44 @@ def test_report_runs_every_mode_and_writes_the_table(tmp_path: Path, embedded_di
     ).is_file()
 
 
-def test_the_verdict_says_when_pretraining_does_not_help() -> None:
-    cfg = report_config(model_path=Path("m"), seeds=[1, 2, 3], budgets=[None])
-
-    def rows(task, kind, pre, scratch):
-        return [
-            {"task": task, "kind": kind, "mode": mode, "seed": s, "dev": v, "test": v, "seconds": 1}
-            for mode, values in (("pretrained", pre), ("scratch", scratch))
-            for s, v in zip(cfg.seeds, values, strict=True)
-        ]
-
-    text = render(
-        rows("sentiment", "classification", [0.90, 0.91, 0.92], [0.85, 0.86, 0.87])
-        + rows("reviews", "classification", [0.90, 0.91, 0.92], [0.85, 0.86, 0.93])
-        + rows("names", "tokens", [0.50, 0.52, 0.51], [0.60, 0.61, 0.62]),
-        cfg,
+def test_a_multi_label_report_runs_every_mode_and_names_the_kind_s_baseline(
+    tmp_path: Path,
+) -> None:
+    """`python -m finetune.report tasks=[multilabel]`: both fine-tunings and the kind's own
+    classical baseline (one-vs-rest, threshold chosen on dev), on every row and on a budget."""
+    files = write_multilabel(tmp_path / "ml")
+    cfg = report_config(
+        model_path=tiny_model_dir(tmp_path / "model"),
+        tasks=["multilabel"],
+        seeds=[1],
+        budgets=[40, None],
+        budget_steps=4,
+        budget_evals=1,
+        finetune_overrides=[
+            "+experiment=finetune_tiny",
+            *(f"tasks.multilabel.{split}={path}" for split, path in files.items()),
+            "tasks.multilabel.max_seq_len=64",
+        ],
+        paths={"root": ".", "data_dir": str(tmp_path), "output_dir": str(tmp_path / "out")},
+        run_dir=tmp_path / "report",
     )
-    assert "- sentiment: pretraining helps: test macro-F1 0.9100 against 0.8600" in text
-    assert "ahead in 3 of 3 seeds), beyond the spread of the seeds" in text
-    assert "- reviews: **pretraining does not clearly beat training from scratch**" in text
-    assert "ahead in 2 of 3 seeds) — within the spread of the seeds" in text
-    assert "- names: **pretraining does not beat training from scratch**" in text
-    assert "| names | entity F1 | same model from scratch | 0.6100 | 0.6000–0.6200 |" in text
-    # What fine-tuning ran, beyond the overrides: each task's own defaults (none for "reviews").
-    names_lr = yaml.safe_load((CONF_DIR / "task_defaults" / "names.yaml").read_text())["train"]
-    assert f"; names `train.lr={names_lr['lr']}`." in text
-    assert "the tasks' own defaults: sentiment `model.dropout=" in text and "reviews `" not in text
-    # A default the overrides replace is not listed as one; the baselines fine-tune nothing.
-    assert task_defaults(["sentiment", "names"], ["model.dropout=null"]) == (
-        f"names `train.lr={names_lr['lr']}`"
-    )
-    tfidf_only = [
-        {"task": "sentiment", "kind": "classification", "mode": "tfidf", "seed": s, "dev": 0.8,
-         "test": 0.8, "seconds": 1}
-        for s in cfg.seeds
-    ]  # fmt: skip
-    assert "own defaults" not in render(tfidf_only, cfg)
+
+    def compose(overrides: list[str]) -> dict:
+        return OmegaConf.to_container(compose_config("finetune", overrides), resolve=True)
+
+    results = run(cfg, compose)["results"]
+    assert [(r["mode"], r["budget"], r["status"]) for r in results] == [
+        (mode, budget, "ok") for budget in (40, None) for mode in cfg.modes
+    ]
+    assert {r["rows"] for r in results} == {40, 96}  # finetune_tiny's limit_examples
+    assert all(0.0 <= r[s] <= 1.0 for r in results for s in ("dev", "test"))
+    baseline = next(r for r in results if r["mode"] == "tfidf" and r["budget"] is None)
+    assert baseline["test"] > 0.5  # the marker IDs are words TF-IDF sees
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "| multilabel | macro-F1 | TF-IDF + one-vs-rest logistic regression |" in text
+    assert "| multilabel | macro-F1 | pretrained -> fine-tuned |" in text
+    assert "The one-vs-rest TF-IDF model (lbfgs) is deterministic" in text
+    assert text.count("\n- multilabel: ") == 1 and "## Label efficiency" in text
 
 
 def test_task_specific_overrides_reach_only_their_task() -> None:
@@ -168,83 +158,7 @@ def test_label_budgets_are_stratified_nested_and_fixed_by_the_seed() -> None:
     assert np.array_equal(label_budget(None, 50, 80, 1), np.arange(50))  # more than there are
 
 
-@pytest.mark.parametrize("task_name", ["sentiment", "names"])
-def test_the_baseline_learns_from_the_rows_the_models_learn_from(
-    task_name: str, tmp_path: Path, embedded_dir: Path
-) -> None:
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    (data_dir / "embedded").symlink_to(embedded_dir, target_is_directory=True)
-    overrides = [
-        f"task={task_name}",
-        f"paths.data_dir={data_dir}",
-        f"tasks.{task_name}.train_rows=60",
-        f"tasks.{task_name}.train_rows_seed=3",
-    ]
-    ft = build_config(OmegaConf.to_container(compose_config("finetune", overrides), resolve=True))
-    task = ft.tasks[0]
-    tokenizer = load_tokenizer(embedded_model(tmp_path / "model", embedded_dir))
-    data = load_task(task, tokenizer, limit=400)
-    rows = _split_rows(task, limit=400)["train"]
-    assert data.splits["train"].n_rows == len(rows) == 60
-    texts = [
-        " ".join(tokenizer.convert_ids_to_tokens(ids[1:-1].tolist()))
-        for ids in data.splits["train"].input_ids
-    ]
-    if task.kind == "tokens":  # windows of one row: compare rows, not examples
-        assert data.splits["train"].stats["examples"] == len(texts)
-        joined = {}
-        for r, t in zip(data.splits["train"].row, texts, strict=True):
-            joined[r] = f"{joined[r]} {t}" if r in joined else t
-        texts = [joined[r] for r in sorted(joined)]
-    assert [t.split()[:16] for t in texts] == [r[0].split()[:16] for r in rows]  # reviews: cut
-    if task.kind == "tokens":
-        assert texts == [r[0] for r in rows]
-    else:
-        assert [data.labels[i] for i in data.splits["train"].labels] == [r[1] for r in rows]
-
-
 # ----------------------------------------------------------------------------- failures, curves
-
-
-def _row(task, kind, mode, seed, value, budget=None, rows=1000, status="ok"):
-    out = {"task": task, "kind": kind, "mode": mode, "seed": seed, "budget": budget, "rows": rows}
-    if status != "ok":
-        return {**out, "status": "failed", "error": f"step 100: collapsed (seed {seed})"}
-    return {**out, "status": "ok", "dev": value, "test": value, "seconds": 2}
-
-
-def test_failed_runs_are_counted_in_their_cell_and_listed() -> None:
-    cfg = report_config(
-        model_path=Path("m"),
-        seeds=[1, 2, 3],
-        budgets=[100, None],
-    )
-    results = [
-        _row("sentiment", "classification", mode, seed, base + 0.01 * seed, budget, rows)
-        for budget, rows in ((100, 100), (None, 13875))
-        for mode, base in (("pretrained", 0.80), ("scratch", 0.70), ("tfidf", 0.75))
-        for seed in cfg.seeds
-    ]
-    results[13] = _row("sentiment", "classification", "scratch", 2, 0, None, 13875, "failed")
-    for i in (3, 4, 5):  # every from-scratch run of the 100-row budget
-        results[i] = _row("sentiment", "classification", "scratch", i - 2, 0, 100, 100, "failed")
-    text = render(results, cfg, Path("out") / "label_efficiency.png")
-    assert "| sentiment | macro-F1 | same model from scratch | 0.7200 | 0.7100–0.7300 |" in text
-    assert "| 0.7100, 0.7300 | 2 | 1 of 3 |" in text  # per-seed values of the runs that finished
-    assert "| sentiment | macro-F1 | pretrained -> fine-tuned | 0.8200 |" in text
-    assert "ahead in 2 of 2 seeds), beyond the spread of the seeds" in text  # seed 2 left out
-    assert "## Label efficiency" in text
-    assert (
-        "| sentiment | 100 | 0.8200 (0.8100–0.8300) | —, 3 of 3 failed | 0.7700 (0.7600–0.7800) "
-        "| — |" in text
-    )
-    assert (
-        "| sentiment | all (13,875) | 0.8200 (0.8100–0.8300) | 0.7200 (0.7100–0.7300), 1 of 3 "
-        "failed | 0.7700 (0.7600–0.7800) | +0.1000 |" in text
-    )
-    assert "![test score by labelled training rows](label_efficiency.png)" in text
-    assert text.count("- sentiment, ") == 4 and "seed 2: step 100: collapsed (seed 2)" in text
 
 
 def test_a_report_survives_a_failing_run_and_draws_the_curve(
@@ -296,25 +210,6 @@ def test_a_report_survives_a_failing_run_and_draws_the_curve(
         assert "(label_efficiency.png)" in text
     else:
         assert not png.exists() and "label_efficiency.png" not in text
-
-
-def test_without_matplotlib_the_curve_is_a_table_and_one_log_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    results = [
-        _row("names", "tokens", mode, seed, 0.5 + 0.01 * seed, budget, rows)
-        for budget, rows in ((100, 100), (None, 36023))
-        for mode in ("pretrained", "scratch")
-        for seed in (1, 2)
-    ]
-    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
-    with caplog.at_level(logging.INFO, logger="finetune.report"):
-        assert plot_curves(results, tmp_path / "curve.png") is None
-    assert not (tmp_path / "curve.png").exists()
-    assert [r.message for r in caplog.records] == [
-        "report: matplotlib is not installed, so the label-efficiency curve is a table only"
-    ]
-    assert plot_curves(results[:4], tmp_path / "curve.png") is None  # one budget: no curve
 
 
 def test_a_report_resumes_reusing_runs_whose_inputs_did_not_change(

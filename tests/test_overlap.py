@@ -95,3 +95,24 @@ def test_report_names_a_corpus_line_that_is_not_utf8(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines() == [
         f"error: {corpus}:2: not UTF-8 text (invalid start byte) — save it as UTF-8"
     ]
+
+
+def test_each_text_column_of_the_task_s_kind_is_searched_and_a_kind_is_required(
+    tmp_path: Path,
+) -> None:
+    """A pair task's second text is held-out text too (its kind names both columns); a task
+    file without ``kind:`` is refused rather than read as classification."""
+    corpus = write(tmp_path / "news.txt", ["今天诸葛涛在成都发表了演讲，听众很多。"])
+    rows = ["text_a\ttext_b\tlabel", "完全没有出现过的句子\t诸葛涛在成都发表了演讲\t0"]
+    train = write(tmp_path / "train.csv", rows)
+    task = ["task=pair", f"tasks.pair.train={train}", f"tasks.pair.dev={train}"]
+    args = ("pretrain.overlap", f"paths.output_dir={tmp_path}", f"data.corpus=[{corpus}]", *task)
+    result = run_module(*args)
+    assert result.returncode == 0, result.stderr
+    (report_file,) = tmp_path.glob("logs/overlap/*/overlap.json")
+    assert json.loads(report_file.read_text())["pair/dev"] == {
+        "rows": 2, "checked": 2, "contained": 1, "share": 0.5,
+    }  # fmt: skip
+    result = run_module(*args, "~tasks.pair.kind")
+    assert result.returncode == 2
+    assert "error: tasks.pair names no kind — add kind:" in result.stderr

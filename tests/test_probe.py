@@ -29,7 +29,7 @@ def probe_tasks(folder: Path) -> list[ProbeTask]:
     cls = write_classification(folder / "cls")
     tags = write_tags(folder / "tags", long_every=7)  # some dev rows are windowed
     return [
-        ProbeTask("cls", cls["train"], cls["dev"]),
+        ProbeTask("cls", cls["train"], cls["dev"], kind="classification"),
         ProbeTask("tags", tags["train"], tags["dev"], kind="tokens", label_column="tags"),
     ]
 
@@ -63,6 +63,16 @@ def test_rows_are_spread_over_the_file_and_capped() -> None:
     assert spread(3, 10).tolist() == [0, 1, 2]
 
 
+def test_a_probe_task_names_a_kind_the_probe_reads() -> None:
+    """No guessed kind; and a kind whose answers a linear probe cannot fit is refused by name."""
+    with pytest.raises(InputError, match=r"ProbeConfig\.tasks: .*missing 1 required .*'kind'"):
+        probe_config(tasks=[{"name": "t", "train": "a.csv", "dev": "b.csv"}])
+    with pytest.raises(
+        ValueError, match=r"kind='multi_label'; use one of \['classification', 'tokens'\]"
+    ):
+        ProbeTask("t", Path("a.csv"), Path("b.csv"), "multi_label")
+
+
 def test_probe_files_from_another_vocabulary_are_refused(tmp_path: Path) -> None:
     """The embedded tasks with a user's corpus would score nonsense: a one-line error instead."""
     model_dir = tiny_model_dir(tmp_path / "model")
@@ -73,7 +83,7 @@ def test_probe_files_from_another_vocabulary_are_refused(tmp_path: Path) -> None
     )
     for name in ("train", "dev"):
         (foreign / f"{name}.csv").write_text("label\ttext\n" + rows)
-    task = ProbeTask("other", foreign / "train.csv", foreign / "dev.csv")
+    task = ProbeTask("other", foreign / "train.csv", foreign / "dev.csv", "classification")
     with pytest.raises(InputError, match=r"unknown to the corpus.s vocabulary.*data\.probe=null"):
         Probe(probe_config(tasks=[task]), load_tokenizer(model_dir))
 

@@ -4,8 +4,10 @@ and a tagging task lives in one class per kind, behind one small protocol (`Task
 The training loop, inference, export, the report and the sweep summary hold a task's kind and
 ask it — which columns to read, which head to build, the loss, how to predict and score, the
 metric to select on, the transformers class to export, how to write the submission — and never
-compare kind names. Adding a kind is one class here, registered in `KINDS`, and one task file in
-``conf/task/``.
+compare kind names (tests/test_tasks.py checks every module for it). Adding a kind is one class
+here, registered in `KINDS`, and one task file in ``conf/task/`` — and, for the report, a
+classical baseline in `ptm.tasks.baselines` that the class names. A task file must name its kind
+(`kind_of`): none is guessed.
 
 * ``classification`` — ``label\\ttext``: one label per text, softmax over the classes, macro-F1
   (what the Tianchi competition scores; accuracy hides a model that ignores small classes).
@@ -21,6 +23,7 @@ compare kind names. Adding a kind is one class here, registered in `KINDS`, and 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -69,8 +72,9 @@ class TaskKind(Protocol):
     head: str  # the ptm.models.heads head: "sequence" (pooled, one output per text) or "token"
     hf_task: str | None  # the transformers class a one-task export writes: "SequenceClassification"
     problem_type: str | None  # the transformers config's problem_type for that class
-    baseline: str | None  # the classical baseline the report fits: "tfidf", "window_tagger", None
+    baseline: str | None  # its classical baseline for the report: a key of ptm.tasks.baselines
     answers_in_test_file: bool  # tags ride in the test file; labels come as a test_labels file
+    linear_probe: bool  # pretraining's probe (ptm.tasks.probe) can score it on frozen states
 
     # Reading and encoding a split (called by ptm.tasks.loading.read_task).
     def text_columns(self, cfg: TaskConfig) -> list[str]: ...
@@ -91,6 +95,7 @@ class TaskKind(Protocol):
         tokenizer: PreTrainedTokenizerBase,
     ) -> Split: ...
     def strata(self, train: Split) -> np.ndarray | None: ...
+    def budget_strata(self, answers: list[str]) -> np.ndarray | None: ...
     def chance_loss(self, train: Split, n_labels: int) -> float: ...
     def check_model(self, task: TaskData, config: PretrainedConfig) -> None: ...
 
@@ -197,6 +202,7 @@ class Classification(_Softmax, _Kind):
     hf_task, problem_type = "SequenceClassification", None
     baseline = "tfidf"
     answers_in_test_file = False
+    linear_probe = True
 
     def encode_text(
         self, encoder: TextEncoder, texts: list[str], path: Path, lines: np.ndarray
@@ -260,6 +266,12 @@ class Classification(_Softmax, _Kind):
 
     def strata(self, train: Split) -> np.ndarray | None:
         return train.labels
+
+    def budget_strata(self, answers: list[str]) -> np.ndarray | None:
+        """`strata` of rows not encoded — their answers as written (the report's classical
+        baselines draw a label budget from them): the same partition of the rows, which is all
+        that `ptm.tasks.loading.label_budget` reads."""
+        return np.unique(answers, return_inverse=True)[1]
 
     def chance_loss(self, train: Split, n_labels: int) -> float:
         """The entropy of the training labels: the loss of predicting their frequencies."""
@@ -325,6 +337,7 @@ class Pair(Classification):
 
     name = "pair"
     baseline = None
+    linear_probe = False  # the probe reads one text a row
 
     def text_columns(self, cfg: TaskConfig) -> list[str]:
         return [cfg.text_column, cfg.text_b_column]
@@ -369,6 +382,7 @@ class Tokens(_Softmax, _Kind):
     hf_task, problem_type = "TokenClassification", None
     baseline = "window_tagger"
     answers_in_test_file = True
+    linear_probe = True
 
     def encode_text(
         self, encoder: TextEncoder, texts: list[str], path: Path, lines: np.ndarray
@@ -459,6 +473,9 @@ class Tokens(_Softmax, _Kind):
     def strata(self, train: Split) -> np.ndarray | None:
         return None  # a row has many tags: the held-out rows are drawn at random
 
+    def budget_strata(self, answers: list[str]) -> np.ndarray | None:
+        return None
+
     def chance_loss(self, train: Split, n_labels: int) -> float:
         """The entropy of the tags: the loss of predicting their frequencies at every ID."""
         tags = np.concatenate([t[t >= 0] for t in train.tags])
@@ -540,7 +557,8 @@ class MultiLabel(Classification):
     name = "multi_label"
     metric, metric_label, secondary = "macro_f1", "macro-F1", "micro_f1"
     problem_type = "multi_label_classification"
-    baseline = None
+    baseline = "tfidf_one_vs_rest"
+    linear_probe = False  # the probe fits one class a text
     THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
 
     def parse_answers(
@@ -574,6 +592,9 @@ class MultiLabel(Classification):
     def strata(self, train: Split) -> np.ndarray | None:
         return None  # a row has several labels: the held-out rows are drawn at random
 
+    def budget_strata(self, answers: list[str]) -> np.ndarray | None:
+        return None
+
     def chance_loss(self, train: Split, n_labels: int) -> float:
         """The mean binary entropy of the labels: the loss of predicting each label's frequency."""
         p = train.labels.mean(0)
@@ -604,14 +625,18 @@ class MultiLabel(Classification):
 
     def tune(self, task: TaskData, split: Split, prediction: Prediction) -> dict:
         """The threshold that maximises dev macro-F1 (ties: the one nearest 0.5)."""
-        truth = split.row_labels()
+        return {"threshold": self.threshold_on(split.row_labels(), prediction.probs)}
+
+    def threshold_on(self, truth: np.ndarray, probs: np.ndarray) -> float:
+        """Of `THRESHOLDS`, the one whose decisions on ``probs`` (``(n, C)``) score the best
+        macro-F1 against ``truth`` (``(n, C)`` 0/1); ties go to the one nearest 0.5. What `tune`
+        chooses on dev, and the report's classical baseline too."""
 
         def macro(t: float) -> float:
-            guess = self.decide(prediction.probs, t)
-            return f1_score(truth, guess, average="macro", zero_division=0)
+            return f1_score(truth, self.decide(probs, t), average="macro", zero_division=0)
 
         scores = {float(t): macro(float(t)) for t in self.THRESHOLDS}
-        return {"threshold": max(scores, key=lambda t: (scores[t], -abs(t - 0.5)))}
+        return max(scores, key=lambda t: (scores[t], -abs(t - 0.5)))
 
     def score(
         self, task: TaskData, split: Split, prediction: Prediction, decision: dict
@@ -623,11 +648,18 @@ class MultiLabel(Classification):
         )
         return {
             "loss": prediction.loss,
+            **self.label_scores(truth, guess),
+            "threshold": decision["threshold"],
+            "per_class": per_class(task.labels, p, r, f, support),
+        }
+
+    def label_scores(self, truth: np.ndarray, guess: np.ndarray) -> dict[str, float]:
+        """Macro-F1 over labels (the metric), micro-F1 and exact-match accuracy of ``(n, C)`` 0/1
+        decisions."""
+        return {
             "macro_f1": float(f1_score(truth, guess, average="macro", zero_division=0)),
             "micro_f1": float(f1_score(truth, guess, average="micro", zero_division=0)),
             "exact_match": float((truth == guess).all(1).mean()),
-            "threshold": decision["threshold"],
-            "per_class": per_class(task.labels, p, r, f, support),
         }
 
     def export_meta(self, task: TaskData, head: HeadConfig, decision: dict) -> dict:
@@ -651,6 +683,23 @@ KINDS: dict[str, TaskKind] = {k.name: k for k in (Classification(), Pair(), Toke
 def kind_named(name: str) -> TaskKind:
     if name not in KINDS:
         raise ValueError(f"kind={name!r} is unknown; use one of {list(KINDS)}")
+    return KINDS[name]
+
+
+def kind_of(task: str, settings: Mapping[str, Any]) -> TaskKind:
+    """The kind that ``tasks.<task>`` of a config names. A task without ``kind:`` is an error, not
+    a guess: a tagging file read as classification would train on its tag strings as labels."""
+    name = settings.get("kind")
+    if name is None:
+        raise InputError(
+            None,
+            f"tasks.{task} names no kind",
+            f"add kind: (one of {list(KINDS)}) to its task file, or give +tasks.{task}.kind=...",
+        )
+    if name not in KINDS:
+        raise InputError(
+            None, f"tasks.{task}.kind={name!r} is unknown", f"use one of {list(KINDS)}"
+        )
     return KINDS[name]
 
 

@@ -93,13 +93,6 @@ def token_metrics(
     }
 
 
-def primary(kind: str) -> str:
-    """The metric a task of this kind name is selected and reported on: what
-    ``ptm.tasks.kinds.kind_named(kind).metric`` says, kept by name for the callers that still
-    hold the name rather than the kind."""
-    return "entity_f1" if kind == "tokens" else "macro_f1"
-
-
 def confusion_image(matrix: np.ndarray, labels: list[str], cell: int = 36) -> np.ndarray:
     """A row-normalised confusion matrix as an ``(3, H, W)`` uint8 image for TensorBoard.
 

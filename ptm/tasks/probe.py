@@ -35,14 +35,12 @@ from transformers import PreTrainedTokenizerBase
 from ptm.errors import InputError
 from ptm.tasks.batching import collate, eval_order
 from ptm.tasks.bio import bio_decode, bio_transitions
-from ptm.tasks.kinds import TaskKind, kind_named, load_task
+from ptm.tasks.kinds import KINDS, TaskKind, kind_named, load_task
 from ptm.tasks.loading import IGNORE, Split, TaskConfig, TaskData
 from ptm.tasks.metrics import classification_metrics, token_metrics
 from ptm.training.runtime import autocast
 
 log = logging.getLogger(__name__)
-# The kinds a linear probe can read: one label per text (pooled states) or one per token.
-KINDS = ("classification", "tokens")
 # Above this share of unknown tokens the probe's files were anonymized with another vocabulary
 # than the corpus's (a user's corpus with the embedded tasks): its scores would mean nothing.
 MAX_UNKNOWN = 0.2
@@ -55,14 +53,15 @@ class ProbeTask:
     name: str
     train: Path
     dev: Path
-    kind: str = "classification"  # classification | tokens
+    kind: str  # a kind the probe reads (`TaskKind.linear_probe`): classification, tokens
     text_column: str = "text"
     label_column: str = "label"
     max_seq_len: int = 128  # longer texts keep head + tail; longer tagged rows are windowed
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"probe task {self.name}: kind={self.kind!r}; use one of {KINDS}")
+        readable = [name for name, kind in KINDS.items() if kind.linear_probe]
+        if self.kind not in readable:
+            raise ValueError(f"probe task {self.name}: kind={self.kind!r}; use one of {readable}")
 
 
 @dataclass(frozen=True, kw_only=True)
