@@ -30,9 +30,11 @@ from finetune.config import build_config
 from finetune.train import run
 from ptm.config import register_resolvers, resolve
 from ptm.errors import exit_on_input_error
+from ptm.training.stop import exit_resumable_when_stopped
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="finetune")
+@exit_resumable_when_stopped
 @exit_on_input_error
 def main(cfg: DictConfig) -> float:
     data = resolve(cfg)  # a required value left at ??? is a one-line error

@@ -20,9 +20,11 @@ from pretrain.config import PretrainConfig
 from pretrain.train import run
 from ptm.config import register_resolvers, resolve, to_dataclass
 from ptm.errors import exit_on_input_error
+from ptm.training.stop import exit_resumable_when_stopped
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="pretrain")
+@exit_resumable_when_stopped
 @exit_on_input_error
 def main(cfg: DictConfig) -> float:
     data = resolve(cfg)

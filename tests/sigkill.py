@@ -1,7 +1,8 @@
-"""``python -m tests.sigkill CALLS MODULE.FUNCTION STAGE [ARGS...]``: run ``python -m STAGE ARGS``
-and kill this very process with SIGKILL as soon as ``MODULE.FUNCTION`` has returned ``CALLS``
-times — a real ``kill -9`` at a chosen point of a run (no exception, no ``finally``, no flush),
-deterministic where a kill from outside would land wherever the run happens to be."""
+"""``python -m tests.sigkill [SIGNAL] CALLS MODULE.FUNCTION STAGE [ARGS...]``: run ``python -m
+STAGE ARGS`` and send this very process ``SIGNAL`` (default ``SIGKILL``) as soon as
+``MODULE.FUNCTION`` has returned ``CALLS`` times — a real ``kill -9`` (no exception, no
+``finally``, no flush), or the ``SIGTERM`` a scheduler sends, at a chosen point of a run:
+deterministic where a signal from outside would land wherever the run happens to be."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import sys
 
 
 def main() -> None:
-    calls, target, stage, *args = sys.argv[1:]
+    args = sys.argv[1:]
+    signum = signal.Signals[args.pop(0)] if args[0].startswith("SIG") else signal.SIGKILL
+    calls, target, stage, *args = args
     module_name, name = target.rsplit(".", 1)
     module = importlib.import_module(module_name)
     real = getattr(module, name)
@@ -24,7 +27,7 @@ def main() -> None:
         out = real(*a, **kw)
         count += 1
         if count == int(calls):
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), signum)
         return out
 
     setattr(module, name, counted)

@@ -1,6 +1,6 @@
-"""Fine-tuning checkpoints and exact resume: a run killed with SIGKILL mid-epoch and resumed ends
-with the same dev and test metrics, submission and exported weights as a run never stopped; a
-damaged newest checkpoint is skipped for the newest intact one."""
+"""Fine-tuning checkpoints and exact resume: a run killed with SIGKILL mid-epoch, or stopped by
+SIGTERM, and resumed ends with the same dev and test metrics, submission and exported weights as a
+run never stopped; a damaged newest checkpoint is skipped for the newest intact one."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from finetune.train import run
 from ptm.errors import InputError
 from ptm.training.checkpoint import latest_checkpoint, load_latest, save_checkpoint
+from ptm.training.stop import EXIT_RESUMABLE
 from tests.conftest import run_module
 from tests.finetune_helpers import (
     finetune_config,
@@ -98,6 +99,39 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_metrics_and_weights(
     assert json.loads((killed / "metrics.json").read_text())["resumed_at"] == 12
     assert outcome(killed) == outcome(straight)
     same_weights(killed, straight)
+
+
+def test_sigterm_mid_epoch_saves_at_the_next_step_and_resumes_to_the_same_outcome(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    """What a scheduler's SIGTERM does: the run finishes the step it is in, writes a checkpoint
+    at step 14 (none was due), exits with 75, and its resume ends as the straight run."""
+    overrides = [*task(tmp_path), *SCHEDULE]
+    straight = tmp_path / "straight"
+    run(finetune_config(tmp_path, model_dir, straight, *overrides))
+
+    stopped = tmp_path / "stopped"
+    args = [*finetune_overrides(tmp_path, model_dir, *overrides), f"hydra.run.dir={stopped}"]
+    result = run_module(
+        "tests.sigkill", "SIGTERM", "14", "ptm.training.loop.optimizer_step", "finetune", *args
+    )
+    assert result.returncode == EXIT_RESUMABLE, result.stderr[-2000:]
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"stopped: stopped by SIGTERM at step 14, checkpoint {stopped / 'checkpoints'}")
+    )
+    assert [p.name for p in sorted((stopped / "checkpoints").glob("*.pt"))] == [
+        "step-00000012.pt",
+        "step-00000014.pt",
+    ]
+    assert not (stopped / "model").exists()
+
+    result = run_module("finetune", *args, f"resume={stopped}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((stopped / "metrics.json").read_text())["resumed_at"] == 14
+    assert outcome(stopped) == outcome(straight)
+    same_weights(stopped, straight)
 
 
 def test_a_damaged_newest_checkpoint_is_skipped_for_the_newest_intact_one(

@@ -56,11 +56,9 @@ def test_tiny_pretraining_in_bf16_exports_a_model_transformers_loads(
     assert len(fill("100 101 [MASK] 103")) == 5
 
 
-def test_fp32_resume_with_deterministic_kernels_is_exact(
-    tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_fp32_resume_with_deterministic_kernels_is_exact(tmp_path: Path, corpus: Path) -> None:
     check_exact_resume(
-        tmp_path, corpus, monkeypatch,
+        tmp_path, corpus,
         f"runtime.device={DEVICE}", "runtime.precision=fp32", "runtime.deterministic=true",
     )  # fmt: skip
 

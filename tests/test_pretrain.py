@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -11,14 +12,21 @@ from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
 
-import pretrain.train as train_module
 from pretrain.config import PretrainConfig
 from pretrain.export import TEMPLATE, export_checkpoint
 from pretrain.train import run
 from ptm.config import from_conf, resolve, to_dataclass
 from ptm.errors import DivergenceError
 from ptm.models.mlm import MaskedLMObjective, ModelConfig, build_mlm_model
-from tests.conftest import CONF_DIR, ROOT, compose_config, pretrain_config, run_module
+from ptm.training.stop import EXIT_RESUMABLE
+from tests.conftest import (
+    CONF_DIR,
+    ROOT,
+    compose_config,
+    pretrain_config,
+    run_module,
+    tiny_pretrain_overrides,
+)
 
 
 def scalars(run_dir: Path, tag: str) -> dict[int, float]:
@@ -47,43 +55,47 @@ def test_tiny_run_exports_a_model_transformers_loads(tmp_path: Path, corpus: Pat
     assert (run_dir / "checkpoints").is_dir() and (run_dir / "metrics.json").is_file()
 
 
-class Stop(Exception):
-    pass
+def test_resume_repeats_the_uninterrupted_run_exactly(tmp_path: Path, corpus: Path) -> None:
+    check_exact_resume(tmp_path, corpus)
 
 
-def test_resume_repeats_the_uninterrupted_run_exactly(
-    tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch
+def test_sigterm_saves_at_the_next_step_and_resume_repeats_the_run(
+    tmp_path: Path, corpus: Path
 ) -> None:
-    check_exact_resume(tmp_path, corpus, monkeypatch)
+    """SIGTERM after step 13 (checkpoints every 10): the run saves step 14's state, exits with
+    75 ("resumable"), and the resumed run logs and exports what an uninterrupted one does."""
+    check_exact_resume(tmp_path, corpus, signame="SIGTERM")
 
 
 def check_exact_resume(
-    tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch, *runtime: str
+    tmp_path: Path, corpus: Path, *runtime: str, signame: str = "SIGKILL"
 ) -> None:
-    """A run stopped after its step-10 checkpoint and resumed logs the same losses for steps
-    11-20 and exports the same weights as the run that was never stopped."""
+    """A run stopped by ``signame`` after its 14th optimizer step (SIGKILL: the step-10
+    checkpoint is the newest; SIGTERM: a checkpoint at the step-14 boundary) and resumed logs the
+    same losses for steps 15-20 and exports the same weights as the run that was never stopped."""
     extra = ("train.log_every=1", "train.save_every=10", "train.max_steps=20", *runtime)
     straight = tmp_path / "straight"
     run(pretrain_config(tmp_path, corpus, straight, *extra))
 
     stopped = tmp_path / "stopped"
-    real_save = train_module.save_checkpoint
-
-    def save_then_crash(folder, step, state, keep):
-        path = real_save(folder, step, state, keep)
-        if step == 10:
-            raise Stop
-        return path
-
-    monkeypatch.setattr(train_module, "save_checkpoint", save_then_crash)
-    with pytest.raises(Stop):
-        run(pretrain_config(tmp_path, corpus, stopped, *extra))
-    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    overrides = [*tiny_pretrain_overrides(tmp_path, corpus, *extra), f"hydra.run.dir={stopped}"]
+    result = run_module(
+        "tests.sigkill", signame, "14", "ptm.training.loop.optimizer_step", "pretrain", *overrides
+    )
+    saved = sorted(p.name for p in (stopped / "checkpoints").glob("*.pt"))
+    if signame == "SIGKILL":
+        assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+        assert saved == ["step-00000010.pt"]
+    else:
+        assert result.returncode == EXIT_RESUMABLE, result.stderr[-2000:]
+        assert saved == ["step-00000010.pt", "step-00000014.pt"]
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("stopped: stopped by SIGTERM at step 14") and "resume=" in last
     assert not (stopped / "model").exists()
     run(pretrain_config(tmp_path, corpus, stopped, *extra, f"resume={stopped}"))
 
     a, b = scalars(straight, "train/loss"), scalars(stopped, "train/loss")
-    assert [a[s] for s in range(11, 21)] == [b[s] for s in range(11, 21)]
+    assert [a[s] for s in range(15, 21)] == [b[s] for s in range(15, 21)]
     wa, wb = (
         load_file(straight / "model" / "model.safetensors"),
         load_file(stopped / "model" / "model.safetensors"),

@@ -9,11 +9,15 @@ same in pretraining and fine-tuning:
 * `Budget` — how far a run is through its step, token and time limits (the LR schedule and the
   stop check read it);
 * `set_lr` — the scheduled rate into every parameter group (times its ``lr_scale``, if any);
+* `StepContext` — what every step uses and none changes (forward, DDP module, scaler, device);
 * `accumulate` — forward and backward over the micro-batches of one optimizer step, gradients
   synchronised on the last one only (DDP's ``no_sync``), under autocast;
 * `optimizer_step` — unscale, clip, step, update the scaler, zero the gradients;
 * `check_divergence` — the divergence guard on the step's loss;
 * `Meter` and `progress_line` — throughput, MFU and ETA since the last log line, and the line;
+* `Clock` — a run's seconds so far, across resumes (the time budget and the checkpoint read it);
+* `save_state` / `resume_point` — a run state written to a checkpoint, and the checkpoint a run
+  continues from: the only two places a loop's state meets a file;
 * `gather` — a value of every process (their RNG states, for a checkpoint);
 * `write_run_summary` / `write_metrics` — the one-screen summary at the start (log + run.json)
   and the metrics at the end.
@@ -37,8 +41,10 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ptm.errors import InputError
 from ptm.progress import format_duration
 from ptm.training import dist, runtime
+from ptm.training.checkpoint import list_checkpoints, load_latest, save_checkpoint
 from ptm.training.guard import DivergenceGuard
 from ptm.training.mfu import peak_flops, utilisation
 from ptm.training.rundir import point_latest
@@ -99,13 +105,22 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr * group["lr_scale"] if "lr_scale" in group else lr
 
 
+@dataclass(frozen=True)
+class StepContext:
+    """What every optimizer step of a run uses and none changes: the forward pass (compiled or
+    not), the module DDP wraps (for ``no_sync``), the scaler, device, precision and the number of
+    processes sharing the global batch."""
+
+    forward: Callable[..., Any]
+    ddp: nn.Module
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    precision: str
+    world_size: int
+
+
 def accumulate(
-    micro: Sequence[Any],
-    loss_of: Callable[[Any], torch.Tensor],
-    ddp: nn.Module,
-    scaler: torch.amp.GradScaler,
-    device: torch.device,
-    precision: str,
+    ctx: StepContext, micro: Sequence[Any], loss_of: Callable[[Any], torch.Tensor]
 ) -> None:
     """Forward and backward of every micro-batch of one optimizer step.
 
@@ -115,10 +130,13 @@ def accumulate(
     pass runs outside autocast, as PyTorch recommends.
     """
     for i, batch in enumerate(micro):
-        sync = i == len(micro) - 1 or not isinstance(ddp, DistributedDataParallel)
-        with nullcontext() if sync else ddp.no_sync(), runtime.autocast(device, precision):
+        sync = i == len(micro) - 1 or not isinstance(ctx.ddp, DistributedDataParallel)
+        with (
+            nullcontext() if sync else ctx.ddp.no_sync(),
+            runtime.autocast(ctx.device, ctx.precision),
+        ):
             loss = loss_of(batch)
-        scaler.scale(loss).backward()
+        ctx.scaler.scale(loss).backward()
 
 
 def optimizer_step(
@@ -192,6 +210,49 @@ def progress_line(
     return (
         f"step {step} | {fields} | {rate}{shown} | {100 * done:3.0f}% | ETA {format_duration(left)}"
     )
+
+
+class Clock:
+    """Seconds a run has trained, counting the time before a resume (``start``)."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.start, self.started = start, time.perf_counter()
+
+    def restart(self) -> None:
+        """Count from now: what came before the first step (setup, a resume) is not training."""
+        self.started = time.perf_counter()
+
+    def since_start(self) -> float:
+        """Seconds since this process started counting (what throughput and ETA divide by)."""
+        return time.perf_counter() - self.started
+
+    def elapsed(self) -> float:
+        return self.start + self.since_start()
+
+
+def save_state(state: Any, run_dir: Path, keep: int, is_main: bool) -> Path | None:
+    """A checkpoint of ``state`` (anything with ``step`` and ``state_dict()``) in
+    ``<run_dir>/checkpoints``. Every process calls it — a state may gather values from all of
+    them — and rank 0 writes."""
+    values = state.state_dict()
+    if not is_main:
+        return None
+    return save_checkpoint(run_dir / "checkpoints", state.step, values, keep)
+
+
+def resume_point(resume: Path | None) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint ``resume=<run folder>`` continues from — its newest intact one, newer
+    damaged ones skipped with a warning — and its values for the state's ``load_state_dict``;
+    None without ``resume`` or when that run wrote no checkpoint yet (a warning)."""
+    if resume is None:
+        return None
+    folder = Path(resume) / "checkpoints"
+    found = load_latest(folder)
+    if found is None:
+        if list_checkpoints(folder):
+            raise InputError(folder, "no checkpoint here loads", "start anew without resume=")
+        log.warning("resume=%s has no checkpoint yet: starting from scratch", resume)
+    return found
 
 
 def gather(obj: Any) -> list[Any]:
