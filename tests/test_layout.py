@@ -14,12 +14,13 @@ FLOOR = {"errors", "progress", "files"}
 ALLOWED = {
     "errors": set(),
     "progress": set(),
-    "files": set(),
+    "files": {"errors"},  # a full disk is reported as bad input is: one line
     "data": FLOOR,
     "models": FLOOR | {"data"},
     "training": FLOOR,
     "tasks": FLOOR | {"data", "models", "training"},
-    "tf": FLOOR | {"data"},
+    "tf": FLOOR | {"data", "models"},  # a converted folder carries a model card
+    "records": FLOOR,
     "config": FLOOR | {"training"},
 }
 STAGES = ("pretrain", "finetune", "convert")

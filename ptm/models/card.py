@@ -236,7 +236,8 @@ def _finetune(info: CardInfo, model: dict, meta: dict):
     )
     results = []
     for task, t in tasks.items():
-        hub_task = "token-classification" if t.get("kind") == "tokens" else "text-classification"
+        head = meta.get("tasks", {}).get(task, {}).get("head")  # the kind's, in finetune.json
+        hub_task = "token-classification" if head == "token" else "text-classification"
         for split in ("dev", "test"):
             scores = t.get(split) or {}
             for key in dict.fromkeys([t.get("metric"), "accuracy", "tag_accuracy"]):
