@@ -5,7 +5,6 @@ training on a small corpus forgets."""
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import numpy as np
 from pretrain.config import DataConfig
 from ptm.data.segment_builder import hash_file_versions, prepare_segments
 from ptm.errors import InputError
+from ptm.files import write_file_atomically
 
 
 def prepare_run_data(data: DataConfig, tokenizer_source: str | None) -> tuple[Path, Path | None]:
@@ -79,8 +79,7 @@ def rehearsal_sample(files: list[Path], documents: int, cache_dir: Path, seed: i
                     if j < documents:
                         chosen[j] = line.rstrip("\n")
                 seen += 1
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text("\n".join(chosen) + "\n", encoding="utf-8")
-    os.replace(tmp, out)
+    # Runs started together draw the same sample: each writes it whole under its own name and
+    # renames it into place, so none reads a file another is still writing.
+    write_file_atomically(out, ("\n".join(chosen) + "\n").encode("utf-8"))
     return out

@@ -38,6 +38,32 @@ class DivergenceError(RuntimeError):
     """Training diverged; the message names the step, the learning rate and the likely fix."""
 
 
+class DiskFullError(InputError):
+    """The disk filled up while writing ``path`` (``ENOSPC`` or a quota): how many bytes the
+    output needs and how many are free, so the user knows how much to clear
+    (`ptm.files.stop_on_full_disk` raises it, after removing the partial output)."""
+
+    def __init__(self, path: str | Path, needed: int, free: int) -> None:
+        # ``needed`` is an estimate; one below what is free now (the partial output was removed)
+        # says too little, so the message says only that more than that is needed.
+        need = f"about {_size(needed)}" if needed > free else f"more than {_size(free)}"
+        super().__init__(
+            path,
+            f"the disk filled up while writing this: {need} needed, {_size(free)} free",
+            "free space there, or write elsewhere (paths.output_dir, paths.data_dir),"
+            " and run again",
+        )
+        self.needed, self.free = needed, free
+
+
+def _size(n: int) -> str:
+    """``1,946,112 bytes (1.9 MB)``: exact for scripts, readable for people."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n:,} bytes ({n / scale:.1f} {unit})"
+    return f"{n:,} bytes"
+
+
 def exit_on_input_error(fn: Callable[P, R]) -> Callable[P, R | None]:
     """Report an `InputError` or `DivergenceError` escaping a Hydra job as one line.
 

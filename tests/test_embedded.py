@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ptm.config import from_conf
-from ptm.data.embedded import EmbeddedConfig, bio_tags, build_embedded_corpus
+from ptm.data.embedded import EmbeddedConfig, _write_files, bio_tags, build_embedded_corpus
 
 
 def rows(path: Path) -> list[list[str]]:
@@ -95,3 +95,26 @@ def test_same_seed_same_bytes(embedded_dir: Path, tmp_path: Path) -> None:
     first = json.loads((embedded_dir / "meta.json").read_text())
     assert again["files"] == first["files"]
     assert again["counts"]["reviews"]["both_labels_dropped"] == 47
+
+
+def test_a_rebuild_replaces_only_changed_files_whole(tmp_path: Path) -> None:
+    """Each file is renamed into place (a run reading it never sees half of it) and an unchanged
+    file is left alone, keeping the modification time the segment cache is keyed on."""
+    out = tmp_path / "embedded"
+    first = {
+        "pretrain.txt": b"1 2\n",
+        "sentiment/train.csv": b"label\ttext\n",
+        "meta.json": b"{}\n",
+    }
+    assert _write_files(out, first) == 3
+    before = {rel: (out / rel).stat() for rel in first}
+    assert _write_files(out, {**first, "sentiment/train.csv": b"label\ttext\n0\t1 2\n"}) == 1
+    kept = (out / "pretrain.txt").stat()
+    assert (kept.st_ino, kept.st_mtime_ns) == (
+        before["pretrain.txt"].st_ino,
+        before["pretrain.txt"].st_mtime_ns,
+    )
+    assert (out / "sentiment/train.csv").read_bytes() == b"label\ttext\n0\t1 2\n"
+    assert (out / "sentiment/train.csv").stat().st_ino != before["sentiment/train.csv"].st_ino
+    assert [p.name for p in tmp_path.iterdir()] == ["embedded"]  # no lock or temporary left
+    assert sorted(p.name for p in (out / "sentiment").iterdir()) == ["train.csv"]

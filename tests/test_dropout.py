@@ -1,5 +1,7 @@
-"""The CPU training shortcuts: ptm's dropout mask and glibc keeping freed memory (attention:
-test_attention.py).
+"""ptm's dropout (`ptm.models.dropout`): masks that keep 1 - p and scale to an exact
+expectation, repeat under a seed, and swap in for every ``nn.Dropout`` of a model; and the other
+CPU training shortcut beside it, glibc keeping freed memory for reuse
+(`ptm.training.runtime.keep_freed_memory`; attention: test_attention.py).
 
 Their speed is measured in `make bench`; here, that they compute what they claim.
 """
