@@ -20,8 +20,6 @@ On SLURM:                  python -m finetune -m +launcher=slurm hydra.launcher.
 
 from __future__ import annotations
 
-import re
-
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
@@ -39,16 +37,8 @@ from ptm.training.stop import exit_resumable_when_stopped
 def main(cfg: DictConfig) -> float:
     data = resolve(cfg)  # a required value left at ??? is a one-line error
     data["run_dir"] = HydraConfig.get().runtime.output_dir
-    data["fixed_lengths"] = fixed_lengths(HydraConfig.get().overrides.task)
     metrics = run(build_config(data))
     return metrics["best"]["dev_score"]  # what a Hydra sweeper optimises
-
-
-def fixed_lengths(overrides: list[str]) -> list[str]:
-    """The tasks whose ``max_seq_len`` the command line sets (``tasks.<name>.max_seq_len=N``):
-    those are kept as given; a length from a task file follows the model instead."""
-    found = (re.fullmatch(r"\+{0,2}tasks\.([^.=]+)\.max_seq_len=.*", item) for item in overrides)
-    return [m[1] for m in found if m]
 
 
 if __name__ == "__main__":

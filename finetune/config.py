@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +10,8 @@ from ptm.config import PathsConfig, to_dataclass
 from ptm.errors import InputError
 from ptm.models.heads import HeadConfig
 from ptm.tasks.collapse import CollapseConfig
+from ptm.tasks.config import TaskConfig
 from ptm.tasks.kinds import kind_of
-from ptm.tasks.loading import TaskConfig
 from ptm.training.guard import GuardConfig
 from ptm.training.runtime import RuntimeConfig
 
@@ -86,14 +86,11 @@ class FinetuneConfig:
     runtime: RuntimeConfig
     resume: Path | None  # a run folder to continue from its newest intact checkpoint
     run_dir: Path = Path(".")  # Hydra's run folder; set by the entry point, not in conf/
-    # Tasks whose max_seq_len the command line set: kept as set rather than capped at the
-    # model's positions. Set by the entry point, not in conf/.
-    fixed_lengths: list[str] = field(default_factory=list)
 
 
 def build_config(data: dict[str, Any]) -> FinetuneConfig:
-    """The typed config from the resolved Hydra one; ``tasks`` is a mapping name -> settings in
-    the YAML (so task files compose) and a list with the names inside here."""
+    """The typed config from the resolved Hydra one, its tasks checked first: a mapping name ->
+    settings in the YAML (so task files compose), each named, of a known kind and complete."""
     tasks = data.get("tasks") or {}
     if not isinstance(tasks, dict) or not tasks:
         raise InputError(
@@ -107,6 +104,16 @@ def build_config(data: dict[str, Any]) -> FinetuneConfig:
                 None, f"tasks.{name} is {settings!r}, not a mapping", "see conf/task/*.yaml"
             )
         kind_of(name, settings)  # named, and known: a task without kind: is not guessed
+        missing = [
+            f.name for f in fields(TaskConfig) if f.name != "name" and f.name not in settings
+        ]
+        if missing:
+            raise InputError(
+                None,
+                f"tasks.{name} lacks {missing}",
+                f"a task without a file of conf/task/ starts from conf/task/_base.yaml: add "
+                f"+task@tasks.{name}=_base before its settings",
+            )
     names = [
         s.get("submission_name") for s in tasks.values() if s.get("submission_format") == "jsonl"
     ]
@@ -117,5 +124,4 @@ def build_config(data: dict[str, Any]) -> FinetuneConfig:
             f"several tasks write the submission file(s) {twice} into one zip",
             "give each task its own submission_name",
         )
-    data = {**data, "tasks": [{"name": name, **s} for name, s in tasks.items()]}
     return to_dataclass(FinetuneConfig, data)

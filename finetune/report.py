@@ -58,7 +58,8 @@ from finetune.train import run as finetune
 from ptm.config import PathsConfig, override_key, register_resolvers, resolve, to_dataclass
 from ptm.errors import DivergenceError, InputError, exit_on_input_error
 from ptm.tasks.baselines import fit_baseline
-from ptm.tasks.loading import TaskConfig, task_table
+from ptm.tasks.config import TaskConfig
+from ptm.tasks.loading import task_table
 from ptm.training.checkpoint import file_sha256
 from ptm.training.rundir import point_latest
 

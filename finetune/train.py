@@ -42,8 +42,9 @@ from ptm.models.heads import TaskModel, build_head, check_vocab, encoder_config,
 from ptm.progress import format_count
 from ptm.tasks.batching import collate
 from ptm.tasks.collapse import CollapseGuard
+from ptm.tasks.config import TaskConfig
 from ptm.tasks.kinds import load_task
-from ptm.tasks.loading import TaskConfig, TaskData
+from ptm.tasks.loading import TaskData
 from ptm.training import dist, loop
 from ptm.training.guard import DivergenceGuard
 from ptm.training.llrd import layer_decay_groups
@@ -159,7 +160,7 @@ def setup(cfg: FinetuneConfig, session: loop.Session) -> tuple[Finetuning, Finet
     tokenizer_from = cfg.model.tokenizer or folder
     tokenizer = load_tokenizer(tokenizer_from)
     check_vocab(len(tokenizer), config, tokenizer_from)
-    task_cfgs = [_fit_length(tc, config, tc.name in cfg.fixed_lengths) for tc in cfg.tasks]
+    task_cfgs = [_fit_length(tc, config) for tc in cfg.tasks]
     tasks = [load_task(tc, tokenizer, t.limit_examples) for tc in task_cfgs]
     _check_fit(tasks, config, t.batch_size)
 
@@ -396,27 +397,19 @@ def _model_config(folder: Path):
     return encoder_config(folder)
 
 
-def _fit_length(task: TaskConfig, config, fixed: bool) -> TaskConfig:
-    """A task's length follows the model it fine-tunes: a length from the task file that the
-    model has no positions for is capped at the model's (logged); one the user set on the command
-    line (``fixed``) is kept, and one too long is an error."""
+def _fit_length(task: TaskConfig, config) -> TaskConfig:
+    """A task's length follows the model it fine-tunes: ``max_seq_len: null`` is the model's
+    positions, and a length the model has no positions for is capped at them (logged)."""
     positions = config.max_position_embeddings
+    if task.max_seq_len is None:
+        return dataclasses.replace(task, max_seq_len=positions)
     if task.max_seq_len <= positions:
         return task
-    if fixed:
-        raise InputError(
-            None,
-            f"tasks.{task.name}.max_seq_len={task.max_seq_len} exceeds the model's {positions} "
-            "positions",
-            f"set tasks.{task.name}.max_seq_len={positions} or less",
-        )
     log.info(
-        "task %s: max_seq_len %d capped at the model's %d positions (set tasks.%s.max_seq_len to "
-        "choose another length)",
+        "task %s: max_seq_len %d capped at the model's %d positions",
         task.name,
         task.max_seq_len,
         positions,
-        task.name,
     )
     return dataclasses.replace(task, max_seq_len=positions)
 

@@ -23,8 +23,9 @@ from omegaconf import DictConfig
 
 from ptm.config import register_resolvers, resolve, to_dataclass
 from ptm.errors import InputError, exit_on_input_error
+from ptm.tasks.config import TaskConfig
 from ptm.tasks.kinds import kind_of
-from ptm.tasks.loading import TaskConfig, task_table
+from ptm.tasks.loading import task_table
 from ptm.tasks.overlap import measure_overlap, read_texts
 
 log = logging.getLogger(__name__)

@@ -253,11 +253,35 @@ def setup(cfg: PretrainConfig, session: loop.Session) -> tuple[Pretraining, Pret
             t.max_steps, t.max_tokens, t.max_minutes * 60 if t.max_minutes else None
         ),
         feed=Prefetch(host_batches, enabled=device.type == "cuda"),
-        # Downstream probe of the frozen encoder (rank 0; ptm.tasks.probe): when pretraining pays off.
-        probe=Probe(cfg.data.probe, tokenizer) if cfg.data.probe and info.is_main else None,
+        probe=_probe(cfg, tokenizer, model.config.max_position_embeddings)
+        if info.is_main
+        else None,
         tb=TensorBoard(run_dir / "tb" if info.is_main else None),
     )
     return p, state
+
+
+def _probe(cfg: PretrainConfig, tokenizer, positions: int) -> Probe | None:
+    """The downstream probe of the frozen encoder (`ptm.tasks.probe`: when pretraining pays off),
+    on the corpus its tasks belong to only: a corpus of the user's own gets none unless its own
+    labelled files are listed, and the log says so."""
+    probe = cfg.data.probe
+    if probe is None:
+        return None
+    if probe.corpus is not None and _resolved(probe.corpus) != _resolved(cfg.data.corpus):
+        log.info(
+            "no downstream probe: its tasks (%s) come from %s, not from this corpus; list "
+            "labelled files of yours under data.probe.tasks and set data.probe.corpus=null to "
+            "probe it",
+            ", ".join(t.name for t in probe.tasks),
+            ", ".join(map(str, probe.corpus)),
+        )
+        return None
+    return Probe(probe, tokenizer, positions)
+
+
+def _resolved(paths: list[Path]) -> list[Path]:
+    return [Path(p).resolve() for p in paths]
 
 
 def _check_positions(cfg: PretrainConfig) -> None:

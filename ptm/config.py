@@ -121,6 +121,11 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         return _convert(args[0], value, where) if len(args) == 1 else value
     if dataclasses.is_dataclass(tp):
         return value if isinstance(value, tp) else _build(tp, value, where)
+    if origin is list and isinstance(value, dict) and _named(get_args(tp)):
+        # A mapping of named items (``tasks: {sentiment: {...}}``: task files compose by name)
+        # is the list of those items, each with its key as ``name``.
+        (item,) = get_args(tp)
+        return [_build(item, {"name": k, **v}, f"{where}.{k}") for k, v in value.items()]
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
             raise InputError(None, f"config {where}: expected a list, got {value!r}", _FIX)
@@ -132,6 +137,15 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if tp is float and isinstance(value, int):
         return float(value)
     return value
+
+
+def _named(args: tuple) -> bool:
+    """A list of dataclasses that carry their own ``name``."""
+    return (
+        len(args) == 1
+        and dataclasses.is_dataclass(args[0])
+        and any(f.name == "name" for f in dataclasses.fields(args[0]))
+    )
 
 
 def to_plain(obj: Any) -> Any:

@@ -63,6 +63,18 @@ def segment_config(**values):
     return from_conf(SegmentConfig, "pretrain", "data.segments", **values)
 
 
+def task_config(**values):
+    """A `TaskConfig` with the defaults of conf/task/_base.yaml (every task file's), ``values``
+    changed; ``kind``, ``train`` and ``name`` (default "t") are the caller's."""
+    import yaml
+
+    from ptm.config import to_dataclass
+    from ptm.tasks.config import TaskConfig
+
+    base = yaml.safe_load((ROOT / "conf" / "task" / "_base.yaml").read_text())
+    return to_dataclass(TaskConfig, {**base, "name": "t", **values})
+
+
 def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
     register_resolvers()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):

@@ -166,12 +166,13 @@ def write_tags(folder: Path, long_every: int = 0) -> dict[str, Path]:
 
 
 def task_overrides(name: str, files: dict[str, Path], kind: str, **extra) -> list[str]:
-    """Command-line overrides defining task ``name`` over ``files`` (replacing the default task)."""
-    out = [f"+tasks.{name}.kind={kind}"]
+    """Command-line overrides defining task ``name`` over ``files`` (replacing the default task):
+    a task without a file starts from conf/task/_base.yaml, as a user's would."""
+    out = [f"+task@tasks.{name}=_base", f"tasks.{name}.kind={kind}"]
     for key in ("train", "dev", "test", "test_labels"):
         if key in files:
-            out.append(f"+tasks.{name}.{key}={files[key]}")
-    out += [f"+tasks.{name}.{k}={v}" for k, v in extra.items()]
+            out.append(f"tasks.{name}.{key}={files[key]}")
+    out += [f"tasks.{name}.{k}={v}" for k, v in extra.items()]
     return out
 
 

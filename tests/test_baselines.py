@@ -13,9 +13,9 @@ from finetune.config import build_config
 from ptm.data.tokenizer import load_tokenizer
 from ptm.errors import InputError
 from ptm.tasks.baselines import BASELINES, fit_baseline, split_rows
+from ptm.tasks.config import TaskConfig
 from ptm.tasks.kinds import KINDS, MultiLabel, load_task
-from ptm.tasks.loading import TaskConfig
-from tests.conftest import compose_config
+from tests.conftest import compose_config, task_config
 from tests.finetune_helpers import tiny_model_dir, write_multilabel, write_pairs
 from tests.test_finetune_report import embedded_model
 
@@ -63,7 +63,7 @@ def test_the_baseline_learns_from_the_rows_the_models_learn_from(
 
 def multilabel_task(tmp_path: Path, **values) -> TaskConfig:
     files = write_multilabel(tmp_path / "ml")
-    return TaskConfig(name="ml", kind="multi_label", **files, **values)
+    return task_config(name="ml", kind="multi_label", max_seq_len=64, **files, **values)
 
 
 def test_the_multi_label_baseline_reads_the_models_rows_and_scores_label_sets(
@@ -109,6 +109,6 @@ def test_a_dev_label_train_never_had_is_an_error_naming_its_line(tmp_path: Path)
 
 def test_a_kind_without_a_baseline_says_so(tmp_path: Path) -> None:
     files = write_pairs(tmp_path / "pair")
-    task = TaskConfig(name="p", kind="pair", train=files["train"], dev=files["dev"])
+    task = task_config(name="p", kind="pair", train=files["train"], dev=files["dev"])
     with pytest.raises(InputError, match="the pair kind has no classical baseline"):
         fit_baseline(task, seed=1)

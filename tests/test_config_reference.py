@@ -27,7 +27,7 @@ from finetune.config import FinetuneConfig
 from pretrain.config import PretrainConfig
 from ptm.config import from_conf
 from ptm.errors import InputError
-from ptm.tasks.loading import TaskConfig
+from ptm.tasks.config import TaskConfig
 from tests.conftest import compose_config
 
 # Keys without a comment anywhere in their group when this test was written. Remove a line when
@@ -64,9 +64,9 @@ KNOWN_WITHOUT_COMMENT = {
     "conf/train/mlm.yaml: guard.ema",
 }
 # Typed settings that have no key in conf/ on purpose: the entry point sets the run folder.
-NOT_IN_CONF = {"run_dir", "fixed_lengths"}  # set by the entry point
-# Known gap: the multi-task sampling weight of a task (ptm.tasks.loading.TaskConfig.weight).
-TASK_KEYS_NOT_IN_CONF = {"name", "weight"}
+NOT_IN_CONF = {"run_dir"}  # set by the entry point
+# A task's name is its key under tasks:, not a setting.
+TASK_KEYS_NOT_IN_CONF = {"name"}
 
 
 def test_the_committed_reference_is_up_to_date() -> None:
@@ -139,15 +139,18 @@ def test_every_typed_setting_has_a_key_in_conf() -> None:
     for stage, cls in (("pretrain", PretrainConfig), ("finetune", FinetuneConfig)):
         composed = OmegaConf.to_container(compose_config(stage, []), resolve=False)
         keys = set(leaf_keys(composed))
-        settings = [s for s in typed_settings(cls) if not s.startswith("tasks")]
+        # Task settings (of fine-tuning and of the probe) are the task files' check below.
+        settings = [
+            s for s in typed_settings(cls) if not s.startswith(("tasks", "data.probe.tasks"))
+        ]
         missing = sorted(set(settings) - keys - NOT_IN_CONF)
         assert not missing, f"{stage}: settings with no key in conf/: {missing}"
 
     task_keys = set()
     for path in (CONF / "task").glob("*.yaml"):
         for key in leaf_keys(yaml.safe_load(path.read_text()) or {}):
-            if key != "defaults":
-                task_keys.add(key.split(".", 1)[1])
+            if key != "defaults":  # _base.yaml holds one task's keys; the others, named tasks'
+                task_keys.add(key if path.stem == "_base" else key.split(".", 1)[1])
     missing = sorted(set(typed_settings(TaskConfig)) - task_keys - TASK_KEYS_NOT_IN_CONF)
     assert not missing, f"task settings with no key in any conf/task/*.yaml: {missing}"
 

@@ -57,9 +57,44 @@ def doubled(cls: type, node: dict[str, Any], where: str) -> list[str]:
         )
         if has_default:
             out.append(f"{where}.{f.name}")
-        if dataclasses.is_dataclass(hints[f.name]) and isinstance(node[f.name], dict):
-            out += doubled(hints[f.name], node[f.name], f"{where}.{f.name}")
+        for tp, value, at in _nested(hints[f.name], node[f.name], f"{where}.{f.name}"):
+            out += doubled(tp, value, at)
     return out
+
+
+def _nested(tp: Any, value: Any, where: str) -> list[tuple[type, dict, str]]:
+    """The dataclass nodes under one field: itself, the items of a list of dataclasses, or the
+    named items of a mapping (``tasks: {sentiment: {...}}``; `ptm.config` names them)."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+        return [(tp, value, where)]
+    if len(args) == 1 and not dataclasses.is_dataclass(tp):
+        inner = args[0]
+        if typing.get_origin(tp) is list and dataclasses.is_dataclass(inner):
+            items = value.items() if isinstance(value, dict) else enumerate(value or [])
+            return [(inner, v, f"{where}.{k}") for k, v in items if isinstance(v, dict)]
+        return _nested(inner, value, where)
+    return []
+
+
+def test_the_check_looks_inside_tasks_and_probe_tasks() -> None:
+    """A default on a task setting would be a second source beside conf/task/_base.yaml: the
+    check finds one in every task of a run and of the probe."""
+    from ptm.tasks.config import TaskConfig
+
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Doubled(TaskConfig):
+        max_seq_len: int | None = 128
+
+    tasks = compose("finetune", ("task=multitask",))["tasks"]
+    assert _nested(list[Doubled], tasks, "tasks") == [
+        (Doubled, tasks["sentiment"], "tasks.sentiment"),
+        (Doubled, tasks["names"], "tasks.names"),
+    ]
+    assert doubled(Doubled, tasks["names"], "tasks.names") == ["tasks.names.max_seq_len"]
+    probe_tasks = compose("pretrain")["data"]["probe"]["tasks"]
+    found = [doubled(Doubled, v, at) for _, v, at in _nested(list[Doubled], probe_tasks, "p")]
+    assert found == [["p.sentiment.max_seq_len"], ["p.names.max_seq_len"]]
 
 
 @pytest.mark.parametrize("config_name", [r[0] for r in _roots()])

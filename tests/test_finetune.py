@@ -489,7 +489,8 @@ def test_every_finetune_config_option_composes(group: str, tmp_path: Path) -> No
 
     from finetune.config import build_config
 
-    options = sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+    # conf/task/_base.yaml is what task files extend, not a task to choose.
+    options = sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml") if p.stem[0] != "_")
     if group == "experiment":
         options = [o for o in options if o.startswith("finetune")]
     assert options
@@ -593,31 +594,17 @@ def test_latest_names_the_newest_run_but_not_inside_a_sweep(tmp_path: Path) -> N
     assert not (study / "latest").exists()
 
 
-def test_a_task_length_follows_the_model_unless_the_command_line_sets_it(
+def test_a_task_length_follows_the_model(
     tmp_path: Path, model_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The task file asks 128 positions, the tiny model has 64: capped, with a log line. The
-    same length given on the command line is kept as asked, and is then an error."""
-    import dataclasses
-
-    from finetune.__main__ import fixed_lengths
-
+    """``max_seq_len: null`` (conf/task/_base.yaml) is the model's positions; a length the tiny
+    model (64 positions) has no room for is capped at them, with a log line."""
     caplog.set_level(logging.INFO, logger="finetune.train")
     files = write_classification(tmp_path / "data")
-    cfg = finetune_config(
-        tmp_path,
-        model_dir,
-        tmp_path / "run",
-        *task_overrides("cls", files, "classification", max_seq_len=128),
-        "train.epochs=1",
-    )
-    run(cfg)
-    assert "task cls: max_seq_len 128 capped at the model's 64 positions" in caplog.text
-    meta = json.loads((tmp_path / "run" / "model" / "finetune.json").read_text())
-    assert meta["tasks"]["cls"]["max_seq_len"] == 64
-
-    given = ["+tasks.cls.max_seq_len=128", "train.lr=1e-3", "tasks.sentiment.max_seq_len=32"]
-    assert fixed_lengths(given) == ["cls", "sentiment"]
-    fixed = dataclasses.replace(cfg, fixed_lengths=["cls"], run_dir=tmp_path / "fixed")
-    with pytest.raises(InputError, match=r"tasks.cls.max_seq_len=128 exceeds the model's 64"):
-        run(fixed)
+    for length, run_dir in ((128, tmp_path / "long"), (None, tmp_path / "model_length")):
+        extra = {} if length is None else {"max_seq_len": length}
+        overrides = task_overrides("cls", files, "classification", **extra)
+        run(finetune_config(tmp_path, model_dir, run_dir, *overrides, "train.epochs=1"))
+        meta = json.loads((run_dir / "model" / "finetune.json").read_text())
+        assert meta["tasks"]["cls"]["max_seq_len"] == 64
+    assert caplog.text.count("task cls: max_seq_len 128 capped at the model's 64 positions") == 1

@@ -15,11 +15,12 @@ from ptm.errors import InputError
 from ptm.models.heads import HeadConfig
 from ptm.tasks.inference import Prediction
 from ptm.tasks.kinds import KINDS, Classification, MultiLabel, Pair, Tokens, kind_of
-from ptm.tasks.loading import IGNORE, Split, TaskConfig, TaskData
+from ptm.tasks.loading import IGNORE, Split, TaskData
+from tests.conftest import task_config
 
 
 def task_of(kind, labels: list[str], split: Split, **cfg) -> TaskData:
-    config = TaskConfig(name="t", kind=kind.name, train=Path("train.csv"), **cfg)
+    config = task_config(kind=kind.name, train=Path("train.csv"), **cfg)
     return TaskData(config, kind, labels, {"dev": split}, chance_loss=0.0)
 
 
@@ -114,7 +115,7 @@ def test_multi_label_chooses_the_dev_threshold_and_decides_every_row_something()
 
 
 def test_kinds_say_which_columns_hold_text_and_how_a_budget_is_drawn() -> None:
-    cfg = TaskConfig(name="t", train=Path("x"), text_column="a", text_b_column="b")
+    cfg = task_config(kind="pair", train=Path("x"), text_column="a", text_b_column="b")
     assert Pair().text_columns(cfg) == ["a", "b"]
     assert [KINDS[k].text_columns(cfg) for k in ("classification", "tokens", "multi_label")] == [
         ["a"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,8 +16,9 @@ from pretrain.train import run
 from ptm.config import from_conf
 from ptm.data.tokenizer import load_tokenizer
 from ptm.errors import InputError
-from ptm.tasks.probe import Probe, ProbeConfig, ProbeTask, spread
-from tests.conftest import pretrain_config
+from ptm.tasks.config import TaskConfig
+from ptm.tasks.probe import Probe, ProbeConfig, spread
+from tests.conftest import pretrain_config, task_config
 from tests.finetune_helpers import tiny_model_dir, write_classification, write_tags
 
 
@@ -25,13 +27,19 @@ def probe_config(**values) -> ProbeConfig:
     return from_conf(ProbeConfig, "pretrain", "data.probe", **values)
 
 
-def probe_tasks(folder: Path) -> list[ProbeTask]:
+def probe_tasks(folder: Path, max_seq_len: int = 128) -> list[TaskConfig]:
     cls = write_classification(folder / "cls")
     tags = write_tags(folder / "tags", long_every=7)  # some dev rows are windowed
     return [
-        ProbeTask("cls", cls["train"], cls["dev"], kind="classification"),
-        ProbeTask("tags", tags["train"], tags["dev"], kind="tokens", label_column="tags"),
-    ]
+        task_config(
+            name="cls", kind="classification", train=cls["train"], dev=cls["dev"],
+            max_seq_len=max_seq_len,
+        ),
+        task_config(
+            name="tags", kind="tokens", train=tags["train"], dev=tags["dev"],
+            label_column="tags", max_seq_len=max_seq_len,
+        ),
+    ]  # fmt: skip
 
 
 def test_the_probe_reads_lexical_signal_from_random_features(tmp_path: Path) -> None:
@@ -40,7 +48,7 @@ def test_the_probe_reads_lexical_signal_from_random_features(tmp_path: Path) -> 
     The fits are deterministic, and the encoder is left in the mode it was in."""
     model_dir = tiny_model_dir(tmp_path / "model", max_positions=128)
     cfg = probe_config(every=10, train_rows=160, dev_rows=40, tasks=probe_tasks(tmp_path))
-    probe = Probe(cfg, load_tokenizer(model_dir))
+    probe = Probe(cfg, load_tokenizer(model_dir), positions=128)
     encoder = AutoModelForMaskedLM.from_pretrained(model_dir).bert  # as pretraining holds it
     encoder.train()
     first = probe(encoder, torch.device("cpu"), "fp32", step=0)
@@ -65,12 +73,13 @@ def test_rows_are_spread_over_the_file_and_capped() -> None:
 
 def test_a_probe_task_names_a_kind_the_probe_reads() -> None:
     """No guessed kind; and a kind whose answers a linear probe cannot fit is refused by name."""
-    with pytest.raises(InputError, match=r"ProbeConfig\.tasks: .*missing 1 required .*'kind'"):
-        probe_config(tasks=[{"name": "t", "train": "a.csv", "dev": "b.csv"}])
+    with pytest.raises(InputError, match=r"ProbeConfig\.tasks\.t: .*missing .*'kind'"):
+        probe_config(tasks={"t": {"train": "a.csv", "dev": "b.csv"}})
+    multi = task_config(kind="multi_label", train=Path("a.csv"), dev=Path("b.csv"))
     with pytest.raises(
-        ValueError, match=r"kind='multi_label'; use one of \['classification', 'tokens'\]"
+        InputError, match=r"kind='multi_label'; use one of \['classification', 'tokens'\]"
     ):
-        ProbeTask("t", Path("a.csv"), Path("b.csv"), "multi_label")
+        probe_config(tasks=[multi])
 
 
 def test_probe_files_from_another_vocabulary_are_refused(tmp_path: Path) -> None:
@@ -83,27 +92,21 @@ def test_probe_files_from_another_vocabulary_are_refused(tmp_path: Path) -> None
     )
     for name in ("train", "dev"):
         (foreign / f"{name}.csv").write_text("label\ttext\n" + rows)
-    task = ProbeTask("other", foreign / "train.csv", foreign / "dev.csv", "classification")
+    task = task_config(
+        name="other", kind="classification", train=foreign / "train.csv", dev=foreign / "dev.csv"
+    )
     with pytest.raises(InputError, match=r"unknown to the corpus.s vocabulary.*data\.probe=null"):
-        Probe(probe_config(tasks=[task]), load_tokenizer(model_dir))
+        Probe(probe_config(tasks=[task]), load_tokenizer(model_dir), positions=64)
 
 
 def test_pretraining_logs_the_probe_at_step_0_every_n_steps_and_at_the_end(
     tmp_path: Path, corpus: Path
 ) -> None:
-    tasks = probe_tasks(tmp_path / "tasks")
-    spec = ",".join(
-        f"{{name:{t.name},kind:{t.kind},train:'{t.train}',dev:'{t.dev}',"
-        f"label_column:{t.label_column},max_seq_len:64}}"
-        for t in tasks
-    )
+    tasks = probe_tasks(tmp_path / "tasks", max_seq_len=64)
     run_dir = tmp_path / "run"
-    cfg = pretrain_config(
-        tmp_path,
-        corpus,
-        run_dir,
-        f"data.probe={{every:8,train_rows:100,dev_rows:40,c:1.0,max_iter:100,batch_size:64,tasks:[{spec}]}}",
-    )
+    cfg = pretrain_config(tmp_path, corpus, run_dir)
+    probe = probe_config(every=8, train_rows=100, dev_rows=40, corpus=None, tasks=tasks)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, probe=probe))
     metrics = run(cfg)
     history = metrics["probe"]["history"]
     assert [h["step"] for h in history] == [0, 8, 16, 20]
@@ -116,3 +119,17 @@ def test_pretraining_logs_the_probe_at_step_0_every_n_steps_and_at_the_end(
         [e.value for e in events.Scalars("probe/cls/macro_f1")],
         [h["probe/cls/macro_f1"] for h in history],
     )
+
+
+def test_a_corpus_of_ones_own_gets_no_probe_of_the_embedded_tasks(
+    tmp_path: Path, corpus: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The embedded probe belongs to the embedded corpus (data.probe.corpus): pretraining on a
+    corpus of the user's own with data=embedded's settings runs without it, and says so."""
+    run_dir = tmp_path / "run"
+    cfg = pretrain_config(tmp_path, corpus, run_dir, "train.max_steps=2")
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, probe=probe_config()))
+    with caplog.at_level("INFO", logger="pretrain.train"):
+        metrics = run(cfg)
+    assert "probe" not in metrics
+    assert "no downstream probe: its tasks (sentiment, names) come from" in caplog.text

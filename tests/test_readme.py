@@ -86,7 +86,7 @@ COVERED = {
         "tests/test_pretrain.py::test_continued_training_teaches_a_new_fact"
     ),
     "python -m pretrain data=tianchi 'data.corpus=[train_set.csv,test_a.csv]'": (
-        "tests/test_segments.py::test_tianchi_table_and_existing_tokenizer"
+        "tests/test_segment_builder.py::test_tianchi_table_and_existing_tokenizer"
     ),
     "torchrun --nproc_per_node=4 -m pretrain train.micro_batch_size=64": (
         "tests/test_pretrain.py::test_two_torchrun_processes_match_one"
@@ -259,7 +259,7 @@ def python_calls(command: str) -> list[list[str]]:
 TYPED = {
     "pretrain": lambda data: to_dataclass(PretrainConfig, {**data, "run_dir": "run"}),
     "pretrain.corpus": lambda data: to_dataclass(EmbeddedConfig, data),
-    "finetune": lambda data: build_config({**data, "run_dir": "run", "fixed_lengths": []}),
+    "finetune": lambda data: build_config({**data, "run_dir": "run"}),
     "finetune.report": lambda data: to_dataclass(ReportConfig, {**data, "run_dir": "run"}),
 }
 

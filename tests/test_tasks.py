@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -12,15 +13,16 @@ from ptm.data.tokenizer import SPECIAL_TOKENS, build_tokenizer
 from ptm.errors import InputError
 from ptm.models.heads import HEADS
 from ptm.tasks.batching import batch_order, collate
+from ptm.tasks.config import TaskConfig
 from ptm.tasks.kinds import KINDS, TaskKind, load_task
 from ptm.tasks.loading import (
     IGNORE,
-    TaskConfig,
     natural_order,
     pair_budget,
     truncate,
     windows,
 )
+from tests.conftest import task_config
 
 CLS, SEP = 2, 3  # positions of [CLS] and [SEP] in SPECIAL_TOKENS
 
@@ -40,9 +42,16 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
+def sized_task(**kw) -> TaskConfig:
+    """A task of conf/task/_base.yaml's settings at 256 positions (the length a run gives a task
+    of ``max_seq_len: null`` on a model of 256), ``kw`` changed."""
+    return task_config(**{"max_seq_len": 256, **kw})
+
+
 def cls_task(tmp_path: Path, train: str, dev: str | None = None, **kw) -> TaskConfig:
     dev_path = write(tmp_path / "dev.csv", dev) if dev is not None else None
-    return TaskConfig(name="t", train=write(tmp_path / "train.csv", train), dev=dev_path, **kw)
+    kw = {"kind": "classification", **kw}
+    return sized_task(train=write(tmp_path / "train.csv", train), dev=dev_path, **kw)
 
 
 TRAIN = "label\ttext\n2\t100 101\n10\t102 103 104\n2\t105\n10\t106\n"
@@ -85,7 +94,7 @@ def test_long_documents_are_truncated_at_head_tail_or_both(
 def test_pairs_get_token_types_and_longest_first_trimming(tmp_path: Path, tokenizer) -> None:
     long_b = " ".join(str(i) for i in range(200, 230))
     train = f"text_a\ttext_b\tlabel\n100 101\t102 103 104\ty\n100\t{long_b}\tn\n"
-    cfg = TaskConfig(
+    cfg = sized_task(
         name="p",
         kind="pair",
         train=write(tmp_path / "p.csv", train),
@@ -111,7 +120,7 @@ def test_long_tagged_rows_become_windows_that_stitch_back(tmp_path: Path, tokeni
     tags = ["O"] * 25
     tags[7:9] = ["B-PER", "I-PER"]
     train = f"text\ttags\n{' '.join(map(str, ids))}\t{' '.join(tags)}\n100 101\tB-LOC O\n"
-    cfg = TaskConfig(
+    cfg = sized_task(
         name="n",
         kind="tokens",
         train=write(tmp_path / "n.csv", train),
@@ -205,7 +214,7 @@ def test_test_labels_must_match_the_test_rows_and_the_classes(tmp_path: Path, to
 
 def test_bad_tags_are_refused(tmp_path: Path, tokenizer) -> None:
     def tags_task(train: str, dev: str) -> TaskConfig:
-        return TaskConfig(
+        return sized_task(
             name="n",
             kind="tokens",
             train=write(tmp_path / "n.csv", train),
@@ -310,7 +319,7 @@ def test_the_kind_name_check_passes_the_same_words_meaning_something_else() -> N
 
 def test_multi_label_rows_become_label_sets(tmp_path: Path, tokenizer) -> None:
     train = "label\ttext\nb;a\t100 101\nc\t102\na; a\t103\nb\t104\n"
-    cfg = TaskConfig(
+    cfg = sized_task(
         name="m",
         kind="multi_label",
         train=write(tmp_path / "train.csv", train),
@@ -330,11 +339,11 @@ def test_multi_label_rows_become_label_sets(tmp_path: Path, tokenizer) -> None:
         rows = train.replace("b;a", bad)
         with pytest.raises(InputError, match=what) as caught:
             load_task(
-                TaskConfig(**{**cfg.__dict__, "train": write(tmp_path / "bad.csv", rows)}),
+                dataclasses.replace(cfg, train=write(tmp_path / "bad.csv", rows)),
                 tokenizer,
             )
         assert caught.value.line == line
     dev = write(tmp_path / "dev.csv", "label\ttext\na;d\t100\n")
     with pytest.raises(InputError, match="label 'd' does not occur in the training data") as caught:
-        load_task(TaskConfig(**{**cfg.__dict__, "dev": dev}), tokenizer)
+        load_task(dataclasses.replace(cfg, dev=dev), tokenizer)
     assert (caught.value.path, caught.value.line) == (dev, 2)

@@ -28,10 +28,10 @@ import numpy as np
 
 from ptm.errors import InputError
 from ptm.tasks.bio import bio_decode, bio_transitions
+from ptm.tasks.config import TaskConfig
 from ptm.tasks.kinds import MultiLabel, TaskKind, kind_named
 from ptm.tasks.loading import (
     RawSplit,
-    TaskConfig,
     label_budget,
     natural_order,
     tag_order,

@@ -36,12 +36,12 @@ from transformers import PretrainedConfig, PreTrainedTokenizerBase
 from ptm.errors import InputError
 from ptm.models.heads import HeadConfig, TaskModel
 from ptm.tasks.bio import bio_decode, bio_transitions
+from ptm.tasks.config import TaskConfig
 from ptm.tasks.inference import Prediction, logits_batches
 from ptm.tasks.loading import (
     IGNORE,
     RawSplit,
     Split,
-    TaskConfig,
     TaskData,
     at_least_two,
     check_tag,

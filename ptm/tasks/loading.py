@@ -36,79 +36,13 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from ptm.errors import InputError
+from ptm.tasks.config import TaskConfig
 from ptm.tasks.tables import Table, TextEncoder
 
 log = logging.getLogger(__name__)
 
-TRUNCATIONS = ("head", "tail", "head_tail")
-SUBMISSION_FORMATS = ("csv", "jsonl")
 UNKNOWN_WARNING = 0.05  # share of [UNK] tokens in a split above which the run warns
 IGNORE = -100  # label of positions that carry no answer (specials, padding, sub-word pieces)
-
-
-@dataclass(frozen=True)
-class TaskConfig:
-    """One labelled task; ``name`` is its key under ``tasks:`` in the config."""
-
-    name: str
-    train: Path
-    kind: str = "classification"  # a name in ptm.tasks.kinds.KINDS
-    dev: Path | None = None  # null: hold out dev_fraction of train (stratified, fixed split_seed)
-    test: Path | None = None
-    test_labels: Path | None = None  # kinds without answers in the test file: `label`, test order
-    columns: list[str] | None = None  # a file without a header: its columns, in order
-    id_column: str | None = None  # a column of row ids, kept for the submission
-    text_column: str = "text"
-    text_b_column: str = "text_b"  # pair only
-    label_column: str = "label"  # tokens: the column of space-separated tags
-    label_separator: str = ","  # multi_label: between the labels of one row
-    labels: list[str] | None = None  # explicit class order; null: the training file's, sorted
-    dev_fraction: float = 0.1
-    split_seed: int = 0  # the held-out dev split does not move with train.seed
-    max_seq_len: int = 256  # positions, [CLS] and [SEP] included
-    truncation: str = "head_tail"  # head | tail | head_tail (classification and pair)
-    head_fraction: float = 0.25  # head_tail: share of the budget kept from the start
-    weight: float | None = None  # multi-task sampling weight; null: from train.mix_temperature
-    submission_format: str = "csv"  # jsonl: also {"id": ..., "label": ...} lines, zipped
-    submission_name: str | None = None  # jsonl: the file's name (ocnli_predict.json)
-    train_rows: int | None = None  # a label budget: keep this many training rows; null: all
-    train_rows_seed: int = 0  # which rows a label budget keeps (`label_budget`)
-
-    def __post_init__(self) -> None:
-        if self.truncation not in TRUNCATIONS:
-            raise ValueError(f"truncation={self.truncation!r}; use one of {list(TRUNCATIONS)}")
-        if not 0.0 <= self.head_fraction <= 1.0:
-            raise ValueError(f"head_fraction={self.head_fraction}; use a value in [0, 1]")
-        if not 0.0 < self.dev_fraction < 1.0:
-            raise ValueError(f"dev_fraction={self.dev_fraction}; use a value in (0, 1)")
-        if self.max_seq_len < 8:
-            raise ValueError(f"max_seq_len={self.max_seq_len} is too short; use 8 or more")
-        if self.weight is not None and self.weight <= 0:
-            raise ValueError(f"weight={self.weight}; use a positive number or null")
-        if not self.label_separator:
-            raise ValueError("label_separator is empty; use the character between labels")
-        if self.train_rows is not None and self.train_rows < 1:
-            raise ValueError(f"train_rows={self.train_rows}; use a positive number or null")
-        if self.submission_format not in SUBMISSION_FORMATS:
-            raise ValueError(
-                f"submission_format={self.submission_format!r}; use one of "
-                f"{list(SUBMISSION_FORMATS)}"
-            )
-        if self.submission_format == "jsonl" and not (self.id_column and self.submission_name):
-            raise ValueError(
-                "submission_format=jsonl writes an id and a label per test row: set the task's "
-                "id_column and its submission_name (e.g. ocnli_predict.json)"
-            )
-        if self.columns is not None:
-            if len(set(self.columns)) != len(self.columns) or not self.columns:
-                raise ValueError(f"columns={list(self.columns)}: name each column once")
-            named = [self.text_column, self.label_column, self.id_column]
-            missing = [c for c in named if c is not None and c not in self.columns]
-            if missing:
-                raise ValueError(
-                    f"columns={list(self.columns)} lack {missing}: name the file's columns in "
-                    "order, including the task's text, label and id columns"
-                )
 
 
 @dataclass
@@ -305,6 +239,7 @@ def read_task(cfg: TaskConfig, kind: Any, tokenizer: PreTrainedTokenizerBase, li
 
     ``limit`` keeps that many rows of every file, spread evenly over it (smoke runs, sweeps).
     """
+    assert cfg.max_seq_len is not None, f"task {cfg.name}: max_seq_len follows the model first"
     encoder = TextEncoder(tokenizer)
     raw_train = read_split(cfg, kind, cfg.train, encoder, answers="required", limit=limit)
     labels = kind.label_set(cfg, raw_train.answers, raw_train.path)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +35,9 @@ from transformers import PreTrainedTokenizerBase
 from ptm.errors import InputError
 from ptm.tasks.batching import collate, eval_order
 from ptm.tasks.bio import bio_decode, bio_transitions
+from ptm.tasks.config import TaskConfig
 from ptm.tasks.kinds import KINDS, TaskKind, kind_named, load_task
-from ptm.tasks.loading import IGNORE, Split, TaskConfig, TaskData
+from ptm.tasks.loading import IGNORE, Split, TaskData
 from ptm.tasks.metrics import classification_metrics, token_metrics
 from ptm.training.runtime import autocast
 
@@ -44,24 +45,6 @@ log = logging.getLogger(__name__)
 # Above this share of unknown tokens the probe's files were anonymized with another vocabulary
 # than the corpus's (a user's corpus with the embedded tasks): its scores would mean nothing.
 MAX_UNKNOWN = 0.2
-
-
-@dataclass(frozen=True)
-class ProbeTask:
-    """A labelled task file pair (Tianchi layout, as `ptm.tasks.loading` reads it)."""
-
-    name: str
-    train: Path
-    dev: Path
-    kind: str  # a kind the probe reads (`TaskKind.linear_probe`): classification, tokens
-    text_column: str = "text"
-    label_column: str = "label"
-    max_seq_len: int = 128  # longer texts keep head + tail; longer tagged rows are windowed
-
-    def __post_init__(self) -> None:
-        readable = [name for name, kind in KINDS.items() if kind.linear_probe]
-        if self.kind not in readable:
-            raise ValueError(f"probe task {self.name}: kind={self.kind!r}; use one of {readable}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,9 +55,18 @@ class ProbeConfig:
     c: float  # inverse L2 strength of the logistic regressions (on standardised features)
     max_iter: int  # lbfgs iterations: a fixed budget, part of the probe's definition
     batch_size: int  # rows per forward pass
-    tasks: list[ProbeTask]
+    # The corpus the tasks' text comes from: the probe runs only when the run's data.corpus is
+    # this one (None: on any corpus). Tasks anonymized for another corpus would score nothing.
+    corpus: list[Path] | None
+    tasks: list[TaskConfig]  # as conf/task/ defines them; their train and dev files are read
 
     def __post_init__(self) -> None:
+        readable = [name for name, kind in KINDS.items() if kind.linear_probe]
+        for task in self.tasks:
+            if task.kind not in readable:
+                raise ValueError(
+                    f"probe task {task.name}: kind={task.kind!r}; use one of {readable}"
+                )
         if self.every < 1:
             raise ValueError(f"probe every={self.every}; use a positive number of steps")
         if min(self.train_rows, self.dev_rows) < 2:
@@ -91,20 +83,20 @@ def spread(n: int, k: int) -> np.ndarray:
 class Probe:
     """Loads the probe's rows once; ``__call__(encoder)`` scores the encoder's frozen states."""
 
-    def __init__(self, cfg: ProbeConfig, tokenizer: PreTrainedTokenizerBase) -> None:
+    def __init__(
+        self, cfg: ProbeConfig, tokenizer: PreTrainedTokenizerBase, positions: int
+    ) -> None:
+        """``positions``: the encoder's; a task of ``max_seq_len: null`` is read at that length."""
         self.cfg = cfg
         self.pad_id = tokenizer.pad_token_id
         self.history: list[dict[str, float]] = []  # one entry per probe: step and scores
         self.tasks: list[tuple[TaskData, Split, Split]] = []
-        for spec in cfg.tasks:
-            task_cfg = TaskConfig(
-                name=spec.name,
-                train=spec.train,
-                dev=spec.dev,
-                kind=spec.kind,
-                text_column=spec.text_column,
-                label_column=spec.label_column,
-                max_seq_len=spec.max_seq_len,
+        for task in cfg.tasks:
+            # Train and dev only, every row of the file (the probe picks its own), and a length
+            # for the model: the probe's encoder is the one being pretrained.
+            length = task.max_seq_len or positions
+            task_cfg = replace(
+                task, test=None, test_labels=None, train_rows=None, max_seq_len=length
             )
             data = load_task(task_cfg, tokenizer, max(cfg.train_rows, cfg.dev_rows))
             for split in data.splits.values():
