@@ -41,7 +41,7 @@ from transformers import AutoConfig, AutoModelForMaskedLM, PreTrainedModel, PreT
 from ptm.config import register_resolvers, resolve
 from ptm.data.tokenizer import load_tokenizer, save_tokenizer
 from ptm.errors import InputError, exit_on_input_error
-from ptm.files import written_aside
+from ptm.files import tensor_bytes, written_aside
 from ptm.models.card import CardInfo, write_card
 from ptm.models.folder import read_config
 from ptm.records import command_line
@@ -78,7 +78,7 @@ def export_model(
 ) -> None:
     """Write ``out``, aside first and renamed at the end, so it is never half there, with its
     model card (``card``: the run's config, metrics and command; None: the folder alone)."""
-    with written_aside(out) as tmp:
+    with written_aside(out, expected_bytes=tensor_bytes(model)) as tmp:
         if init_from is None:
             model.save_pretrained(tmp)
             save_tokenizer(tokenizer, tmp)

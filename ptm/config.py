@@ -15,6 +15,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import hashlib
+import os
 import types
 import typing
 from pathlib import Path
@@ -33,11 +35,25 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 def register_resolvers() -> None:
     """``${ptm.first:a,b}``: ``a`` unless null or empty, else ``b`` (resume dir, else a new dir).
-    ``${ptm.gpu_count:}``: the GPUs this machine offers a sweep (``conf/launcher/gpus.yaml``)."""
+    ``${ptm.gpu_count:}``: the GPUs this machine offers a sweep (``conf/launcher/gpus.yaml``).
+    ``${ptm.run_id:}``: what tells apart runs started in the same second (`run_id`)."""
     if not OmegaConf.has_resolver("ptm.first"):
         OmegaConf.register_new_resolver("ptm.first", lambda a, b: a if a not in (None, "") else b)
     if not OmegaConf.has_resolver("ptm.gpu_count"):
         OmegaConf.register_new_resolver("ptm.gpu_count", gpu_count)
+    if not OmegaConf.has_resolver("ptm.run_id"):
+        OmegaConf.register_new_resolver("ptm.run_id", run_id, use_cache=True)
+
+
+def run_id() -> str:
+    """A run folder's suffix after its time stamp: jobs of a sweep or of several users started
+    in the same second would otherwise write into one folder. The processes of one ``torchrun``
+    job share it (its rendezvous id), so they name the same folder; a plain process uses its
+    pid."""
+    job = os.environ.get("TORCHELASTIC_RUN_ID")
+    if job:
+        return hashlib.sha256(job.encode()).hexdigest()[:6]
+    return str(os.getpid())
 
 
 def resolve(cfg: DictConfig) -> dict[str, Any]:

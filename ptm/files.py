@@ -30,6 +30,7 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from ptm.errors import DiskFullError
 
@@ -239,3 +240,10 @@ def _free_bytes(path: Path) -> int:
         if folder.is_dir():
             return shutil.disk_usage(folder).free
     return 0
+
+
+def tensor_bytes(module: Any) -> int:
+    """What a module's parameters and buffers take: the size a saved model folder will have,
+    for the bytes a full disk says it needs (a torch ``nn.Module``; no torch import here)."""
+    tensors = [*module.parameters(), *module.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)

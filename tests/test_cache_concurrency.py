@@ -34,10 +34,9 @@ def test_three_runs_started_together_on_a_new_corpus_all_succeed(tmp_path: Path)
     runs = []
     with exclusive(folder):  # as if a fourth run were building it
         for i, log in enumerate(logs):
-            args = [
-                *tiny_pretrain_overrides(tmp_path, corpus, *EXTRA),
-                f"hydra.run.dir={tmp_path / f'run{i}'}",
-            ]
+            # As a user starts them: no run folder given (each gets its own, though all three
+            # start in the same second: conf/pretrain.yaml's ${ptm.run_id:}).
+            args = tiny_pretrain_overrides(tmp_path, corpus, *EXTRA)
             with log.open("w") as out:
                 runs.append(
                     subprocess.Popen(
@@ -59,8 +58,9 @@ def test_three_runs_started_together_on_a_new_corpus_all_succeed(tmp_path: Path)
     assert texts.count("Traceback") == 0 and texts.count("error:") == 0, texts
     assert texts.count(f"segments: reusing {folder}") == 2, texts
     assert texts.count(f"-> {folder}") == 1, texts  # built once
-    for i in range(3):
-        assert (tmp_path / f"run{i}" / "model" / "config.json").is_file()
+    run_dirs = [p for p in (tmp_path / "out" / "pretrain").iterdir() if p.name != "latest"]
+    assert len(run_dirs) == 3, texts
+    assert all((run / "model" / "config.json").is_file() for run in run_dirs)
     reference = tmp_path / "reference"
     build_segments([corpus], reference, data.segments)
     assert folder_digest(folder) == folder_digest(reference)

@@ -205,7 +205,7 @@ def test_hf2tf_refuses_pickles_and_untied_decoders(tmp_path):
         InputError, match=r"is not tied to bert\.embeddings\.word_embeddings\.weight"
     ):
         run(convert_config(input=str(src), output=str(tmp_path / "x"), direction="hf2tf"))
-    assert not (tmp_path / "x").exists() and not (tmp_path / "x.tmp").exists()
+    assert sorted(p.name for p in tmp_path.glob("x*")) == []  # nor a temporary folder
     drop = ("cls.predictions.decoder.weight",)
     summary = run(
         convert_config(input=str(src), output=str(tmp_path / "x"), direction="hf2tf", skip=drop)
@@ -242,7 +242,7 @@ def test_unmapped_variable_is_named(tmp_path):
         InputError, match=r"no transformers BERT parameter for variable\(s\) output_weights"
     ):
         run(convert_config(input=str(ckpt), output=str(tmp_path / "out")))
-    assert not (tmp_path / "out").exists() and not (tmp_path / "out.tmp").exists()
+    assert sorted(p.name for p in tmp_path.glob("out*")) == []  # nor a temporary folder
     summary = run(convert_config(input=str(ckpt), output=str(tmp_path / "out"), skip=("output_*",)))
     assert summary["skipped_by_reason"] == {"skip pattern output_*": 1}
 

@@ -46,7 +46,7 @@ from transformers import (
 
 from ptm.data.tokenizer import load_tokenizer, save_tokenizer
 from ptm.errors import InputError
-from ptm.files import written_aside
+from ptm.files import tensor_bytes, written_aside
 from ptm.models.card import CardInfo, write_card
 from ptm.models.folder import reading_weights
 from ptm.models.heads import HeadConfig, TaskModel, build_head, load_encoder, quiet_transformers
@@ -113,7 +113,7 @@ def export(
     meta = copy.deepcopy(meta)
     hf_class = hf_class_for(model, meta)
     model = copy.deepcopy(model).float().cpu().eval()  # the caller's model stays where it is
-    with written_aside(out) as tmp:
+    with written_aside(out, expected_bytes=tensor_bytes(model)) as tmp:
         if hf_class is None:
             with quiet_transformers():
                 model.encoder.save_pretrained(tmp)

@@ -43,7 +43,7 @@ from transformers import BertConfig, BertForPreTraining
 
 from ptm.data.tokenizer import load_tokenizer, save_tokenizer, vocab_list
 from ptm.errors import InputError
-from ptm.files import written_aside
+from ptm.files import disk_usage, written_aside
 from ptm.models.card import CardInfo, write_card
 from ptm.tf.google_bert import (
     HF_TIED,
@@ -102,7 +102,10 @@ def run(cfg: ConvertConfig, command: str | None = None) -> dict:
     config spells)."""
     out = Path(cfg.output)
     _check_output(out, Path(cfg.input), cfg.overwrite)
-    with written_aside(out) as tmp:
+    # The output holds the same weights as the input (the checkpoint's folder, or its files).
+    source = Path(cfg.input)
+    size = disk_usage(source if source.exists() else source.parent)
+    with written_aside(out, expected_bytes=size) as tmp:
         report = (tf_to_hf if cfg.direction == "tf2hf" else hf_to_tf)(cfg, tmp)
         report["summary"]["output"] = str(out)
         (tmp / REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

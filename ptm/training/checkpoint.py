@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from ptm.errors import InputError
+from ptm.files import aside_path, stop_on_full_disk
 
 log = logging.getLogger(__name__)
 PREFIX, SUFFIX = "step-", ".pt"
@@ -50,17 +51,25 @@ def list_checkpoints(folder: Path) -> list[Path]:
 
 
 def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int) -> Path:
-    """Write ``state`` atomically, with its checksum, and keep only the newest ``keep``."""
+    """Write ``state`` atomically, with its checksum, and keep only the newest ``keep``.
+
+    A disk that fills up while writing leaves the earlier checkpoints as they were, removes the
+    partial file and stops with one line naming the path and the bytes needed
+    (`ptm.files.stop_on_full_disk`)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = checkpoint_path(folder, step)
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    sums = _sums(path)
-    sums_tmp = sums.with_suffix(".tmp")
-    sums_tmp.write_text(f"{file_sha256(tmp)}  {path.name}\n")
+    tmp, sums = aside_path(path), _sums(path)
+    sums_tmp = aside_path(sums)
+    earlier = list_checkpoints(folder)
+    expected = earlier[-1].stat().st_size if earlier else 0
+    with stop_on_full_disk(path, tmp, sums_tmp, expected_bytes=expected):
+        # A file object, not a path: torch.save given a path reports a full disk without its
+        # errno, which is how the disk-full error is recognised.
+        with tmp.open("wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        sums_tmp.write_text(f"{file_sha256(tmp)}  {path.name}\n")
     os.replace(sums_tmp, sums)
     os.replace(tmp, path)
     for old in list_checkpoints(folder)[:-keep] if keep > 0 else []:
