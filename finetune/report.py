@@ -57,8 +57,10 @@ from finetune.report_render import CURVE_PNG, MODES, budget_order, plot_curves, 
 from finetune.train import run as finetune
 from ptm.config import PathsConfig, override_key, register_resolvers, resolve, to_dataclass
 from ptm.errors import DivergenceError, InputError, exit_on_input_error
+from ptm.records import RECORD, RunClock, plain, write_record
 from ptm.tasks.baselines import fit_baseline
 from ptm.tasks.config import TaskConfig
+from ptm.tasks.kinds import kind_named
 from ptm.tasks.loading import task_table
 from ptm.training.checkpoint import file_sha256
 from ptm.training.rundir import point_latest
@@ -102,6 +104,7 @@ def run(cfg: ReportConfig, compose: Compose) -> dict:
 
     ``compose`` turns fine-tuning overrides into the resolved fine-tuning config (Hydra's compose
     API in the entry point, the test helper in tests)."""
+    started = RunClock.start()
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     finished = _finished_runs(run_dir / "report.json")
@@ -117,9 +120,26 @@ def run(cfg: ReportConfig, compose: Compose) -> dict:
     plot = plot_curves(results, run_dir / CURVE_PNG)
     text = render(results, cfg, plot)
     (run_dir / "report.md").write_text(text)
+    _write_record(cfg, results, started)
     point_latest(run_dir)
     log.info("report written to %s\n%s", run_dir / "report.md", text)
     return {"results": results, "report": str(run_dir / "report.md")}
+
+
+def _write_record(cfg: ReportConfig, results: list[dict], started: RunClock) -> None:
+    """``record.json``: every run's row (its dev and test scores, seed, budget, seconds) with the
+    report's command, commit, machine and settings, for the docs' tables (`ptm.records`). The
+    wall and CPU time are this invocation's: runs reused from an earlier one keep their own
+    ``seconds``."""
+    tasks = {r["task"]: {"metric_label": kind_named(r["kind"]).metric_label} for r in results}
+    write_record(
+        Path(cfg.run_dir) / RECORD,
+        kind="report",
+        config=plain(cfg),
+        metrics={"split": "test", "tasks": tasks},
+        clock=started,
+        per_seed=results,
+    )
 
 
 def _finished_runs(path: Path) -> dict[str, dict]:

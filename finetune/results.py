@@ -20,8 +20,10 @@ from finetune.config import FinetuneConfig
 from finetune.state import Best, FinetuneState
 from ptm.config import flatten, to_plain
 from ptm.errors import DivergenceError
+from ptm.models.card import CardInfo
 from ptm.models.finetuned import export
 from ptm.progress import format_count, format_duration
+from ptm.records import command_line
 from ptm.tasks.inference import Prediction
 from ptm.tasks.loading import TaskData
 from ptm.tasks.metrics import confusion_image
@@ -163,9 +165,12 @@ def finish(f: Finetuning, state: FinetuneState, lr: float, start_examples: int) 
         _predict_test(f, state, final)
         model_dir = f.run_dir / "model"
         meta = _export_meta(f.cfg, tasks, best.decisions)
-        hf_class = export(state.model, f.tokenizer, meta, model_dir)
+        config = loop.resolved_config(f.cfg, f.session)
+        card = CardInfo(kind="finetune", command=command_line(), config=config, metrics=final)
+        hf_class = export(state.model, f.tokenizer, meta, model_dir, card)
         final["model"] = {"dir": str(model_dir), "hf_class": hf_class}
         loop.write_metrics(f.run_dir, final)
+        loop.write_record(f.run_dir, "finetune", config, _recorded(final), f.started, f.session)
         f.tb.hparams(
             flatten({k: v for k, v in to_plain(f.cfg).items() if k in ("model", "head", "train")}),
             _headline(final),
@@ -203,6 +208,11 @@ def _predict_test(f: Finetuning, state: FinetuneState, final: dict) -> None:
         final["submission_zip"] = bundle
     if len(f.tasks) > 1:
         final["mean"] = _mean_scores(final["tasks"])
+
+
+def _recorded(final: dict) -> dict:
+    """The metrics a record keeps: all but the per-evaluation history (the scores are there)."""
+    return {k: v for k, v in final.items() if k != "history"}
 
 
 def _export_meta(cfg: FinetuneConfig, tasks: list[TaskData], decisions: dict) -> dict:

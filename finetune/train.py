@@ -40,6 +40,7 @@ from ptm.errors import InputError
 from ptm.models.dropout import use_fast_dropout
 from ptm.models.heads import TaskModel, build_head, check_vocab, encoder_config, load_encoder
 from ptm.progress import format_count
+from ptm.records import RunClock
 from ptm.tasks.batching import collate
 from ptm.tasks.collapse import CollapseGuard
 from ptm.tasks.config import TaskConfig
@@ -79,6 +80,7 @@ class Finetuning:
     pad_id: int
     multiple: int  # batches are padded to a multiple of this length (8 on GPUs: tensor cores)
     tb: TensorBoard
+    started: RunClock  # the record's wall and CPU time count from here, data loading included
     resumed_at: int | None = None
 
 
@@ -97,13 +99,16 @@ class StepResult:
 
 def run(cfg: FinetuneConfig) -> dict:
     """Fine-tune; returns the metrics (also written to ``metrics.json`` in the run folder)."""
+    started = RunClock.start()
     with loop.session(cfg.runtime) as session, stop_on_signals() as stop:
-        return _train(cfg, session, stop)
+        return _train(cfg, session, stop, started)
 
 
-def _train(cfg: FinetuneConfig, session: loop.Session, stop: StopRequest) -> dict:
+def _train(
+    cfg: FinetuneConfig, session: loop.Session, stop: StopRequest, started: RunClock
+) -> dict:
     t, info = cfg.train, session.info
-    f, state = setup(cfg, session)
+    f, state = setup(cfg, session, started)
     _resume(f, state)
     if info.is_main:
         loop.write_run_summary(f.run_dir, _summary(f, state), to_plain(cfg))
@@ -151,7 +156,9 @@ def _train(cfg: FinetuneConfig, session: loop.Session, stop: StopRequest) -> dic
     return finish(f, state, lr, start_examples)
 
 
-def setup(cfg: FinetuneConfig, session: loop.Session) -> tuple[Finetuning, FinetuneState]:
+def setup(
+    cfg: FinetuneConfig, session: loop.Session, started: RunClock
+) -> tuple[Finetuning, FinetuneState]:
     """Model folder, tokenizer and data, checked against each other before anything trains;
     then the model, optimizer, batch streams, task mix and guards."""
     t, info, device = cfg.train, session.info, session.device
@@ -212,6 +219,7 @@ def setup(cfg: FinetuneConfig, session: loop.Session) -> tuple[Finetuning, Finet
         pad_id=tokenizer.pad_token_id,
         multiple=8 if device.type == "cuda" else 1,
         tb=TensorBoard(Path(cfg.run_dir) / "tb" if info.is_main else None),
+        started=started,
     )
     return f, state
 

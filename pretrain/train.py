@@ -34,9 +34,11 @@ from ptm.data.feed import MicroBatch, Prefetch, mask_on_device, pin
 from ptm.data.masking import Masker
 from ptm.data.segment_store import SegmentData, load_segment_tokenizer, unigram_entropy
 from ptm.errors import InputError
+from ptm.models.card import CardInfo
 from ptm.models.dropout import use_fast_dropout
 from ptm.models.mlm import MaskedLMObjective, build_mlm_model
 from ptm.progress import format_count
+from ptm.records import RunClock, command_line
 from ptm.tasks.probe import Probe
 from ptm.training import dist, loop
 from ptm.training.guard import DivergenceGuard
@@ -69,6 +71,7 @@ class Pretraining:
     feed: Prefetch
     probe: Probe | None
     tb: TensorBoard
+    started: RunClock  # the record's wall and CPU time count from here, data preparation included
 
 
 @dataclass(frozen=True)
@@ -114,13 +117,16 @@ def announcing_new_shapes(forward):
 
 def run(cfg: PretrainConfig) -> dict:
     """Pretrain with masked-LM only; returns the final metrics (also written to metrics.json)."""
+    started = RunClock.start()
     with loop.session(cfg.runtime) as session, stop_on_signals() as stop:
-        return _train(cfg, session, stop)
+        return _train(cfg, session, stop, started)
 
 
-def _train(cfg: PretrainConfig, session: loop.Session, stop: StopRequest) -> dict:
+def _train(
+    cfg: PretrainConfig, session: loop.Session, stop: StopRequest, started: RunClock
+) -> dict:
     t, info = cfg.train, session.info
-    p, state = setup(cfg, session)
+    p, state = setup(cfg, session, started)
     resumed = loop.resume_point(cfg.resume)
     if resumed is not None:
         state.load_state_dict(resumed[1])
@@ -182,7 +188,9 @@ def _train(cfg: PretrainConfig, session: loop.Session, stop: StopRequest) -> dic
     return finish(p, state, metrics, start_metrics, meter, start_tokens)
 
 
-def setup(cfg: PretrainConfig, session: loop.Session) -> tuple[Pretraining, PretrainState]:
+def setup(
+    cfg: PretrainConfig, session: loop.Session, started: RunClock
+) -> tuple[Pretraining, PretrainState]:
     """Segments (rank 0 builds them once; the others wait and read the same folder), the model,
     optimizer and feed, checked against each other before anything trains."""
     t, info, device = cfg.train, session.info, session.device
@@ -257,6 +265,7 @@ def setup(cfg: PretrainConfig, session: loop.Session) -> tuple[Pretraining, Pret
         if info.is_main
         else None,
         tb=TensorBoard(run_dir / "tb" if info.is_main else None),
+        started=started,
     )
     return p, state
 
@@ -445,8 +454,11 @@ def finish(
     if p.probe is not None:
         final["probe"] = p.probe.summary(wall)
     if info.is_main:
-        export_model(state.model, p.tokenizer, p.run_dir / "model", p.cfg.model.init_from)
+        config = loop.resolved_config(p.cfg, p.session)
+        card = CardInfo(kind="pretrain", command=command_line(), config=config, metrics=final)
+        export_model(state.model, p.tokenizer, p.run_dir / "model", p.cfg.model.init_from, card)
         loop.write_metrics(p.run_dir, final)
+        loop.write_record(p.run_dir, "pretrain", config, final, p.started, p.session)
         hparams = {
             k: v for k, v in to_plain(p.cfg).items() if k in ("data", "model", "train", "runtime")
         }

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import (
@@ -112,6 +113,15 @@ def test_classification_outputs_and_a_model_transformers_loads(
     assert (run_dir / "run.json").is_file() and (tmp_path / "latest").is_symlink()
     # A CPU run repeats exactly on the same number of threads: the summary says how many.
     assert json.loads((run_dir / "run.json").read_text())["summary"]["threads"] == 1
+    # The run's record and the folder's model card carry the dev and test scores.
+    record = json.loads((run_dir / "record.json").read_text())
+    assert (
+        record["kind"] == "finetune" and record["metrics"]["tasks"]["cls"]["test"] == entry["test"]
+    )
+    card = ModelCard.load(model_out / "README.md")
+    assert card.data.pipeline_tag == "text-classification"
+    scores = {(r.dataset_split, r.metric_type): r.metric_value for r in card.data.eval_results}
+    assert scores[("test", "f1")] == pytest.approx(entry["test"]["macro_f1"], abs=1e-4)
 
 
 @pytest.mark.parametrize("pooling", ["pooler", "mean"])

@@ -93,6 +93,9 @@ def test_report_runs_every_mode_and_writes_the_table(tmp_path: Path, embedded_di
     assert (
         tmp_path / "report" / "sentiment" / "all" / "scratch" / "seed-2" / "metrics.json"
     ).is_file()
+    record = json.loads((tmp_path / "report" / "record.json").read_text())
+    assert record["kind"] == "report" and record["per_seed"] == json.loads(json.dumps(results))
+    assert record["metrics"]["tasks"]["names"]["metric_label"] == "entity F1"
 
 
 def test_a_multi_label_report_runs_every_mode_and_names_the_kind_s_baseline(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
@@ -53,6 +55,16 @@ def test_tiny_run_exports_a_model_transformers_loads(tmp_path: Path, corpus: Pat
         EventAccumulator(str(run_dir / "tb")).Reload().Tags()["scalars"]
     )
     assert (run_dir / "checkpoints").is_dir() and (run_dir / "metrics.json").is_file()
+
+    # The run's record and the folder's model card carry what it measured.
+    record = json.loads((run_dir / "record.json").read_text())
+    assert record["kind"] == "pretrain" and record["metrics"]["eval/loss"] == metrics["eval/loss"]
+    assert record["config"]["runtime"]["precision"] == "fp32" and record["wall_seconds"] > 0
+    assert record["machine"]["label"].endswith("fp32")
+    card = ModelCard.load(model_dir / "README.md")
+    assert card.data.library_name == "transformers" and card.data.pipeline_tag == "fill-mask"
+    (result,) = [r for r in card.data.eval_results if r.metric_type == "loss"]
+    assert result.metric_value == pytest.approx(metrics["eval/loss"], abs=1e-4)
 
 
 def test_resume_repeats_the_uninterrupted_run_exactly(tmp_path: Path, corpus: Path) -> None:

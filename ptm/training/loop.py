@@ -41,8 +41,10 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ptm import records
 from ptm.errors import InputError
 from ptm.progress import format_duration
+from ptm.records import RunClock
 from ptm.training import dist, runtime
 from ptm.training.checkpoint import list_checkpoints, load_latest, save_checkpoint
 from ptm.training.guard import DivergenceGuard
@@ -276,6 +278,30 @@ def write_run_summary(run_dir: Path, summary: dict, config: dict) -> None:
     log.info("run summary: %s", json.dumps(summary))
     (run_dir / "run.json").write_text(
         json.dumps({"summary": summary, "config": config}, indent=2) + "\n"
+    )
+
+
+def resolved_config(cfg: Any, session: Session) -> dict[str, Any]:
+    """A run's config as plain data, with the precision it ran at (``auto`` resolved): what its
+    record and model card name."""
+    config = records.plain(cfg)
+    config["runtime"] = {**config["runtime"], "precision": session.precision}
+    return config
+
+
+def write_record(
+    run_dir: Path, kind: str, config: dict, metrics: dict, started: RunClock, session: Session
+) -> Path:
+    """``record.json``: the run's command, commit, machine (its device and precision), resolved
+    config, wall and CPU time and metrics (`ptm.records`); ``make record`` copies it into
+    ``results/`` when the docs quote it."""
+    return records.write_record(
+        run_dir / records.RECORD,
+        kind=kind,
+        config=config,
+        metrics=metrics,
+        clock=started,
+        machine_info=records.machine(session.device.type, session.precision),
     )
 
 
