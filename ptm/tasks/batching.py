@@ -7,6 +7,13 @@ batches made of examples of similar length, removes almost all of it. Grouping f
 transformers' ``LengthGroupedSampler`` (and fairseq's buckets): shuffle, cut the permutation into
 "mega-batches" of ``group`` batches, sort each by length, cut it into batches, then shuffle the
 order of the batches — so batches stay random in content and order while each is length-uniform.
+
+On a GPU the padded width has a second cost: every new input shape is a new graph for
+``torch.compile`` (static shapes) and a new recording for CUDA graphs, so ``length_buckets`` pads
+each batch up to one of a few fixed lengths instead (``runtime.padding``), which compiled and
+captured graphs are reused across. The extra padding changes no result: attention masks keep the
+padded positions out of every real position's state, and every head reads real positions only
+(tests/test_batching.py checks losses and logits to 1e-6 in fp32).
 """
 
 from __future__ import annotations
@@ -15,6 +22,10 @@ import numpy as np
 import torch
 
 from ptm.tasks.loading import IGNORE, Split
+
+# The shortest padded length with buckets: below it a GPU step costs the same (launch-bound at
+# BERT-mini's width), so a smaller bucket would only add a graph to compile.
+SMALLEST_BUCKET = 32
 
 
 def batch_order(
@@ -41,17 +52,48 @@ def eval_order(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def length_buckets(max_len: int, smallest: int = SMALLEST_BUCKET) -> tuple[int, ...]:
+    """The padded lengths of ``runtime.padding=buckets`` for examples of at most ``max_len``
+    positions: powers of two from ``smallest`` below ``max_len``, then ``max_len`` itself —
+    (32, 64, 128, 256) for 256: four graphs to compile, at most twice the padding of the
+    longest example (and the model's positions are never exceeded)."""
+    if max_len < 1:
+        raise ValueError(f"max_len={max_len}: buckets need a positive length")
+    out, width = [], smallest
+    while width < max_len:
+        out.append(width)
+        width *= 2
+    return (*out, max_len)
+
+
+def padded_width(longest: int, multiple_of: int = 1, buckets: tuple[int, ...] | None = None) -> int:
+    """The width a batch whose longest example has ``longest`` positions is padded to: the
+    smallest bucket that holds it, else the longest rounded up to ``multiple_of``. (An example
+    longer than every bucket cannot come from a task truncated to the largest; it would get its
+    own width — a new graph, never a wrong result.)"""
+    for width in buckets or ():
+        if width >= longest:
+            return width
+    return -(-longest // multiple_of) * multiple_of
+
+
 def collate(
-    split: Split, idx: np.ndarray, pad_id: int, multiple_of: int = 1
+    split: Split,
+    idx: np.ndarray,
+    pad_id: int,
+    multiple_of: int = 1,
+    *,
+    buckets: tuple[int, ...] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Pad the chosen examples to the longest (rounded up to ``multiple_of``: 8 for tensor cores).
+    """Pad the chosen examples to the longest (rounded up to ``multiple_of``: 8 for tensor cores),
+    or with ``buckets`` (`length_buckets`) to the smallest bucket that holds the longest.
 
     Returns ``input_ids``, ``attention_mask``, ``token_type_ids`` (1 from the second text on) and
     ``labels`` — ``(B,)`` class indices, ``(B, C)`` 0/1 per label (multi-label), or ``(B, L)`` tag
     indices with ``IGNORE`` elsewhere — when the split has answers.
     """
     lengths = [len(split.input_ids[i]) for i in idx]
-    width = -(-max(lengths) // multiple_of) * multiple_of
+    width = padded_width(max(lengths), multiple_of, buckets)
     ids = np.full((len(idx), width), pad_id, dtype=np.int64)
     types = np.zeros((len(idx), width), dtype=np.int64)
     mask = np.zeros((len(idx), width), dtype=np.int64)

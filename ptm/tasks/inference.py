@@ -1,6 +1,7 @@
 """Running a `TaskModel` over a whole split: the part of prediction every kind of task shares.
 
-Batches are sorted by length (least padding); each kind (`ptm.tasks.kinds`) turns the logits into
+Batches are sorted by length (least padding) and, on a GPU, padded to the same few fixed lengths
+as training's (`ptm.tasks.batching.length_buckets`, ``runtime.padding``); each kind (`ptm.tasks.kinds`) turns the logits into
 its predictions and scatters them back to file order, so predictions line up with the rows of the
 input file — what a submission needs.
 """
@@ -14,9 +15,9 @@ import numpy as np
 import torch
 
 from ptm.models.heads import TaskModel
-from ptm.tasks.batching import collate, eval_order
+from ptm.tasks.batching import collate, eval_order, length_buckets
 from ptm.tasks.loading import Split
-from ptm.training.runtime import autocast
+from ptm.training.runtime import autocast, pads_to_buckets
 
 
 @dataclass
@@ -40,16 +41,23 @@ def logits_batches(
     precision: str,
     batch_size: int,
     pad_id: int,
+    *,
+    padding: str = "auto",
 ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor | None, torch.Tensor]]:
     """``(example indices, float32 logits, labels or None, attention mask)`` of every batch of
     ``split``, longest first, in evaluation mode and without gradients; the model's mode is
-    restored afterwards."""
+    restored afterwards. ``padding`` is ``runtime.padding``'s choice (auto: fixed lengths on
+    GPUs, up to the split's longest example; the longest of each batch on CPUs, as before)."""
     was_training = model.training
     model.eval()
     multiple = 8 if device.type == "cuda" else 1
+    lengths = split.lengths
+    bucketed = len(lengths) > 0 and pads_to_buckets(padding, device)
+    buckets = length_buckets(int(lengths.max())) if bucketed else None
     try:
-        for idx in eval_order(split.lengths, batch_size):
-            batch = {k: v.to(device) for k, v in collate(split, idx, pad_id, multiple).items()}
+        for idx in eval_order(lengths, batch_size):
+            batch = collate(split, idx, pad_id, multiple, buckets=buckets)
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             labels = batch.pop("labels", None)
             with torch.no_grad(), autocast(device, precision):
                 logits = model(task, **batch)

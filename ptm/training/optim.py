@@ -24,15 +24,27 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+def fused_device_types() -> tuple[str, ...]:
+    """Device types this torch has a fused AdamW kernel for: its own list where it exposes one
+    (torch 2.4+: cuda, cpu, mps, xpu, ...), else the two every torch since 2.4 fuses on."""
+    from torch.utils import _foreach_utils
+
+    listed = getattr(_foreach_utils, "_get_fused_kernels_supported_devices", None)
+    return tuple(listed()) if listed is not None else ("cpu", "cuda")
+
+
 def build_adamw(
     groups: list[dict], lr: float, betas: tuple[float, float], eps: float, device: torch.device
 ) -> torch.optim.AdamW:
-    """Fused AdamW (one kernel per parameter for the whole update) on CPU and CUDA.
+    """Fused AdamW (one kernel for the whole update of a group) wherever torch has the kernel:
+    CPU and CUDA, the devices ``runtime.device`` chooses from, and any other torch lists.
 
     Not only a GPU matter: on a 2-core CPU the default implementation took 1.77 s (foreach:
-    1.39 s) per step for BERT-mini's 4.7 M parameters, the fused kernel 7.4 ms.
+    1.39 s) per step for BERT-mini's 4.7 M parameters, the fused kernel 7.4 ms. On a GPU the
+    fused update is a handful of launches instead of a few per parameter, and reads the step
+    count from the device, so it never waits on the host.
     """
-    fused = device.type in ("cpu", "cuda")
+    fused = device.type in fused_device_types()
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused)
 
 

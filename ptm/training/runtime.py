@@ -1,4 +1,5 @@
-"""Settings that change speed, not results: device precision, TF32, ``torch.compile``."""
+"""Settings that change speed, not results: device precision, TF32, ``torch.compile``, and how
+fine-tuning pads its batches."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class RuntimeConfig:
     tf32: bool
     peak_tflops: float | None  # one device's peak at the run's precision, for MFU
     deterministic: bool  # deterministic kernels (exact GPU resume; slower)
+    padding: str  # fine-tuning batches: one of PADDINGS (`pads_to_buckets`)
 
 
 def cpu_has_amx_bf16() -> bool:
@@ -51,6 +53,24 @@ def resolve_precision(requested: str, device: torch.device) -> str:
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# How fine-tuning and evaluation pad a batch: to its longest example (rounded up to 8 on GPUs), or
+# to a few fixed lengths (`ptm.tasks.batching.length_buckets`); auto picks buckets on GPUs.
+PADDINGS = ("auto", "longest", "buckets")
+
+
+def pads_to_buckets(padding: str, device: torch.device) -> bool:
+    """Whether batches on ``device`` are padded to fixed lengths (``runtime.padding``).
+
+    On a GPU a new padded length is a new graph for ``torch.compile`` and a new CUDA-graph
+    recording, while a little more padding costs nothing at BERT-mini's launch-bound sizes; on a
+    CPU padding costs compute in proportion and nothing is recorded, so ``auto`` pads to the
+    longest there — which also keeps CPU results bit-identical to runs before this setting.
+    """
+    if padding not in PADDINGS:
+        raise InputError(
+            None, f"runtime.padding={padding!r} is unknown", f"use one of {', '.join(PADDINGS)}"
+        )
+    return padding == "buckets" or (padding == "auto" and device.type == "cuda")
 
 
 def prepare(cfg: RuntimeConfig, device: torch.device) -> str:
@@ -61,6 +81,7 @@ def prepare(cfg: RuntimeConfig, device: torch.device) -> str:
             f"runtime.compile_mode={cfg.compile_mode!r} is unknown",
             f"use one of {', '.join(COMPILE_MODES)}",
         )
+    pads_to_buckets(cfg.padding, device)  # a misspelt setting stops the run before any work
     setup_backends(cfg, device)
     return resolve_precision(cfg.precision, device)
 
