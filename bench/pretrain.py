@@ -5,7 +5,10 @@ same optimizer family; the baseline is ``BertForMaskedLM`` + ``DataCollatorForLa
 + ``Trainer`` as the Hugging Face examples run it. Rates are tokens (non-padding positions) per
 second over the steps after warm-up. On a machine with a GPU a second row is measured there, in
 bf16 and with a GPU-sized batch, with each side's model FLOPs utilisation (`ptm.training.mfu`): the
-matmul work each side asks for, so ptm's skipped work does not count for it.
+matmul work each side asks for, so ptm's skipped work does not count for it. With
+``gpu_compile`` (``+pretrain.gpu_compile=default``: torch.compile's mode) the GPU row is ptm
+compiled, as ``+experiment=bert_mini_full`` runs, under its own name: the MFU row (compiling takes
+the first steps, so give it a longer warm-up: ``pretrain.warmup_steps=30``).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ def _segments(tmp: Path, max_seq_len: int) -> Path:
 
 def ours(
     tmp: str, folder: str, steps: int, warmup: int, batch: int, precision: str, device: str,
-    max_seq_len: int,
+    max_seq_len: int, runtime: tuple[str, ...] = (),
 ) -> tuple[float, float | None]:  # fmt: skip
     """Tokens/s and MFU (None where the device's peak is unknown) after warm-up."""
     from pretrain.config import PretrainConfig
@@ -58,6 +61,7 @@ def ours(
             f"train.micro_batch_size={batch}", f"train.max_steps={total}", "train.max_minutes=null",
             "train.eval_every=1000000000", f"train.eval_max_segments={batch}", "train.log_every=1",
             "train.save_every=1000000000", f"runtime.device={device}", f"runtime.precision={precision}",
+            *runtime,
         ),
         run_dir=str(Path(tmp) / f"ours-{device}"),
     )  # fmt: skip
@@ -141,7 +145,9 @@ def run(
     precision: str,
     gpu_batch_size: int,
     cpu: bool,
+    gpu_compile: str | None = None,
 ) -> list[BenchRow]:
+    """``gpu_compile``: torch.compile's mode for the GPU row (None: eager, as before)."""
     import torch
 
     setups = [("cpu", precision, batch_size)] if cpu else []
@@ -152,8 +158,12 @@ def run(
         folder = _segments(Path(tmp), max_seq_len)
         for device, prec, batch in setups:
             args = (tmp, str(folder), steps, warmup_steps, batch, prec, device, max_seq_len)
+            compiled = device == "cuda" and gpu_compile is not None
+            runtime = (
+                ("runtime.compile=true", f"runtime.compile_mode={gpu_compile}") if compiled else ()
+            )
             base = measure(baseline, *args)
-            mine = measure(ours, *args)
+            mine = measure(ours, *args, runtime)
             (base_rate, base_mfu), (our_rate, our_mfu) = base.value, mine.value
             where = "GPU" if device == "cuda" else "CPU"
             mfu = (
@@ -163,7 +173,9 @@ def run(
             )
             rows.append(
                 BenchRow(
-                    benchmark=f"pretrain: BERT-mini MLM step ({where}, {prec})",
+                    benchmark=f"pretrain: BERT-mini MLM step ({where}, {prec}"
+                    + (", compiled" if compiled else "")
+                    + ")",
                     metric="tokens/s",
                     ours=our_rate,
                     baseline=base_rate,
@@ -173,7 +185,9 @@ def run(
                         f"BERT-mini, embedded corpus segments of {max_seq_len}, global batch "
                         f"{batch}, {prec} on {where}, throughput (all tokens over all the time) of {steps} steps after "
                         f"{warmup_steps} warm-up; ours: MLM head and BERT's last encoder layer "
-                        "on the masked positions only, fused AdamW; baseline: BertForMaskedLM + "
+                        "on the masked positions only, fused AdamW"
+                        + (f", torch.compile mode {gpu_compile}" if compiled else "")
+                        + "; baseline: BertForMaskedLM + "
                         "DataCollatorForLanguageModeling + transformers.Trainer (full-vocabulary "
                         f"head on every position){mfu}"
                     ),

@@ -85,3 +85,38 @@ def test_tiny_finetuning_on_the_device_exports_what_transformers_computes(
     model = AutoModelForSequenceClassification.from_pretrained(run_dir / "model").to(DEVICE)
     classify = pipeline("text-classification", model=model, tokenizer=str(run_dir / "model"))
     assert classify(rows[0].split("\t")[1])[0]["label"] in {"0", "1"}
+
+
+@pytest.mark.parametrize(
+    "compiling",
+    [
+        ["runtime.compile=true", "runtime.padding=buckets"],
+        ["runtime.compile=true", "runtime.compile_mode=reduce-overhead", "runtime.padding=buckets"],
+    ],
+    ids=["compiled", "cudagraphs"],
+)
+def test_compiled_finetuning_over_length_buckets_trains_and_exports(
+    tmp_path: Path, corpus: Path, compiling: list[str]
+) -> None:
+    """What the fine-tuning benchmark's GPU row runs: a compiled forward (with CUDA graphs) over
+    batches padded to a few fixed lengths, two micro-batches a step (CUDA graphs with
+    accumulation), evaluation bucketed too; texts of 3-60 IDs fill both buckets (32 and 64)."""
+    model_dir = pretrain(tmp_path, corpus, "pre") / "model"
+    reviews = tmp_path / "reviews.csv"
+    rows = [
+        f"{i % 2}\t" + " ".join(str(100 + (i * 7 + j) % 40) for j in range(3 + (i * 11) % 58))
+        for i in range(96)
+    ]
+    reviews.write_text("label\ttext\n" + "\n".join(rows) + "\n")
+    run_dir = tmp_path / "ft"
+    result = run_module(
+        "finetune", "+experiment=finetune_tiny", "task=tianchi", f"runtime.device={DEVICE}",
+        "runtime.precision=bf16", *compiling, "train.batch_size=16", "train.micro_batch_size=8",
+        f"model.path={model_dir}", f"tasks.tianchi.train={reviews}", "tasks.tianchi.max_seq_len=64",
+        f"paths.output_dir={tmp_path}", f"hydra.run.dir={run_dir}", timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["steps"] > 0 and 0.0 <= metrics["best"]["dev_score"] <= 1.0
+    model = AutoModelForSequenceClassification.from_pretrained(run_dir / "model")
+    assert next(model.parameters()).dtype == torch.float32
