@@ -16,7 +16,7 @@ DATA_ARGS = $(if $(filter data,$(MAKECMDGOALS)),$(ARGS))
 SWEEP ?= train.lr=1e-4,3e-4 train.seed=1,2 train.max_steps=150
 
 .DEFAULT_GOAL := help
-.PHONY: help install data overlap pretrain finetune report convert sweep summary tensorboard docs record bench test test-gpu test-full lint format clean
+.PHONY: help install data overlap pretrain finetune predict report convert sweep summary tensorboard docs record bench test test-gpu test-full lint format clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ pretrain: data ## Pretrain BERT-mini with masked-LM on the embedded corpus (ARGS
 
 finetune: data ## Fine-tune the latest pretrained model on review sentiment (ARGS= for overrides)
 	$(PY) -m finetune $(ARGS)
+
+predict: install ## Predict new files with a fine-tuned run (default: the latest, its test files; ARGS="run=... 'inputs=[test_b.csv]' output=...")
+	$(PY) -m finetune.predict $(ARGS)
 
 report: data ## Honest evaluation: pretrained vs from scratch vs TF-IDF, several seeds (writes report.md)
 	$(PY) -m finetune.report $(ARGS)

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 # In the order `make bench` runs them. Each module is imported only when its benchmark runs: they
 # need different libraries (segments: jieba, for its baseline), which a GPU image may lack.
-BENCHMARKS = ("segments", "pretrain", "feed", "finetune", "attention", "convert")
+BENCHMARKS = ("segments", "pretrain", "feed", "finetune", "predict", "attention", "convert")
 
 
 def runner(name: str, cfg: DictConfig):
