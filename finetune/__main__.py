@@ -10,6 +10,9 @@ Other tasks:               python -m finetune task=names | task=multitask
 Your Tianchi data:         python -m finetune task=tianchi tasks.tianchi.train=/data/train_set.csv \\
                                tasks.tianchi.test=/data/test_a.csv
 From scratch (baseline):   python -m finetune model.init=scratch
+Cross-validation:          python -m finetune task=tianchi ... cv.folds=5   # finetune/cv.py
+An ensemble of runs:       python -m finetune.ensemble 'runs=[RUN1,RUN2,RUN3]'
+Predict a new file:        python -m finetune.predict run=RUN 'inputs=[test_b.csv]'
 Continue a stopped run:    python -m finetune resume=outputs/finetune/<time>   # same overrides
 A sweep:                   python -m finetune -m train.lr=5e-5,1e-4,2e-4 train.seed=1,2,3
 Optuna search:             python -m finetune -m +search=optuna
@@ -25,6 +28,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from finetune.config import build_config
+from finetune.cv import run_folds
 from finetune.train import run
 from ptm.config import register_resolvers, resolve
 from ptm.errors import exit_on_input_error
@@ -37,7 +41,12 @@ from ptm.training.stop import exit_resumable_when_stopped
 def main(cfg: DictConfig) -> float:
     data = resolve(cfg)  # a required value left at ??? is a one-line error
     data["run_dir"] = HydraConfig.get().runtime.output_dir
-    metrics = run(build_config(data))
+    cfg = build_config(data)
+    if cfg.cv.folds is not None and cfg.cv.fold is None:
+        out = run_folds(cfg)["cv"]["tasks"]
+        # What a Hydra sweeper optimises: the out-of-fold score (the mean over tasks).
+        return float(sum(t["oof"][t["metric"]] for t in out.values()) / len(out))
+    metrics = run(cfg)
     return metrics["best"]["dev_score"]  # what a Hydra sweeper optimises
 
 

@@ -77,6 +77,19 @@ class TrainConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CrossValidation:
+    folds: int | None  # null: one run on the whole training file
+    fold: int | None  # the one fold this run holds out; null: every fold in turn
+    seed: int  # which rows form which fold
+
+    def __post_init__(self) -> None:
+        if self.folds is not None and self.folds < 2:
+            raise ValueError(f"cv.folds={self.folds}; use 2 or more, or null for one run")
+        if self.fold is not None and (self.folds is None or not 0 <= self.fold < self.folds):
+            raise ValueError(f"cv.fold={self.fold}; use 0 .. cv.folds-1 (with cv.folds set)")
+
+
+@dataclass(frozen=True, kw_only=True)
 class FinetuneConfig:
     paths: PathsConfig
     model: ModelSource
@@ -84,6 +97,7 @@ class FinetuneConfig:
     head: HeadConfig
     train: TrainConfig
     runtime: RuntimeConfig
+    cv: CrossValidation
     resume: Path | None  # a run folder to continue from its newest intact checkpoint
     run_dir: Path = Path(".")  # Hydra's run folder; set by the entry point, not in conf/
 

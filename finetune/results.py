@@ -27,7 +27,7 @@ from ptm.records import command_line
 from ptm.tasks.inference import Prediction
 from ptm.tasks.loading import TaskData
 from ptm.tasks.metrics import confusion_image
-from ptm.tasks.submission import ZIP_NAME, zip_submissions
+from ptm.tasks.submission import ZIP_NAME, write_probabilities, zip_submissions
 from ptm.training import dist, loop
 
 if TYPE_CHECKING:
@@ -192,12 +192,17 @@ def _predict_test(f: Finetuning, state: FinetuneState, final: dict) -> None:
             "labels": task.labels,
             "dev": state.best.dev[task.name],
         }
+        if task.kind.averaged:  # what cross-validation and ensembles average
+            entry["predictions"] = _write_held_out(f, state, task)
         if "test" in task.splits:
             test = task.splits["test"]
             pred = predict(f, state.model, task, "test")
-            entry["predictions"] = task.kind.write_submission(
-                f.run_dir / "predictions" / task.name, task, pred, decision
-            )
+            entry["predictions"] = {
+                **entry.get("predictions", {}),
+                **task.kind.write_submission(
+                    f.run_dir / "predictions" / task.name, task, pred, decision
+                ),
+            }
             if test.has_answers:
                 entry["test"] = task.kind.score(task, test, pred, decision)
         final["tasks"][task.name] = entry
@@ -213,6 +218,24 @@ def _predict_test(f: Finetuning, state: FinetuneState, final: dict) -> None:
 def _recorded(final: dict) -> dict:
     """The metrics a record keeps: all but the per-evaluation history (the scores are there)."""
     return {k: v for k, v in final.items() if k != "history"}
+
+
+def _write_held_out(f: Finetuning, state: FinetuneState, task: TaskData) -> dict[str, str]:
+    """The best model's class probabilities on dev and, in a cross-validation fold, on the
+    held-out fold (``oof``), each row with its file line: ``predictions/<task>/<split>_
+    probabilities.csv``, what `finetune.cv` and `finetune.ensemble` average."""
+    out, seen = {}, {}
+    for name in ("dev", "oof"):
+        split = task.splits.get(name)
+        if split is None:
+            continue
+        if id(split) not in seen:  # a fold without a dev file selects on its held-out part
+            seen[id(split)] = predict(f, state.model, task, name).probs
+        path = f.run_dir / "predictions" / task.name / f"{name}_probabilities.csv"
+        out[f"{name}_probabilities"] = write_probabilities(
+            path, task.labels, split.lines, seen[id(split)]
+        )
+    return out
 
 
 def _export_meta(cfg: FinetuneConfig, tasks: list[TaskData], decisions: dict) -> dict:

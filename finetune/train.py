@@ -44,8 +44,8 @@ from ptm.records import RunClock
 from ptm.tasks.batching import collate
 from ptm.tasks.collapse import CollapseGuard
 from ptm.tasks.config import TaskConfig
-from ptm.tasks.kinds import load_task
-from ptm.tasks.loading import TaskData
+from ptm.tasks.kinds import kind_named, load_task
+from ptm.tasks.loading import Fold, TaskData
 from ptm.training import dist, loop
 from ptm.training.guard import DivergenceGuard
 from ptm.training.llrd import layer_decay_groups
@@ -162,13 +162,8 @@ def setup(
     """Model folder, tokenizer and data, checked against each other before anything trains;
     then the model, optimizer, batch streams, task mix and guards."""
     t, info, device = cfg.train, session.info, session.device
-    folder = Path(cfg.model.path)
-    config = _model_config(folder)
-    tokenizer_from = cfg.model.tokenizer or folder
-    tokenizer = load_tokenizer(tokenizer_from)
-    check_vocab(len(tokenizer), config, tokenizer_from)
-    task_cfgs = [_fit_length(tc, config) for tc in cfg.tasks]
-    tasks = [load_task(tc, tokenizer, t.limit_examples) for tc in task_cfgs]
+    fold = Fold(cfg.cv.fold, cfg.cv.folds, cfg.cv.seed) if cfg.cv.fold is not None else None
+    tokenizer, config, tasks = load_tasks(cfg, fold)
     _check_fit(tasks, config, t.batch_size)
 
     model, wrapped = _build_model(cfg, tasks, info)
@@ -392,6 +387,29 @@ def _summary(f: Finetuning, state: FinetuneState) -> dict:
         "pooling": cfg.head.pooling,
         "resumed_at": f.resumed_at,
     }
+
+
+def load_tasks(cfg: FinetuneConfig, fold: Fold | None = None) -> tuple[Any, Any, list[TaskData]]:
+    """``(tokenizer, encoder config, tasks)``: the model folder's tokenizer and config, checked
+    against each other, and every task read at the length the model takes (``fold``: one
+    cross-validation fold held out)."""
+    folder = Path(cfg.model.path)
+    config = _model_config(folder)
+    tokenizer_from = cfg.model.tokenizer or folder
+    tokenizer = load_tokenizer(tokenizer_from)
+    check_vocab(len(tokenizer), config, tokenizer_from)
+    if fold is not None:
+        for task in cfg.tasks:
+            if not kind_named(task.kind).averaged:
+                raise InputError(
+                    None,
+                    f"cv.folds: task {task.name} is of kind {task.kind}, whose predictions are "
+                    "not one probability row per text to average over folds",
+                    "cross-validate classification or pair tasks (cv.folds=null for this one)",
+                )
+    limit = cfg.train.limit_examples
+    tasks = [load_task(_fit_length(tc, config), tokenizer, limit, fold) for tc in cfg.tasks]
+    return tokenizer, config, tasks
 
 
 def _model_config(folder: Path):

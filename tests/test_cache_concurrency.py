@@ -33,7 +33,7 @@ def test_three_runs_started_together_on_a_new_corpus_all_succeed(tmp_path: Path)
     logs = [tmp_path / f"run{i}.log" for i in range(3)]
     runs = []
     with exclusive(folder):  # as if a fourth run were building it
-        for i, log in enumerate(logs):
+        for log in logs:
             # As a user starts them: no run folder given (each gets its own, though all three
             # start in the same second: conf/pretrain.yaml's ${ptm.run_id:}).
             args = tiny_pretrain_overrides(tmp_path, corpus, *EXTRA)

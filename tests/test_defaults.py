@@ -29,6 +29,7 @@ ROOTS: list[tuple[str, type, tuple[str, ...]]] = [
 def _roots() -> list[tuple[str, type, tuple[str, ...]]]:
     from docs.config_reference import ReferenceConfig
     from finetune.config import FinetuneConfig
+    from finetune.ensemble import EnsembleConfig
     from finetune.report import ReportConfig
     from pretrain.config import PretrainConfig
     from sweeps.serve_tensorboard import TensorBoardConfig
@@ -42,6 +43,7 @@ def _roots() -> list[tuple[str, type, tuple[str, ...]]]:
         ("tensorboard", TensorBoardConfig, ()),
         ("config_reference", ReferenceConfig, ()),
         ("report", ReportConfig, ()),
+        ("ensemble", EnsembleConfig, ("runs=[a,b]",)),
     ]
 
 

@@ -331,13 +331,15 @@ def test_the_best_checkpoint_is_chosen_on_dev_macro_f1(
     monkeypatch.setattr(Classification, "predict", spying)
     cfg, _ = cls_config(tmp_path, model_dir, "train.eval_every=5", "train.epochs=4")
     metrics = run(cfg)
-    assert len(heads_at) == 8
+    # Eight evaluations, then the best model's dev probabilities (dev_probabilities.csv).
+    assert len(heads_at) == 9
     assert metrics["best"]["step"] == 15 and metrics["best"]["dev_score"] == 0.9
     assert metrics["tasks"]["cls"]["dev"]["macro_f1"] == 0.9
     exported = load_file(tmp_path / "run" / "model" / "heads.safetensors")
     for k, v in exported.items():
         torch.testing.assert_close(v, heads_at[2][k])
-        assert not torch.equal(v, heads_at[-1][k])
+        torch.testing.assert_close(v, heads_at[8][k])
+        assert not torch.equal(v, heads_at[7][k])
 
 
 def test_early_stopping_after_patience_evaluations(

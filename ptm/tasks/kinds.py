@@ -40,6 +40,7 @@ from ptm.tasks.config import TaskConfig
 from ptm.tasks.inference import Prediction, logits_batches
 from ptm.tasks.loading import (
     IGNORE,
+    Fold,
     RawSplit,
     Split,
     TaskData,
@@ -75,6 +76,9 @@ class TaskKind(Protocol):
     baseline: str | None  # its classical baseline for the report: a key of ptm.tasks.baselines
     answers_in_test_file: bool  # tags ride in the test file; labels come as a test_labels file
     linear_probe: bool  # pretraining's probe (ptm.tasks.probe) can score it on frozen states
+    # One probability row per text, decided by its largest entry: cross-validation folds and
+    # ensembles of runs average these rows (finetune.cv, finetune.ensemble).
+    averaged: bool
 
     # Reading and encoding a split (called by ptm.tasks.loading.read_task).
     def text_columns(self, cfg: TaskConfig) -> list[str]: ...
@@ -203,6 +207,7 @@ class Classification(_Softmax, _Kind):
     baseline = "tfidf"
     answers_in_test_file = False
     linear_probe = True
+    averaged = True
 
     def encode_text(
         self, encoder: TextEncoder, texts: list[str], path: Path, lines: np.ndarray
@@ -338,6 +343,7 @@ class Pair(Classification):
     name = "pair"
     baseline = None
     linear_probe = False  # the probe reads one text a row
+    averaged = True
 
     def text_columns(self, cfg: TaskConfig) -> list[str]:
         return [cfg.text_column, cfg.text_b_column]
@@ -383,6 +389,7 @@ class Tokens(_Softmax, _Kind):
     baseline = "window_tagger"
     answers_in_test_file = True
     linear_probe = True
+    averaged = False  # a tag per word, not a row of class probabilities
 
     def encode_text(
         self, encoder: TextEncoder, texts: list[str], path: Path, lines: np.ndarray
@@ -559,6 +566,7 @@ class MultiLabel(Classification):
     problem_type = "multi_label_classification"
     baseline = "tfidf_one_vs_rest"
     linear_probe = False  # the probe fits one class a text
+    averaged = False  # each label decided by its own threshold, not by the largest
     THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
 
     def parse_answers(
@@ -704,8 +712,12 @@ def kind_of(task: str, settings: Mapping[str, Any]) -> TaskKind:
 
 
 def load_task(
-    cfg: TaskConfig, tokenizer: PreTrainedTokenizerBase, limit: int | None = None
+    cfg: TaskConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    limit: int | None = None,
+    fold: Fold | None = None,
 ) -> TaskData:
     """Read, check and encode every split of one task (`ptm.tasks.loading.read_task`), the way
-    its kind says. ``limit`` keeps that many rows of every file, spread evenly over it."""
-    return read_task(cfg, kind_named(cfg.kind), tokenizer, limit)
+    its kind says. ``limit`` keeps that many rows of every file, spread evenly over it; ``fold``
+    holds one cross-validation fold of the training file out."""
+    return read_task(cfg, kind_named(cfg.kind), tokenizer, limit, fold)

@@ -233,11 +233,31 @@ class RawSplit:
         return self.answer_path or self.path, lines
 
 
-def read_task(cfg: TaskConfig, kind: Any, tokenizer: PreTrainedTokenizerBase, limit: int | None):
+@dataclass(frozen=True)
+class Fold:
+    """Fold ``index`` of ``folds`` stratified folds of a training file (cross-validation): the
+    run trains on the other folds and predicts this one (the ``oof`` split); which rows form
+    which fold is a function of ``seed`` alone, the same in every fold's run."""
+
+    index: int
+    folds: int
+    seed: int
+
+
+def read_task(
+    cfg: TaskConfig,
+    kind: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    limit: int | None,
+    fold: Fold | None = None,
+):
     """Read, check and encode every split of one task, asking ``kind`` (a
     `ptm.tasks.kinds.TaskKind`) wherever kinds differ.
 
     ``limit`` keeps that many rows of every file, spread evenly over it (smoke runs, sweeps).
+    ``fold``: cross-validation's held-out fold of the training file becomes the ``oof`` split,
+    and the dev split too when the task has no dev file (each fold then selects on its own
+    held-out part).
     """
     assert cfg.max_seq_len is not None, f"task {cfg.name}: max_seq_len follows the model first"
     encoder = TextEncoder(tokenizer)
@@ -250,10 +270,15 @@ def read_task(cfg: TaskConfig, kind: Any, tokenizer: PreTrainedTokenizerBase, li
         return kind.encode(cfg, name, raw, answers, tokenizer)
 
     train = encode("train", raw_train)
-    if cfg.dev is None:
-        train, dev = hold_out(cfg, train, kind.strata(train))
-    else:
+    held_out = {}
+    if fold is not None:
+        train, held_out["oof"] = cross_validation_fold(cfg, train, kind.strata(train), fold)
+    if cfg.dev is not None:
         dev = encode("dev", read_split(cfg, kind, cfg.dev, encoder, "required", limit))
+    elif fold is not None:
+        dev = held_out["oof"]
+    else:
+        train, dev = hold_out(cfg, train, kind.strata(train))
     if cfg.train_rows is not None and cfg.train_rows < train.n_rows:
         keep = label_budget(kind.strata(train), train.n_rows, cfg.train_rows, cfg.train_rows_seed)
         log.info(
@@ -264,7 +289,7 @@ def read_task(cfg: TaskConfig, kind: Any, tokenizer: PreTrainedTokenizerBase, li
             cfg.train_rows_seed,
         )
         train = train.select_rows(keep, "train")
-    splits = {"train": train, "dev": dev}
+    splits = {"train": train, "dev": dev, **held_out}
     if cfg.test is not None:
         in_file = "optional" if kind.answers_in_test_file else "none"
         raw_test = read_split(cfg, kind, cfg.test, encoder, in_file, limit)
@@ -475,6 +500,44 @@ def hold_out(cfg: TaskConfig, train: Split, strata: np.ndarray | None) -> tuple[
         cfg.split_seed,
     )
     return train.select_rows(rest, "train"), train.select_rows(dev, "dev")
+
+
+def cross_validation_fold(
+    cfg: TaskConfig, train: Split, strata: np.ndarray | None, fold: Fold
+) -> tuple[Split, Split]:
+    """``(the other folds, this fold)`` of the training rows (`fold_of_rows`)."""
+    assigned = fold_of_rows(strata, train.n_rows, fold.folds, fold.seed)
+    held = np.flatnonzero(assigned == fold.index)
+    if len(held) == 0 or len(held) == train.n_rows:
+        raise InputError(
+            train.path,
+            f"{train.n_rows} rows are too few for {fold.folds} folds",
+            "use fewer folds (cv.folds) or more training rows",
+        )
+    log.info(
+        "task %s: cross-validation fold %d of %d holds out %d of %d training rows (cv.seed %d)",
+        cfg.name,
+        fold.index + 1,
+        fold.folds,
+        len(held),
+        train.n_rows,
+        fold.seed,
+    )
+    rest = np.setdiff1d(np.arange(train.n_rows), held)
+    return train.select_rows(rest, "train"), train.select_rows(held, "oof")
+
+
+def fold_of_rows(strata: np.ndarray | None, n_rows: int, folds: int, seed: int) -> np.ndarray:
+    """The fold (0 .. folds - 1) of every row: stratified when ``strata`` gives a class per row
+    — each class's rows, in a seeded random order, dealt to the folds in turn, the next class
+    going on where the last one stopped, so every fold holds each class's share and the folds
+    differ in size by one row at most — at random otherwise."""
+    order = np.random.default_rng(seed).permutation(n_rows)
+    if strata is not None:
+        order = order[np.argsort(np.asarray(strata)[order], kind="stable")]  # class by class
+    out = np.empty(n_rows, np.int64)
+    out[order] = np.arange(n_rows) % folds
+    return out
 
 
 def label_budget(strata: np.ndarray | None, n_rows: int, budget: int, seed: int) -> np.ndarray:

@@ -15,6 +15,9 @@ import json
 import zipfile
 from pathlib import Path
 
+import numpy as np
+
+from ptm.errors import InputError
 from ptm.tasks.loading import TaskData
 
 ZIP_NAME = "submission.zip"
@@ -28,6 +31,33 @@ def write_table(path: Path, header: list[str], rows) -> str:
         writer.writerow(header)
         writer.writerows(rows)
     return str(path)
+
+
+def write_probabilities(path: Path, labels: list[str], lines, probs) -> str:
+    """Class probabilities of a split's rows, each with its line in the file it was read from
+    (``line``, then a column per class, tab-separated): what folds and ensembles average."""
+    rows = (
+        [str(int(line)), *(f"{p:.6f}" for p in row)] for line, row in zip(lines, probs, strict=True)
+    )
+    return write_table(path, ["line", *labels], rows)
+
+
+def read_probabilities(path: Path, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(lines, probabilities)`` of a file `write_probabilities` wrote, checked against the
+    ``labels`` the reader expects (another label set or order would average wrong columns)."""
+    with path.open(newline="") as f:
+        reader = csv.reader(f, delimiter="\t")
+        header = next(reader, None)
+        if header != ["line", *labels]:
+            raise InputError(
+                path,
+                f"columns {header} are not line + the labels {labels}",
+                "combine runs of the same task and labels",
+                1,
+            )
+        rows = list(reader)
+    table = np.array(rows, dtype=np.float64).reshape(len(rows), len(labels) + 1)
+    return table[:, 0].astype(np.int64), table[:, 1:]
 
 
 def write_jsonl(path: Path, ids, answers: list[str]) -> str:
