@@ -121,12 +121,7 @@ def baseline(
 
 
 def run(
-    batch_size: int = 128,
-    max_seq_len: int = 256,
-    chunk_rows: int = 4096,
-    copies: int = 2,
-    precision: str = "fp32",
-    cpu: bool = True,
+    batch_size: int, max_seq_len: int, chunk_rows: int, copies: int, precision: str, cpu: bool
 ) -> list[BenchRow]:
     """One row per device (the CPU at ``precision``; a GPU, if there is one, in bf16)."""
     import torch

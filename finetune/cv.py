@@ -35,7 +35,7 @@ from finetune.train import load_tasks, run
 from ptm.errors import InputError
 from ptm.records import RECORD, RunClock, plain, write_record
 from ptm.tasks.inference import Prediction
-from ptm.tasks.loading import TaskData
+from ptm.tasks.splits import TaskData
 from ptm.tasks.submission import read_probabilities
 from ptm.training import loop
 from ptm.training.checkpoint import list_checkpoints

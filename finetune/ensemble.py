@@ -34,7 +34,7 @@ from ptm.config import PathsConfig, register_resolvers, resolve, to_dataclass
 from ptm.errors import InputError, exit_on_input_error
 from ptm.records import RECORD, RunClock, write_record
 from ptm.tasks.inference import Prediction
-from ptm.tasks.loading import TaskData
+from ptm.tasks.splits import TaskData
 from ptm.tasks.submission import read_probabilities
 from ptm.training import loop
 

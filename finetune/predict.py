@@ -51,7 +51,7 @@ from ptm.progress import format_count
 from ptm.records import RunClock
 from ptm.tasks.config import TaskConfig
 from ptm.tasks.kinds import kind_of
-from ptm.tasks.loading import TaskData
+from ptm.tasks.splits import TaskData
 from ptm.tasks.streaming import FileResult, predict_file
 from ptm.tasks.submission import ZIP_NAME, zip_submissions
 from ptm.training import loop

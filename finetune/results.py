@@ -25,8 +25,8 @@ from ptm.models.finetuned import export
 from ptm.progress import format_count, format_duration
 from ptm.records import command_line
 from ptm.tasks.inference import Prediction
-from ptm.tasks.loading import TaskData
 from ptm.tasks.metrics import confusion_image
+from ptm.tasks.splits import TaskData
 from ptm.tasks.submission import ZIP_NAME, write_probabilities, zip_submissions
 from ptm.training import dist, loop
 

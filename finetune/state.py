@@ -19,7 +19,7 @@ import torch
 
 from ptm.tasks.batching import batch_order
 from ptm.tasks.collapse import CollapseGuard
-from ptm.tasks.loading import TaskData
+from ptm.tasks.splits import TaskData
 from ptm.training import loop
 from ptm.training.checkpoint import rng_state, set_rng_state
 from ptm.training.guard import DivergenceGuard

@@ -45,7 +45,8 @@ from ptm.tasks.batching import collate
 from ptm.tasks.collapse import CollapseGuard
 from ptm.tasks.config import TaskConfig
 from ptm.tasks.kinds import kind_named, load_task
-from ptm.tasks.loading import Fold, TaskData
+from ptm.tasks.loading import Fold
+from ptm.tasks.splits import TaskData
 from ptm.training import dist, loop
 from ptm.training.guard import DivergenceGuard
 from ptm.training.llrd import layer_decay_groups

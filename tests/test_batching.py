@@ -17,7 +17,7 @@ from ptm.models.heads import HeadConfig, TaskModel, build_head, load_encoder
 from ptm.tasks.batching import collate, length_buckets, padded_width
 from ptm.tasks.inference import logits_batches
 from ptm.tasks.kinds import Classification, Tokens
-from ptm.tasks.loading import IGNORE, Split
+from ptm.tasks.splits import IGNORE, Split
 from ptm.training.runtime import pads_to_buckets
 from tests.finetune_helpers import tiny_model_dir
 

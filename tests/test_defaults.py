@@ -30,6 +30,7 @@ def _roots() -> list[tuple[str, type, tuple[str, ...]]]:
     from docs.config_reference import ReferenceConfig
     from finetune.config import FinetuneConfig
     from finetune.ensemble import EnsembleConfig
+    from finetune.predict import PredictConfig
     from finetune.report import ReportConfig
     from pretrain.config import PretrainConfig
     from sweeps.serve_tensorboard import TensorBoardConfig
@@ -44,6 +45,7 @@ def _roots() -> list[tuple[str, type, tuple[str, ...]]]:
         ("config_reference", ReferenceConfig, ()),
         ("report", ReportConfig, ()),
         ("ensemble", EnsembleConfig, ("runs=[a,b]",)),
+        ("predict", PredictConfig, ()),
     ]
 
 

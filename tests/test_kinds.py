@@ -15,7 +15,7 @@ from ptm.errors import InputError
 from ptm.models.heads import HeadConfig
 from ptm.tasks.inference import Prediction
 from ptm.tasks.kinds import KINDS, Classification, MultiLabel, Pair, Tokens, kind_of
-from ptm.tasks.loading import IGNORE, Split, TaskData
+from ptm.tasks.splits import IGNORE, Split, TaskData
 from tests.conftest import task_config
 
 

@@ -111,3 +111,31 @@ def test_the_model_code_exported_folders_carry_needs_only_torch_and_transformers
     # by transformers (trust_remote_code) on machines without ptm.
     imports = imports_of(ROOT / "ptm" / "models" / "modeling_mean_pooling.py")
     assert {name.split(".")[0] for name in imports} <= {"__future__", "torch", "transformers"}
+
+
+# Read in one sitting: functions of the library and the stages stay under this many lines (a
+# longer one is several steps that want names of their own), files under FILE_LINES.
+FUNCTION_LINES = 100
+FILE_LINES = 500
+# Files longer than that because they hold one job that does not cut well, and why.
+LONG_FILES = {
+    "ptm/tasks/kinds.py": "the four task kinds behind one protocol, each a class",
+    "ptm/tf/convert.py": "TF <-> transformers conversion both ways, sharing its name maps",
+}
+
+
+def test_functions_and_files_are_short_enough_to_read() -> None:
+    long_functions, long_files = [], []
+    for folder in ("ptm", "pretrain", "finetune", "convert", "sweeps"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            text = path.read_text()
+            name = str(path.relative_to(ROOT))
+            if len(text.splitlines()) > FILE_LINES and name not in LONG_FILES:
+                long_files.append(f"{name} ({len(text.splitlines())} lines)")
+            for node in ast.walk(ast.parse(text)):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    lines = node.end_lineno - node.lineno + 1
+                    if lines > FUNCTION_LINES:
+                        long_functions.append(f"{name}:{node.lineno} {node.name} ({lines})")
+    assert not long_functions, f"split these into steps with names: {long_functions}"
+    assert not long_files, f"files with more than one job? {long_files}"

@@ -15,13 +15,8 @@ from ptm.models.heads import HEADS
 from ptm.tasks.batching import batch_order, collate
 from ptm.tasks.config import TaskConfig
 from ptm.tasks.kinds import KINDS, TaskKind, load_task
-from ptm.tasks.loading import (
-    IGNORE,
-    natural_order,
-    pair_budget,
-    truncate,
-    windows,
-)
+from ptm.tasks.loading import natural_order, pair_budget, truncate, windows
+from ptm.tasks.splits import IGNORE
 from tests.conftest import task_config
 
 CLS, SEP = 2, 3  # positions of [CLS] and [SEP] in SPECIAL_TOKENS

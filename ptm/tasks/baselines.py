@@ -30,14 +30,9 @@ from ptm.errors import InputError
 from ptm.tasks.bio import bio_decode, bio_transitions
 from ptm.tasks.config import TaskConfig
 from ptm.tasks.kinds import MultiLabel, TaskKind, kind_named
-from ptm.tasks.loading import (
-    RawSplit,
-    label_budget,
-    natural_order,
-    tag_order,
-    task_table,
-)
+from ptm.tasks.loading import label_budget, natural_order, tag_order, task_table
 from ptm.tasks.metrics import classification_metrics, token_metrics
+from ptm.tasks.splits import RawSplit
 from ptm.tasks.tables import Table
 
 C_GRID = (0.25, 1.0, 4.0, 16.0)  # logistic regression's C, chosen on dev

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ptm.tasks.loading import IGNORE, Split
+from ptm.tasks.splits import IGNORE, Split
 
 # The shortest padded length with buckets: below it a GPU step costs the same (launch-bound at
 # BERT-mini's width), so a smaller bucket would only add a graph to compile.

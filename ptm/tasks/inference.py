@@ -16,7 +16,7 @@ import torch
 
 from ptm.models.heads import TaskModel
 from ptm.tasks.batching import collate, eval_order, length_buckets
-from ptm.tasks.loading import Split
+from ptm.tasks.splits import Split
 from ptm.training.runtime import autocast, pads_to_buckets
 
 

@@ -39,11 +39,7 @@ from ptm.tasks.bio import bio_decode, bio_transitions
 from ptm.tasks.config import TaskConfig
 from ptm.tasks.inference import Prediction, logits_batches
 from ptm.tasks.loading import (
-    IGNORE,
     Fold,
-    RawSplit,
-    Split,
-    TaskData,
     at_least_two,
     check_tag,
     entropy,
@@ -57,6 +53,7 @@ from ptm.tasks.loading import (
     windows,
 )
 from ptm.tasks.metrics import classification_metrics, per_class, token_metrics
+from ptm.tasks.splits import IGNORE, RawSplit, Split, TaskData
 from ptm.tasks.submission import write_answers, write_table
 from ptm.tasks.tables import TextEncoder
 
@@ -86,7 +83,7 @@ class TaskKind(Protocol):
         self, encoder: TextEncoder, texts: list[str], path: Path, lines: np.ndarray
     ) -> list[tuple[np.ndarray, np.ndarray]]: ...
     def parse_answers(
-        self, cfg: TaskConfig, values: list[str], path: Path, lines: np.ndarray, first: list | None
+        self, cfg: TaskConfig, values: list[str], path: Path, lines: np.ndarray, text_a: list | None
     ) -> list: ...
     def label_set(self, cfg: TaskConfig, answers: list, path: Path) -> list[str]: ...
     def answer_indices(self, cfg: TaskConfig, raw: RawSplit, index: dict[str, int]) -> Any: ...
@@ -166,6 +163,10 @@ class _Kind:
             "text_column": cfg.text_column,
             "text_b_column": cfg.text_b_column if len(self.text_columns(cfg)) > 1 else None,
             "label_column": cfg.label_column,
+            # How its submission is written, so a copied model/ folder predicts a new file in
+            # the competition's format (finetune.predict).
+            "submission_format": cfg.submission_format,
+            "submission_name": cfg.submission_name,
             **({"decision": decision} if decision else {}),
         }
 
@@ -215,7 +216,7 @@ class Classification(_Softmax, _Kind):
         return [(ids, np.zeros(0, np.int64)) for ids in encoder.texts(texts, path, lines)]
 
     def parse_answers(
-        self, cfg: TaskConfig, values: list[str], path: Path, lines: np.ndarray, first: list | None
+        self, cfg: TaskConfig, values: list[str], path: Path, lines: np.ndarray, text_a: list | None
     ) -> list:
         for label, line in zip(values, lines, strict=True):
             if not label:
@@ -246,7 +247,7 @@ class Classification(_Softmax, _Kind):
         cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
         stats = Counter(token_stats(raw, tokenizer))
         ids_out, b_out = [], []
-        for a, _ in raw.first:
+        for a, _ in raw.text_a:
             kept = truncate(a, budget, cfg.truncation, cfg.head_fraction)
             stats["truncated"] += len(kept) < len(a)
             ids_out.append(np.concatenate([[cls], kept, [sep]]).astype(np.int32))
@@ -360,7 +361,7 @@ class Pair(Classification):
         cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
         stats = Counter(token_stats(raw, tokenizer))
         ids_out, b_out = [], []
-        for (a, _), b in zip(raw.first, raw.second, strict=True):
+        for (a, _), b in zip(raw.text_a, raw.text_b, strict=True):
             ka, kb = pair_budget(len(a), len(b), budget)
             stats["truncated"] += ka + kb < len(a) + len(b)
             ids_out.append(np.concatenate([[cls], a[:ka], [sep], b[:kb], [sep]]).astype(np.int32))
@@ -397,10 +398,10 @@ class Tokens(_Softmax, _Kind):
         return encoder.words(texts, path, lines)
 
     def parse_answers(
-        self, cfg: TaskConfig, values: list[str], path: Path, lines: np.ndarray, first: list | None
+        self, cfg: TaskConfig, values: list[str], path: Path, lines: np.ndarray, text_a: list | None
     ) -> list:
         answers = []
-        for (_, word_first), tags, line in zip(first, values, lines, strict=True):
+        for (_, word_first), tags, line in zip(text_a, values, lines, strict=True):
             row_tags = tags.split()
             if len(row_tags) != len(word_first):
                 raise InputError(
@@ -446,14 +447,14 @@ class Tokens(_Softmax, _Kind):
         cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
         stats = Counter(token_stats(raw, tokenizer))
         ids_out, b_out, row_out, tags_out, words_out = [], [], [], [], []
-        for r, (ids, first) in enumerate(raw.first):
+        for r, (ids, word_start) in enumerate(raw.text_a):
             tag_of_token = np.full(len(ids), IGNORE, np.int64)
             word_of_token = np.full(len(ids), -1, np.int64)
-            has = first >= 0
-            word_of_token[first[has]] = np.flatnonzero(has)
+            has = word_start >= 0
+            word_of_token[word_start[has]] = np.flatnonzero(has)
             if answers is not None:
-                tag_of_token[first[has]] = answers[r][has]
-            spans = windows(first, len(ids), budget)
+                tag_of_token[word_start[has]] = answers[r][has]
+            spans = windows(word_start, len(ids), budget)
             stats["windowed_rows"] += len(spans) > 1
             for lo, hi in spans:
                 ids_out.append(np.concatenate([[cls], ids[lo:hi], [sep]]).astype(np.int32))
@@ -472,7 +473,7 @@ class Tokens(_Softmax, _Kind):
             ids=raw.ids,
             tags=tags_out if answers is not None else None,
             word_at=words_out,
-            row_words=np.array([len(f) for _, f in raw.first], np.int64),
+            row_words=np.array([len(f) for _, f in raw.text_a], np.int64),
             row_answers=answers,
             stats=dict(stats),
         )
@@ -570,7 +571,7 @@ class MultiLabel(Classification):
     THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
 
     def parse_answers(
-        self, cfg: TaskConfig, values: list[str], path: Path, lines: np.ndarray, first: list | None
+        self, cfg: TaskConfig, values: list[str], path: Path, lines: np.ndarray, text_a: list | None
     ) -> list:
         answers = []
         for value, line in zip(values, lines, strict=True):

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,101 +37,12 @@ from transformers import PreTrainedTokenizerBase
 
 from ptm.errors import InputError
 from ptm.tasks.config import TaskConfig
+from ptm.tasks.splits import RawSplit, Split, TaskData
 from ptm.tasks.tables import Table, TextEncoder
 
 log = logging.getLogger(__name__)
 
 UNKNOWN_WARNING = 0.05  # share of [UNK] tokens in a split above which the run warns
-IGNORE = -100  # label of positions that carry no answer (specials, padding, sub-word pieces)
-
-
-@dataclass
-class Split:
-    """One split of one task, encoded: every example is a full model input ([CLS] ... [SEP]).
-
-    A token-task row longer than the model becomes several examples (windows); ``row`` maps each
-    example back to its row and ``word_at`` each position to its word, so predictions are
-    reassembled per row with one tag per word.
-    """
-
-    name: str
-    path: Path
-    input_ids: list[np.ndarray]  # per example (length,) int32 vocabulary indices
-    segment_b: np.ndarray  # (n,) first position of the second text; = length for one text
-    row: np.ndarray  # (n,) row of the split each example comes from
-    lines: np.ndarray  # (n_rows,) file line of each row, for messages
-    ids: np.ndarray | None = None  # (n_rows,) the id of each row as written (id_column), or None
-    labels: np.ndarray | None = None  # (n,) class index, or (n, C) 0/1 for multi-label; None
-    # when there are no answers
-    tags: list[np.ndarray] | None = None  # tokens: per example (length,) tag index or IGNORE
-    word_at: list[np.ndarray] | None = None  # tokens: per example (length,) word index or -1
-    row_words: np.ndarray | None = None  # tokens: (n_rows,) words per row
-    row_answers: list[np.ndarray] | None = None  # tokens: per row, the tag index of each word
-    stats: dict[str, int] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
-
-    @property
-    def n_rows(self) -> int:
-        return len(self.lines)
-
-    @property
-    def has_answers(self) -> bool:
-        return self.labels is not None or self.tags is not None
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.fromiter((len(x) for x in self.input_ids), np.int64, len(self.input_ids))
-
-    def select_rows(self, rows: np.ndarray, name: str) -> Split:
-        """The examples of the given rows (sorted), renumbered from 0."""
-        rows = np.sort(rows)
-        keep = np.flatnonzero(np.isin(self.row, rows))
-        renumber = np.full(self.n_rows, -1, np.int64)
-        renumber[rows] = np.arange(len(rows))
-
-        def pick(items: list[np.ndarray] | None) -> list[np.ndarray] | None:
-            return None if items is None else [items[i] for i in keep]
-
-        return Split(
-            name=name,
-            path=self.path,
-            input_ids=[self.input_ids[i] for i in keep],
-            segment_b=self.segment_b[keep],
-            row=renumber[self.row[keep]],
-            lines=self.lines[rows],
-            ids=None if self.ids is None else self.ids[rows],
-            labels=None if self.labels is None else self.labels[keep],
-            tags=pick(self.tags),
-            word_at=pick(self.word_at),
-            row_words=None if self.row_words is None else self.row_words[rows],
-            row_answers=None if self.row_answers is None else [self.row_answers[r] for r in rows],
-            stats={"rows": len(rows), "examples": len(keep)},
-        )
-
-    def row_labels(self) -> np.ndarray:
-        """Per-text answers per row (one example per row for these kinds)."""
-        assert self.labels is not None, "row_labels() needs answers"
-        return self.labels
-
-    def row_tags(self) -> list[np.ndarray]:
-        """Token-task answers per row: one tag index per word."""
-        assert self.row_answers is not None, "row_tags() needs tags"
-        return self.row_answers
-
-
-@dataclass
-class TaskData:
-    cfg: TaskConfig
-    kind: Any  # its ptm.tasks.kinds.TaskKind: everything that differs between kinds
-    labels: list[str]  # class names (or BIO tags) in index order
-    splits: dict[str, Split]  # train, dev and, when given, test
-    chance_loss: float  # entropy of the training labels: the loss of predicting their frequencies
-
-    @property
-    def name(self) -> str:
-        return self.cfg.name
 
 
 # ----------------------------------------------------------------------------- truncation
@@ -205,32 +116,6 @@ def entropy(counts: np.ndarray) -> float:
 
 
 # ----------------------------------------------------------------------------- reading a task
-
-
-@dataclass
-class RawSplit:
-    """A split as read: token indices per row (and the second text, the answers) + line numbers.
-
-    ``answers`` holds what the kind parsed from each row's answer field (a label, a list of tags,
-    a list of labels); ``first`` pairs each row's token indices with the first token of each
-    of its words (-1: the word has no token; empty when the kind does not track words).
-    """
-
-    path: Path
-    lines: np.ndarray
-    first: list[tuple[np.ndarray, np.ndarray]]
-    second: list[np.ndarray] | None
-    answers: list[Any] | None
-    ids: np.ndarray | None = None  # the id column, as written, when the task has one
-    answer_path: Path | None = None  # where the answers come from, for messages
-    answer_lines: np.ndarray | None = None
-    kept_rows: np.ndarray | None = None  # the rows read, when limited (else all)
-
-    @property
-    def where(self) -> tuple[Path, np.ndarray]:
-        """The file and line numbers the answers were read from."""
-        lines = self.answer_lines if self.answer_lines is not None else self.lines
-        return self.answer_path or self.path, lines
 
 
 @dataclass(frozen=True)
@@ -351,13 +236,13 @@ def read_split(
             line=1,
         )
     label_col = table.column(cfg.label_column) if answers == "required" or has_label else None
-    lines, first, values, ids = [], [], [], []
-    second = [] if len(text_cols) > 1 else None
+    lines, text_a, values, ids = [], [], [], []
+    text_b = [] if len(text_cols) > 1 else None
     keep = table.spread(limit)
     for batch_lines, rows in table.batches(keep):
-        first += kind.encode_text(encoder, [r[text_cols[0]] for r in rows], path, batch_lines)
-        if second is not None:
-            second += encoder.texts([r[text_cols[1]] for r in rows], path, batch_lines)
+        text_a += kind.encode_text(encoder, [r[text_cols[0]] for r in rows], path, batch_lines)
+        if text_b is not None:
+            text_b += encoder.texts([r[text_cols[1]] for r in rows], path, batch_lines)
         if label_col is not None:
             values += [r[label_col].strip() for r in rows]
         if id_col is not None:
@@ -373,13 +258,13 @@ def read_split(
             table.blank_lines,
             path,
         )
-    raw = RawSplit(path, np.concatenate(lines), first, second, None, kept_rows=keep)
+    raw = RawSplit(path, np.concatenate(lines), text_a, text_b, None, kept_rows=keep)
     if id_col is not None:
         raw.ids = np.array(ids, dtype=object)
         if test:
             check_unique_ids(cfg, raw)
     if label_col is not None:
-        raw.answers = kind.parse_answers(cfg, values, path, raw.lines, first)
+        raw.answers = kind.parse_answers(cfg, values, path, raw.lines, text_a)
     return raw
 
 
@@ -461,9 +346,9 @@ def unknown_label(raw: RawSplit, what: str, value: str, i: int, index: dict[str,
 
 def token_stats(raw: RawSplit, tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
     """Rows, tokens and unknown tokens of a split, for the log and the [UNK] warning."""
-    all_ids = np.concatenate([ids for ids, _ in raw.first]) if raw.first else np.zeros(0)
-    if raw.second is not None:
-        all_ids = np.concatenate([all_ids, *raw.second])
+    all_ids = np.concatenate([ids for ids, _ in raw.text_a]) if raw.text_a else np.zeros(0)
+    if raw.text_b is not None:
+        all_ids = np.concatenate([all_ids, *raw.text_b])
     return {
         "rows": len(raw.lines),
         "unknown_tokens": int((all_ids == tokenizer.unk_token_id).sum()),

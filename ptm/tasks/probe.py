@@ -37,8 +37,8 @@ from ptm.tasks.batching import collate, eval_order
 from ptm.tasks.bio import bio_decode, bio_transitions
 from ptm.tasks.config import TaskConfig
 from ptm.tasks.kinds import KINDS, TaskKind, kind_named, load_task
-from ptm.tasks.loading import IGNORE, Split, TaskData
 from ptm.tasks.metrics import classification_metrics, token_metrics
+from ptm.tasks.splits import IGNORE, Split, TaskData
 from ptm.training.runtime import autocast
 
 log = logging.getLogger(__name__)

@@ -38,15 +38,8 @@ from transformers import PreTrainedTokenizerBase
 
 from ptm.models.heads import TaskModel
 from ptm.progress import format_count
-from ptm.tasks.loading import (
-    UNKNOWN_WARNING,
-    RawSplit,
-    Split,
-    TaskData,
-    check_unique_ids,
-    read_split,
-    task_table,
-)
+from ptm.tasks.loading import UNKNOWN_WARNING, check_unique_ids, read_split, task_table
+from ptm.tasks.splits import RawSplit, Split, TaskData
 from ptm.tasks.tables import TextEncoder
 
 log = logging.getLogger(__name__)
@@ -72,13 +65,13 @@ def raw_chunks(
     seen: dict[str, int] = {}  # id -> its line, across chunks
     rows_read = 0
     for lines, rows in _rechunk(table.batches(), chunk_rows):
-        first = kind.encode_text(encoder, [r[text_cols[0]] for r in rows], path, lines)
-        second = (
+        text_a = kind.encode_text(encoder, [r[text_cols[0]] for r in rows], path, lines)
+        text_b = (
             encoder.texts([r[text_cols[1]] for r in rows], path, lines)
             if len(text_cols) > 1
             else None
         )
-        raw = RawSplit(path, lines, first, second, None)
+        raw = RawSplit(path, lines, text_a, text_b, None)
         if id_col is not None:
             raw.ids = np.array([r[id_col].strip() for r in rows], dtype=object)
             _check_ids(task, raw, seen)

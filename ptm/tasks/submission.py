@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ptm.errors import InputError
-from ptm.tasks.loading import TaskData
+from ptm.tasks.splits import TaskData
 
 ZIP_NAME = "submission.zip"
 
