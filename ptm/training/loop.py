@@ -253,7 +253,9 @@ def resume_point(resume: Path | None) -> tuple[Path, dict[str, Any]] | None:
     if found is None:
         if list_checkpoints(folder):
             raise InputError(folder, "no checkpoint here loads", "start anew without resume=")
-        log.warning("resume=%s has no checkpoint yet: starting from scratch", resume)
+        # A launcher that resumes every job from its own folder (conf/launcher/slurm.yaml) meets
+        # this at every first start: nothing to warn about.
+        log.info("resume=%s has no checkpoint yet: starting from scratch", resume)
     return found
 
 
