@@ -4,6 +4,7 @@ registry's refusal to guess a kind."""
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,9 @@ import torch
 from transformers import BertConfig
 
 from ptm.errors import InputError
-from ptm.models.heads import HeadConfig
+from ptm.models.heads import HEADS, HeadConfig
 from ptm.tasks.inference import Prediction
-from ptm.tasks.kinds import KINDS, Classification, MultiLabel, Pair, Tokens, kind_of
+from ptm.tasks.kinds import KINDS, Classification, MultiLabel, Pair, TaskKind, Tokens, kind_of
 from ptm.tasks.splits import IGNORE, Split, TaskData
 from tests.conftest import task_config
 
@@ -146,3 +147,92 @@ def test_the_config_refuses_a_task_without_a_kind() -> None:
 
     with pytest.raises(InputError, match=r"tasks\.mine names no kind"):
         build_config({"tasks": {"mine": {"train": "t.csv"}}})
+
+
+# ----------------------------------------------------------------------------- only kinds know kind names
+
+
+def kind_name_branches(source: str) -> list[str]:
+    """What in ``source`` decides by a kind's name: a comparison with one (``==``, ``!=``,
+    ``in (...)``; ``match``), a table keyed by two or more, or a fallback kind
+    (``settings.get("kind", "classification")``). The same words meaning something else —
+    ``stats["tokens"]``, a model config's ``problem_type`` — pass."""
+
+    def is_name(node: ast.AST) -> bool:
+        return isinstance(node, ast.Constant) and node.value in KINDS
+
+    def holds_name(node: ast.AST) -> bool:
+        elts = node.elts if isinstance(node, ast.Tuple | ast.List | ast.Set) else []
+        return is_name(node) or any(map(is_name, elts))
+
+    def says_kind(node: ast.AST) -> bool:
+        return any(
+            (isinstance(n, ast.Name) and "kind" in n.id)
+            or (isinstance(n, ast.Attribute) and "kind" in n.attr)
+            or (isinstance(n, ast.Constant) and n.value == "kind")
+            for n in ast.walk(node)
+        )
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare):
+            hit = any(map(holds_name, [node.left, *node.comparators]))
+        elif isinstance(node, ast.MatchValue):
+            hit = is_name(node.value)
+        elif isinstance(node, ast.Dict):
+            hit = sum(k is not None and is_name(k) for k in node.keys) >= 2
+        elif isinstance(node, ast.Call):
+            args = [*node.args, *(k.value for k in node.keywords)]
+            hit = any(map(is_name, args)) and any(says_kind(a) for a in args if not is_name(a))
+        else:
+            hit = False
+        if hit:
+            found.append(f"line {node.lineno}: {ast.unparse(node)[:80]}")
+    return found
+
+
+def test_every_kind_keeps_the_protocol_and_only_kinds_know_kind_names() -> None:
+    """Every module of the library and the stages asks a task's kind
+    (`ptm.tasks.kinds.TaskKind`) and never decides by its name: a new kind is one class in
+    kinds.py (and its baseline, if any, in baselines.py), not a hunt for branches."""
+    root = Path(__file__).resolve().parents[1]
+    for name, kind in KINDS.items():
+        assert isinstance(kind, TaskKind) and kind.name == name
+        assert kind.head in HEADS
+    modules = [
+        path
+        for folder in ("ptm", "pretrain", "finetune", "sweeps")
+        for path in sorted((root / folder).rglob("*.py"))
+        if path != root / "ptm" / "tasks" / "kinds.py"
+    ]
+    assert len(modules) > 50 and root / "finetune" / "report.py" in modules
+    for path in modules:
+        text = path.read_text()
+        found = kind_name_branches(text)
+        assert not found, f"{path} decides by a kind's name ({found[0]}): ask the kind instead"
+        assert "is_tokens" not in text, f"{path} asks is_tokens: ask the kind instead"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        'if task.kind == "tokens":\n    pass',
+        'x = 1 if "pair" != cfg.kind else 2',
+        'ok = task.kind in ("classification", "multi_label")',
+        'match kind.name:\n    case "tokens":\n        pass',
+        'NAMES = {"classification": "TF-IDF", "tokens": "window"}',
+        'kind = settings.get("kind", "classification")',
+    ],
+)
+def test_the_kind_name_check_catches_each_way_of_deciding_by_name(source: str) -> None:
+    assert kind_name_branches(source)
+
+
+def test_the_kind_name_check_passes_the_same_words_meaning_something_else() -> None:
+    source = (
+        'files = {n: open(n) for n in ("tokens", "word_start")}\n'
+        'share = stats.get("tokens", 1)\n'
+        'state = {"model": m, "tokens": t}\n'
+        'if kind == "regression":\n    pass\n'
+    )
+    assert kind_name_branches(source) == []

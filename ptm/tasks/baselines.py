@@ -165,7 +165,9 @@ def _label_sets(kind: TaskKind, task: TaskConfig, rows: dict[str, Rows]) -> dict
     labels = kind.label_set(task, parsed["train"], rows["train"].path)
     index = {label: i for i, label in enumerate(labels)}
     return {
-        s: kind.answer_indices(task, RawSplit(v.path, v.lines, [], None, parsed[s]), index)
+        s: kind.answer_indices(
+            task, RawSplit(v.path, v.lines, [], None, parsed[s], np.zeros(0), {}), index
+        )
         for s, v in rows.items()
     }
 

@@ -47,7 +47,6 @@ from ptm.tasks.loading import (
     pair_budget,
     read_task,
     tag_order,
-    token_stats,
     truncate,
     unknown_label,
     windows,
@@ -82,6 +81,7 @@ class TaskKind(Protocol):
     def encode_text(
         self, encoder: TextEncoder, texts: list[str], path: Path, lines: np.ndarray
     ) -> list[tuple[np.ndarray, np.ndarray]]: ...
+    def clip(self, cfg: TaskConfig, ids: np.ndarray) -> np.ndarray: ...
     def parse_answers(
         self, cfg: TaskConfig, values: list[str], path: Path, lines: np.ndarray, text_a: list | None
     ) -> list: ...
@@ -141,6 +141,11 @@ class _Kind:
 
     def check_model(self, task: TaskData, config: PretrainedConfig) -> None:
         pass
+
+    def clip(self, cfg: TaskConfig, ids: np.ndarray) -> np.ndarray:
+        """The tokens of one text the kind can use: every one (a tagging task cuts a long row
+        into windows; it never truncates)."""
+        return ids
 
     def tune(self, task: TaskData, split: Split, prediction: Prediction) -> dict:
         """Nothing to choose on dev."""
@@ -243,13 +248,12 @@ class Classification(_Softmax, _Kind):
         answers: Any,
         tokenizer: PreTrainedTokenizerBase,
     ) -> Split:
-        budget = cfg.max_seq_len - 2
         cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
-        stats = Counter(token_stats(raw, tokenizer))
+        stats = Counter(raw.counts)
         ids_out, b_out = [], []
-        for a, _ in raw.text_a:
-            kept = truncate(a, budget, cfg.truncation, cfg.head_fraction)
-            stats["truncated"] += len(kept) < len(a)
+        for (a, _), written in zip(raw.text_a, raw.lengths.tolist(), strict=True):
+            kept = self.clip(cfg, a)
+            stats["truncated"] += len(kept) < written
             ids_out.append(np.concatenate([[cls], kept, [sep]]).astype(np.int32))
             b_out.append(len(kept) + 2)
         return self._split(name, raw, ids_out, b_out, answers, stats)
@@ -269,6 +273,11 @@ class Classification(_Softmax, _Kind):
             labels=None if answers is None else np.asarray(answers, np.int64),
             stats=dict(stats),
         )
+
+    def clip(self, cfg: TaskConfig, ids: np.ndarray) -> np.ndarray:
+        """Head, tail or head + tail (``cfg.truncation``) within the positions [CLS] and [SEP]
+        leave."""
+        return truncate(ids, cfg.max_seq_len - 2, cfg.truncation, cfg.head_fraction)
 
     def strata(self, train: Split) -> np.ndarray | None:
         return train.labels
@@ -359,14 +368,19 @@ class Pair(Classification):
     ) -> Split:
         budget = cfg.max_seq_len - 3
         cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
-        stats = Counter(token_stats(raw, tokenizer))
+        stats = Counter(raw.counts)
         ids_out, b_out = [], []
-        for (a, _), b in zip(raw.text_a, raw.text_b, strict=True):
+        for (a, _), b, written in zip(raw.text_a, raw.text_b, raw.lengths.tolist(), strict=True):
             ka, kb = pair_budget(len(a), len(b), budget)
-            stats["truncated"] += ka + kb < len(a) + len(b)
+            stats["truncated"] += ka + kb < written
             ids_out.append(np.concatenate([[cls], a[:ka], [sep], b[:kb], [sep]]).astype(np.int32))
             b_out.append(ka + 2)
         return self._split(name, raw, ids_out, b_out, answers, stats)
+
+    def clip(self, cfg: TaskConfig, ids: np.ndarray) -> np.ndarray:
+        """The start of each text, at most what the pair's positions hold: longest-first trimming
+        (`ptm.tasks.loading.pair_budget`) keeps no more of either, and keeps its start."""
+        return ids[: cfg.max_seq_len - 3]
 
     def check_model(self, task: TaskData, config: PretrainedConfig) -> None:
         if getattr(config, "type_vocab_size", 0) < 2:
@@ -445,7 +459,7 @@ class Tokens(_Softmax, _Kind):
     ) -> Split:
         budget = cfg.max_seq_len - 2
         cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
-        stats = Counter(token_stats(raw, tokenizer))
+        stats = Counter(raw.counts)
         ids_out, b_out, row_out, tags_out, words_out = [], [], [], [], []
         for r, (ids, word_start) in enumerate(raw.text_a):
             tag_of_token = np.full(len(ids), IGNORE, np.int64)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -236,13 +237,18 @@ def read_split(
             line=1,
         )
     label_col = table.column(cfg.label_column) if answers == "required" or has_label else None
-    lines, text_a, values, ids = [], [], [], []
+    lines, text_a, values, ids, lengths = [], [], [], [], []
     text_b = [] if len(text_cols) > 1 else None
+    counts: Counter = Counter()
     keep = table.spread(limit)
     for batch_lines, rows in table.batches(keep):
-        text_a += kind.encode_text(encoder, [r[text_cols[0]] for r in rows], path, batch_lines)
+        rows_a, rows_b, batch_lengths = read_rows(
+            cfg, kind, encoder, path, batch_lines, rows, text_cols, counts
+        )
+        text_a += rows_a
         if text_b is not None:
-            text_b += encoder.texts([r[text_cols[1]] for r in rows], path, batch_lines)
+            text_b += rows_b
+        lengths.append(batch_lengths)
         if label_col is not None:
             values += [r[label_col].strip() for r in rows]
         if id_col is not None:
@@ -258,7 +264,10 @@ def read_split(
             table.blank_lines,
             path,
         )
-    raw = RawSplit(path, np.concatenate(lines), text_a, text_b, None, kept_rows=keep)
+    raw = RawSplit(
+        path, np.concatenate(lines), text_a, text_b, None, np.concatenate(lengths), dict(counts),
+        kept_rows=keep,
+    )  # fmt: skip
     if id_col is not None:
         raw.ids = np.array(ids, dtype=object)
         if test:
@@ -344,16 +353,38 @@ def unknown_label(raw: RawSplit, what: str, value: str, i: int, index: dict[str,
     )
 
 
-def token_stats(raw: RawSplit, tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
-    """Rows, tokens and unknown tokens of a split, for the log and the [UNK] warning."""
-    all_ids = np.concatenate([ids for ids, _ in raw.text_a]) if raw.text_a else np.zeros(0)
-    if raw.text_b is not None:
-        all_ids = np.concatenate([all_ids, *raw.text_b])
-    return {
-        "rows": len(raw.lines),
-        "unknown_tokens": int((all_ids == tokenizer.unk_token_id).sum()),
-        "tokens": len(all_ids),
-    }
+def read_rows(
+    cfg: TaskConfig,
+    kind: Any,
+    encoder: TextEncoder,
+    path: Path,
+    lines: np.ndarray,
+    rows: list[list[str]],
+    text_cols: list[int],
+    counts: Counter,
+) -> tuple[list, list | None, np.ndarray]:
+    """One batch of a file's rows as tokens: ``(text a with its word starts, text b or None,
+    each row's token count)``. Tokens and unknown tokens are added to ``counts`` as written;
+    each text then keeps only what the kind can use (`TaskKind.clip`: a 900-ID news item
+    truncated to 256 positions holds 254 IDs, not 900), so reading a file takes memory for what
+    trains, not for what the files hold."""
+    text_a = kind.encode_text(encoder, [r[text_cols[0]] for r in rows], path, lines)
+    text_b = None
+    if len(text_cols) > 1:
+        text_b = encoder.texts([r[text_cols[1]] for r in rows], path, lines)
+    lengths = np.array([len(a) for a, _ in text_a], np.int64)
+    unknown = encoder.tokenizer.unk_token_id
+    counts["rows"] += len(rows)
+    counts["tokens"] += int(lengths.sum())
+    counts["unknown_tokens"] += sum(int((a == unknown).sum()) for a, _ in text_a)
+    if text_b is not None:
+        lengths += np.array([len(b) for b in text_b], np.int64)
+        counts["tokens"] += sum(len(b) for b in text_b)
+        counts["unknown_tokens"] += sum(int((b == unknown).sum()) for b in text_b)
+        # Copies: a row of the batch's token array kept as a view would keep all of it alive.
+        text_b = [kind.clip(cfg, b).copy() for b in text_b]
+    text_a = [(kind.clip(cfg, a).copy(), starts) for a, starts in text_a]
+    return text_a, text_b, lengths
 
 
 def hold_out(cfg: TaskConfig, train: Split, strata: np.ndarray | None) -> tuple[Split, Split]:

@@ -111,7 +111,9 @@ class RawSplit:
     ``text_a`` pairs each row's token indices (of its text, or of a pair's first text) with the
     token at which each of its words starts (-1: the word has no token; empty when the kind does
     not track words); ``text_b`` holds a pair's second texts; ``answers`` what the kind parsed
-    from each row's answer field (a label, a list of tags, a list of labels).
+    from each row's answer field (a label, a list of tags, a list of labels). The texts hold
+    only the tokens the kind can use (`TaskKind.clip`); ``lengths`` counts each row's tokens as
+    written and ``counts`` the split's tokens and unknown tokens, for the log.
     """
 
     path: Path
@@ -119,6 +121,8 @@ class RawSplit:
     text_a: list[tuple[np.ndarray, np.ndarray]]
     text_b: list[np.ndarray] | None
     answers: list[Any] | None
+    lengths: np.ndarray  # (n_rows,) tokens of a row before clipping, both texts
+    counts: dict[str, int]  # rows, tokens, unknown_tokens
     ids: np.ndarray | None = None  # the id column, as written, when the task has one
     answer_path: Path | None = None  # where the answers come from, for messages
     answer_lines: np.ndarray | None = None

@@ -38,7 +38,13 @@ from transformers import PreTrainedTokenizerBase
 
 from ptm.models.heads import TaskModel
 from ptm.progress import format_count
-from ptm.tasks.loading import UNKNOWN_WARNING, check_unique_ids, read_split, task_table
+from ptm.tasks.loading import (
+    UNKNOWN_WARNING,
+    check_unique_ids,
+    read_rows,
+    read_split,
+    task_table,
+)
 from ptm.tasks.splits import RawSplit, Split, TaskData
 from ptm.tasks.tables import TextEncoder
 
@@ -65,13 +71,11 @@ def raw_chunks(
     seen: dict[str, int] = {}  # id -> its line, across chunks
     rows_read = 0
     for lines, rows in _rechunk(table.batches(), chunk_rows):
-        text_a = kind.encode_text(encoder, [r[text_cols[0]] for r in rows], path, lines)
-        text_b = (
-            encoder.texts([r[text_cols[1]] for r in rows], path, lines)
-            if len(text_cols) > 1
-            else None
+        counts: Counter = Counter()
+        text_a, text_b, lengths = read_rows(
+            cfg, kind, encoder, path, lines, rows, text_cols, counts
         )
-        raw = RawSplit(path, lines, text_a, text_b, None)
+        raw = RawSplit(path, lines, text_a, text_b, None, lengths, dict(counts))
         if id_col is not None:
             raw.ids = np.array([r[id_col].strip() for r in rows], dtype=object)
             _check_ids(task, raw, seen)
@@ -120,7 +124,9 @@ def _check_ids(task: TaskData, raw: RawSplit, seen: dict[str, int]) -> None:
     check_unique_ids(task.cfg, raw)
     for value, line in zip(raw.ids, raw.lines, strict=True):
         if value in seen:
-            pair = RawSplit(raw.path, np.array([seen[value], line]), [], None, None)
+            pair = RawSplit(
+                raw.path, np.array([seen[value], line]), [], None, None, np.zeros(0), {}
+            )
             pair.ids = np.array([value, value], dtype=object)
             check_unique_ids(task.cfg, pair)
         seen[value] = int(line)

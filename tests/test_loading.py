@@ -1,8 +1,8 @@
-"""Reading and encoding task files: truncation, pairs, tag windows, held-out dev, bad input."""
+"""Reading and encoding task files (`ptm.tasks.loading`): truncation, pairs, tag windows, held-out
+dev, label budgets, bad input, and memory that holds what trains rather than what files hold."""
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 from pathlib import Path
 
@@ -11,12 +11,12 @@ import pytest
 
 from ptm.data.tokenizer import SPECIAL_TOKENS, build_tokenizer
 from ptm.errors import InputError
-from ptm.models.heads import HEADS
 from ptm.tasks.batching import batch_order, collate
 from ptm.tasks.config import TaskConfig
-from ptm.tasks.kinds import KINDS, TaskKind, load_task
-from ptm.tasks.loading import natural_order, pair_budget, truncate, windows
+from ptm.tasks.kinds import load_task
+from ptm.tasks.loading import natural_order, pair_budget, read_split, truncate, windows
 from ptm.tasks.splits import IGNORE
+from ptm.tasks.tables import TextEncoder
 from tests.conftest import task_config
 
 CLS, SEP = 2, 3  # positions of [CLS] and [SEP] in SPECIAL_TOKENS
@@ -226,92 +226,6 @@ def test_bad_tags_are_refused(tmp_path: Path, tokenizer) -> None:
         load_task(tags_task(good, "text\ttags\n100\tB-LOC\n"), tokenizer)
 
 
-def kind_name_branches(source: str) -> list[str]:
-    """What in ``source`` decides by a kind's name: a comparison with one (``==``, ``!=``,
-    ``in (...)``; ``match``), a table keyed by two or more, or a fallback kind
-    (``settings.get("kind", "classification")``). The same words meaning something else —
-    ``stats["tokens"]``, a model config's ``problem_type`` — pass."""
-
-    def is_name(node: ast.AST) -> bool:
-        return isinstance(node, ast.Constant) and node.value in KINDS
-
-    def holds_name(node: ast.AST) -> bool:
-        elts = node.elts if isinstance(node, ast.Tuple | ast.List | ast.Set) else []
-        return is_name(node) or any(map(is_name, elts))
-
-    def says_kind(node: ast.AST) -> bool:
-        return any(
-            (isinstance(n, ast.Name) and "kind" in n.id)
-            or (isinstance(n, ast.Attribute) and "kind" in n.attr)
-            or (isinstance(n, ast.Constant) and n.value == "kind")
-            for n in ast.walk(node)
-        )
-
-    found = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Compare):
-            hit = any(map(holds_name, [node.left, *node.comparators]))
-        elif isinstance(node, ast.MatchValue):
-            hit = is_name(node.value)
-        elif isinstance(node, ast.Dict):
-            hit = sum(k is not None and is_name(k) for k in node.keys) >= 2
-        elif isinstance(node, ast.Call):
-            args = [*node.args, *(k.value for k in node.keywords)]
-            hit = any(map(is_name, args)) and any(says_kind(a) for a in args if not is_name(a))
-        else:
-            hit = False
-        if hit:
-            found.append(f"line {node.lineno}: {ast.unparse(node)[:80]}")
-    return found
-
-
-def test_every_kind_keeps_the_protocol_and_only_kinds_know_kind_names() -> None:
-    """Every module of the library and the stages asks a task's kind
-    (`ptm.tasks.kinds.TaskKind`) and never decides by its name: a new kind is one class in
-    kinds.py (and its baseline, if any, in baselines.py), not a hunt for branches."""
-    root = Path(__file__).resolve().parents[1]
-    for name, kind in KINDS.items():
-        assert isinstance(kind, TaskKind) and kind.name == name
-        assert kind.head in HEADS
-    modules = [
-        path
-        for folder in ("ptm", "pretrain", "finetune", "sweeps")
-        for path in sorted((root / folder).rglob("*.py"))
-        if path != root / "ptm" / "tasks" / "kinds.py"
-    ]
-    assert len(modules) > 50 and root / "finetune" / "report.py" in modules
-    for path in modules:
-        text = path.read_text()
-        found = kind_name_branches(text)
-        assert not found, f"{path} decides by a kind's name ({found[0]}): ask the kind instead"
-        assert "is_tokens" not in text, f"{path} asks is_tokens: ask the kind instead"
-
-
-@pytest.mark.parametrize(
-    "source",
-    [
-        'if task.kind == "tokens":\n    pass',
-        'x = 1 if "pair" != cfg.kind else 2',
-        'ok = task.kind in ("classification", "multi_label")',
-        'match kind.name:\n    case "tokens":\n        pass',
-        'NAMES = {"classification": "TF-IDF", "tokens": "window"}',
-        'kind = settings.get("kind", "classification")',
-    ],
-)
-def test_the_kind_name_check_catches_each_way_of_deciding_by_name(source: str) -> None:
-    assert kind_name_branches(source)
-
-
-def test_the_kind_name_check_passes_the_same_words_meaning_something_else() -> None:
-    source = (
-        'files = {n: open(n) for n in ("tokens", "word_start")}\n'
-        'share = stats.get("tokens", 1)\n'
-        'state = {"model": m, "tokens": t}\n'
-        'if kind == "regression":\n    pass\n'
-    )
-    assert kind_name_branches(source) == []
-
-
 def test_multi_label_rows_become_label_sets(tmp_path: Path, tokenizer) -> None:
     train = "label\ttext\nb;a\t100 101\nc\t102\na; a\t103\nb\t104\n"
     cfg = sized_task(
@@ -342,3 +256,23 @@ def test_multi_label_rows_become_label_sets(tmp_path: Path, tokenizer) -> None:
     with pytest.raises(InputError, match="label 'd' does not occur in the training data") as caught:
         load_task(dataclasses.replace(cfg, dev=dev), tokenizer)
     assert (caught.value.path, caught.value.line) == (dev, 2)
+
+
+def test_reading_keeps_only_the_tokens_a_kind_can_use(tmp_path: Path, tokenizer) -> None:
+    """A 300-ID document read for 16 positions holds the 14 IDs truncation keeps, on memory of
+    its own (a view would keep the whole batch's token array alive); the log's counts and the
+    truncated share still count what the file held."""
+    long = " ".join(str(100 + i % 60) for i in range(300))
+    path = write(tmp_path / "t.csv", f"label\ttext\na\t{long}\nb\t100 101\n")
+    cfg = cls_task(tmp_path, "label\ttext\na\t100\nb\t101\n", dev="label\ttext\na\t100\n")
+    cfg = dataclasses.replace(cfg, max_seq_len=16)
+    kind = load_task(cfg, tokenizer).kind
+    raw = read_split(cfg, kind, path, TextEncoder(tokenizer), "required", None)
+    (first, _), (second, _) = raw.text_a
+    assert len(first) == 14 and first.base is None and len(second) == 2
+    assert raw.lengths.tolist() == [300, 2] and raw.counts["tokens"] == 302
+    split = kind.encode(cfg, "dev", raw, [0, 1], tokenizer)
+    ids = list(map(int, first))
+    expected = truncate(np.arange(300), 14, cfg.truncation, cfg.head_fraction)
+    assert ids == [index_of(100 + i % 60) for i in expected]
+    assert split.stats["truncated"] == 1 and split.stats["tokens"] == 302
