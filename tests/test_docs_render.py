@@ -98,7 +98,10 @@ def test_every_generated_block_in_the_repository_is_what_its_records_render() ->
 
 def test_benchmarks_md_is_rendered_from_benchmarks_json() -> None:
     blocks = parse_blocks((ROOT / "BENCHMARKS.md").read_text(), ROOT / "BENCHMARKS.md")
-    assert [(b.name, b.args) for b in blocks] == [("benchmarks", [BENCHMARKS])]
+    assert [(b.name, b.args) for b in blocks] == [
+        ("benchmarks", [BENCHMARKS]),
+        ("scale", ["results/scale-1x.json", "results/scale-5x.json"]),  # python -m bench.scale
+    ]
     assert ROOT / "BENCHMARKS.md" in documents()
 
 
@@ -246,6 +249,70 @@ def test_the_run_tables(tmp_path: Path) -> None:
     )
     doc = doc_with(tmp_path, "run results/finetune.json results/pretrain-payoff.json")
     with pytest.raises(InputError, match=r"RESULTS.md:3: .*not \['finetune', 'pretrain'\]"):
+        render_file(doc, tmp_path)
+
+
+def scale_record(scale: str, peaks: dict[str, float]) -> dict:
+    stages = [
+        {"stage": "corpus", "what": "write the corpus", "streams": True, "seconds": 61.4,
+         "peak_rss_mb": peaks["corpus"], "amount": 227_000_000, "unit": "IDs", "rate": 4.5e6,
+         "command": "python -m bench.scale stage=corpus"},
+        {"stage": "load", "what": "read and encode the fine-tuning task", "streams": False,
+         "seconds": 3725.0, "peak_rss_mb": peaks["load"], "amount": 250_000, "unit": "rows",
+         "rate": 5210.0, "command": "python -m bench.scale stage=load"},
+    ]  # fmt: skip
+    metrics = {
+        "scale": scale,
+        "documents": {"train": 200000, "dev": 2000, "test": 50000},
+        "ids": {"train": 181_000_000, "dev": 1_800_000, "test": 45_000_000},
+        "stages": stages,
+        "disk_mb": {"corpus": 1130.4, "segments": 460.2, "work_dir": 1700.0},
+    }
+    extra = {"corpus_command": f"python -m bench.scale scale={scale} stage=corpus"}
+    return record("scale", metrics, extra=extra, command=f"python -m bench.scale scale={scale}")
+
+
+def test_the_scale_table(tmp_path: Path) -> None:
+    write(
+        tmp_path / "results" / "scale-1x.json", scale_record("1x", {"corpus": 96.0, "load": 4010.0})
+    )
+    failed = scale_record("5x", {"corpus": 130.0, "load": 9000.0})
+    load = failed["metrics"]["stages"][1]
+    for key in ("amount", "unit", "rate"):
+        del load[key]
+    load["error"] = "killed by signal 9 (out of memory?)"  # it reached 9,000 MB on its way
+    write(tmp_path / "results" / "scale-5x.json", failed)
+    doc = doc_with(tmp_path, "scale results/scale-1x.json results/scale-5x.json commands=false")
+    lines = block_of(doc, tmp_path).split("\n")
+    assert lines[:4] == [
+        "| stage | 1x time | 1x peak MB | 1x throughput | 5x time | 5x peak MB | 5x throughput | peak 5x / 1x |",
+        "|---|---|---|---|---|---|---|---|",
+        "| corpus: write the corpus (streams) | 1 min 01 s | 96 | 227.0M IDs, 4.5M IDs/s | 1 min 01 s | 130 | 227.0M IDs, 4.5M IDs/s | **1.35x** *grows* |",
+        "| load: read and encode the fine-tuning task | 1 h 02 min | 4,010 | 250.0k rows, 5.2k rows/s | 1 h 02 min | 9,000 | **failed**: killed by signal 9 (out of memory?) | ≥ 2.24x |",
+    ]  # fmt: skip
+    assert lines[-1] == (
+        "- **5x** — 200,000 train + 2,000 dev + 50,000 test documents (227.8M IDs; 1,130 MB of "
+        "text, 460 MB of segments, 1,700 MB in all on disk); Intel Xeon (AMX) x2, bf16; torch "
+        "2.13.0+cpu; 2026-12-01; commit 0000000; 47 min 12 s in all. Corpus: `python -m "
+        "bench.scale scale=5x stage=corpus`. Command: `python -m bench.scale scale=5x`"
+    )
+    # A scale not measured yet is said so; the stage commands come from the first one measured.
+    (tmp_path / "results" / "scale-5x.json").unlink()
+    doc = doc_with(tmp_path, "scale results/scale-1x.json results/scale-5x.json")
+    text = block_of(doc, tmp_path)
+    assert "| 1x throughput |\n" in text and "peak 5x" not in text
+    assert "- **results/scale-5x.json** — not measured yet." in text
+    assert text.endswith(
+        "Stage commands (1x):\n\n- corpus: `python -m bench.scale stage=corpus`\n"
+        "- load: `python -m bench.scale stage=load`"
+    )
+    (tmp_path / "results" / "scale-1x.json").unlink()
+    assert block_of(doc, tmp_path) == (
+        "Not measured yet: `python -m bench.scale` (make scale) writes `results/scale-1x.json`, "
+        "`results/scale-5x.json`."
+    )
+    write(tmp_path / "results" / "scale-1x.json", report_record())
+    with pytest.raises(InputError, match=r"scale-1x\.json is a report record"):
         render_file(doc, tmp_path)
 
 
