@@ -130,6 +130,7 @@ def run(cfg: PredictConfig) -> dict:
                 "precision": session.precision,
                 "batch_size": cfg.batch_size,
                 "chunk_rows": cfg.chunk_rows,
+                "padding": cfg.runtime.padding,
             }
             results, zips = _predict_sets(model, meta, tasks, sets, tmp, settings)
             metrics = _metrics(results, zips, output, tmp)

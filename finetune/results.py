@@ -37,10 +37,11 @@ log = logging.getLogger(__name__)
 
 
 def predict(f: Finetuning, model: torch.nn.Module, task: TaskData, split: str) -> Prediction:
-    t = f.cfg.train
+    t, device = f.cfg.train, f.ctx.device
     return task.kind.predict(
-        model, task, task.splits[split], f.ctx.device, f.ctx.precision, t.eval_batch_size, f.pad_id
-    )
+        model, task, task.splits[split], device, f.ctx.precision, t.eval_batch_size, f.pad_id,
+        padding=f.cfg.runtime.padding,
+    )  # fmt: skip
 
 
 def evaluate_and_select(

@@ -41,7 +41,7 @@ from ptm.models.dropout import use_fast_dropout
 from ptm.models.heads import TaskModel, build_head, check_vocab, encoder_config, load_encoder
 from ptm.progress import format_count
 from ptm.records import RunClock
-from ptm.tasks.batching import collate
+from ptm.tasks.batching import collate, length_buckets
 from ptm.tasks.collapse import CollapseGuard
 from ptm.tasks.config import TaskConfig
 from ptm.tasks.kinds import kind_named, load_task
@@ -52,7 +52,7 @@ from ptm.training.guard import DivergenceGuard
 from ptm.training.llrd import layer_decay_groups
 from ptm.training.mfu import encoder_training_flops
 from ptm.training.optim import build_adamw, lr_factor
-from ptm.training.runtime import grad_scaler, maybe_compile
+from ptm.training.runtime import grad_scaler, maybe_compile, pads_to_buckets
 from ptm.training.stop import Stopped, StopRequest, stop_on_signals
 from ptm.training.tb import TensorBoard
 
@@ -80,6 +80,7 @@ class Finetuning:
     accumulation: int
     pad_id: int
     multiple: int  # batches are padded to a multiple of this length (8 on GPUs: tensor cores)
+    buckets: dict[str, tuple[int, ...] | None]  # per task, the padded lengths (None: the longest)
     tb: TensorBoard
     started: RunClock  # the record's wall and CPU time count from here, data loading included
     resumed_at: int | None = None
@@ -168,7 +169,9 @@ def setup(
     _check_fit(tasks, config, t.batch_size)
 
     model, wrapped = _build_model(cfg, tasks, info)
-    forward = maybe_compile(wrapped, cfg.runtime, device)
+    # Fixed padded lengths (runtime.padding; on GPUs by default): one static graph per length.
+    bucketed = pads_to_buckets(cfg.runtime.padding, device)
+    forward = maybe_compile(wrapped, cfg.runtime, device, dynamic=False if bucketed else None)
     groups = layer_decay_groups(model, config.num_hidden_layers, t.layer_decay, t.weight_decay)
     optimizer = build_adamw(groups, t.lr, tuple(t.betas), t.eps, device)
     scaler = grad_scaler(device, session.precision)
@@ -214,6 +217,7 @@ def setup(
         accumulation=dist.micro_steps_per_step(t.batch_size, t.micro_batch_size, info.world_size),
         pad_id=tokenizer.pad_token_id,
         multiple=8 if device.type == "cuda" else 1,
+        buckets={t.name: length_buckets(t.cfg.max_seq_len) if bucketed else None for t in tasks},
         tb=TensorBoard(Path(cfg.run_dir) / "tb" if info.is_main else None),
         started=started,
     )
@@ -282,7 +286,13 @@ def one_step(f: Finetuning, state: FinetuneState) -> StepResult:
     positions = state.streams[k].next()
     size = t.micro_batch_size
     micro = [
-        collate(train, positions[c * size : (c + 1) * size], f.pad_id, f.multiple)
+        collate(
+            train,
+            positions[c * size : (c + 1) * size],
+            f.pad_id,
+            f.multiple,
+            buckets=f.buckets[task.name],
+        )
         for c in (a * info.world_size + info.rank for a in range(f.accumulation))
     ]
     # Items and tokens of the whole global batch, counted before the copy to the device.

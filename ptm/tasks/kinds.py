@@ -115,6 +115,7 @@ class TaskKind(Protocol):
         precision: str,
         batch_size: int,
         pad_id: int,
+        padding: str = "auto",
     ) -> Prediction: ...
     def tune(self, task: TaskData, split: Split, prediction: Prediction) -> dict: ...
     def score(
@@ -301,13 +302,14 @@ class Classification(_Softmax, _Kind):
         precision: str,
         batch_size: int,
         pad_id: int,
+        padding: str = "auto",
     ) -> Prediction:
         n_labels = len(task.labels)
         loss_sum, n_labelled = 0.0, 0
         counts = np.zeros(n_labels, np.int64)
         probs = np.zeros((len(split), n_labels), np.float32)
         for idx, logits, labels, _ in logits_batches(
-            model, task.name, split, device, precision, batch_size, pad_id
+            model, task.name, split, device, precision, batch_size, pad_id, padding=padding
         ):
             predicted = logits.argmax(-1)
             if labels is not None:
@@ -512,6 +514,7 @@ class Tokens(_Softmax, _Kind):
         precision: str,
         batch_size: int,
         pad_id: int,
+        padding: str = "auto",
     ) -> Prediction:
         """A tag per word of every row: windows stitched back, then the most probable valid BIO
         sequence of each row (`ptm.tasks.bio`: no ``I-X`` without its ``B-X``); a word that got no
@@ -525,7 +528,7 @@ class Tokens(_Softmax, _Kind):
         for scores in row_scores:
             scores[:, outside] = 0.0
         for idx, logits, labels, attention_mask in logits_batches(
-            model, task.name, split, device, precision, batch_size, pad_id
+            model, task.name, split, device, precision, batch_size, pad_id, padding=padding
         ):
             predicted = logits.argmax(-1)
             if labels is not None:

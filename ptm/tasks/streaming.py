@@ -191,6 +191,7 @@ def predict_file(
     precision: str,
     batch_size: int,
     chunk_rows: int,
+    padding: str = "auto",
 ) -> FileResult:
     """Predict every row of ``path`` for ``task`` and write its submission files into
     ``folder``, ``chunk_rows`` rows at a time; ``decision`` is what the run chose on dev (the
@@ -203,7 +204,9 @@ def predict_file(
     try:
         for raw in raw_chunks(task, path, encoder, chunk_rows):
             split = kind.encode(task.cfg, "test", raw, None, tokenizer)
-            prediction = kind.predict(model, task, split, device, precision, batch_size, pad_id)
+            prediction = kind.predict(
+                model, task, split, device, precision, batch_size, pad_id, padding=padding
+            )
             files.add(task, split, prediction, decision)
             stats.update(split.stats)
             log.info(
