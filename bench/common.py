@@ -156,3 +156,33 @@ def timed_trainer(
         model=model, args=args, train_dataset=examples, data_collator=collator, callbacks=[Clock()]
     ).train()
     return stamps
+
+
+def review_model(folder: Path, data: Path, max_seq_len: int) -> Path:
+    """A BERT-mini masked LM of random weights in ``folder``, with an ID tokenizer over the
+    embedded corpus's review IDs (``data``, `embedded_corpus`): what the fine-tuning and
+    prediction rows start from."""
+    import numpy as np
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    from ptm.data.idtext import SourceStats, iter_text_chunks, parse_id_lines
+    from ptm.data.tokenizer import build_tokenizer, save_tokenizer, vocab_from_counts
+
+    train = data / "sentiment" / "train.csv"
+    ids = [parse_id_lines(c, train, n).ids for n, c in iter_text_chunks(train, SourceStats(train))]
+    uniq, counts = np.unique(np.concatenate(ids), return_counts=True)
+    tokenizer = build_tokenizer(vocab_from_counts(uniq, counts), max_seq_len)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=1024,
+        max_position_embeddings=256,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    BertForMaskedLM(config).save_pretrained(folder)
+    save_tokenizer(tokenizer, folder)
+    return folder

@@ -23,38 +23,15 @@ from bench.common import (
     logged_steps,
     measure,
     overall_rate,
+    review_model,
     timed_trainer,
 )
 
 
 def _setup(tmp: Path, max_seq_len: int) -> tuple[Path, Path]:
     """The embedded corpus and a BERT-mini folder with a tokenizer over its review IDs."""
-    import numpy as np
-    import torch
-    from transformers import BertConfig, BertForMaskedLM
-
-    from ptm.data.idtext import SourceStats, iter_text_chunks, parse_id_lines
-    from ptm.data.tokenizer import build_tokenizer, save_tokenizer, vocab_from_counts
-
     data = embedded_corpus(tmp)
-    train = data / "sentiment" / "train.csv"
-    ids = [parse_id_lines(c, train, n).ids for n, c in iter_text_chunks(train, SourceStats(train))]
-    uniq, counts = np.unique(np.concatenate(ids), return_counts=True)
-    tokenizer = build_tokenizer(vocab_from_counts(uniq, counts), max_seq_len)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=256,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        intermediate_size=1024,
-        max_position_embeddings=256,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    model = tmp / "model"
-    BertForMaskedLM(config).save_pretrained(model)
-    save_tokenizer(tokenizer, model)
-    return data, model
+    return data, review_model(tmp / "model", data, max_seq_len)
 
 
 def ours(

@@ -19,39 +19,18 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from bench.common import BenchRow, embedded_corpus, measure
+from bench.common import BenchRow, embedded_corpus, measure, review_model
 
 
 def _fine_tuned(tmp: Path, data: Path, max_seq_len: int) -> Path:
     """A BERT-mini classifier folder as `make finetune` exports it (one training step)."""
-    import numpy as np
-    import torch
-    from transformers import BertConfig, BertForMaskedLM
-
     from finetune.config import build_config
     from finetune.train import run
     from ptm.config import compose
-    from ptm.data.idtext import SourceStats, iter_text_chunks, parse_id_lines
-    from ptm.data.tokenizer import build_tokenizer, save_tokenizer, vocab_from_counts
 
     sentiment = data / "sentiment"
     train = sentiment / "train.csv"
-    ids = [parse_id_lines(c, train, n).ids for n, c in iter_text_chunks(train, SourceStats(train))]
-    uniq, counts = np.unique(np.concatenate(ids), return_counts=True)
-    tokenizer = build_tokenizer(vocab_from_counts(uniq, counts), max_seq_len)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=256,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        intermediate_size=1024,
-        max_position_embeddings=256,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    base = tmp / "base"
-    BertForMaskedLM(config).save_pretrained(base)
-    save_tokenizer(tokenizer, base)
+    base = review_model(tmp / "base", data, max_seq_len)
     data_cfg = compose(
         "finetune",
         (

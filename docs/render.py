@@ -29,6 +29,9 @@ from what its records render. The blocks:
   one is a scale not measured yet) side by side: time, peak memory and throughput of every stage
   per scale, and how each stage's peak grew from the first scale to the last (flagged where a
   stage that streams grew); below, each scale's corpus, machine and commands;
+* ``validation TASK single=R,.. cv=C,.. [ensemble=E]`` — one model against cross-validation and
+  an ensemble: each method's estimate of its test score (dev; out of fold) and its test score,
+  over the seeds (`docs.validation`);
 * ``plot RECORD PNG [split=test]`` — draws a report's label-efficiency curves to ``PNG``
   (matplotlib, the ``report`` extra) and links it. The PNG carries the digest of the numbers it
   shows, so a check compares that digest, not pixels (which differ between matplotlib builds).
@@ -53,6 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from docs.validation import validation_table
 from ptm.errors import InputError
 from ptm.progress import format_count
 from ptm.records import read_record
@@ -743,10 +747,32 @@ def _plot(args: list[str], options: dict[str, str], ctx: Context) -> str:
     )
 
 
+def _validation(args: list[str], options: dict[str, str], ctx: Context) -> str:
+    opts = _options(options, ctx, single="", cv="", ensemble="", decimals=3)
+    if len(args) != 1 or not opts["single"]:
+        raise ctx.error(
+            "validation names one task and its single= records",
+            "write 'validation TASK single=R1,R2 cv=C1,C2 [ensemble=E]'",
+        )
+
+    def named(option: str) -> list[tuple[str, dict]]:
+        return [(Path(r).stem, _record(r, ctx)) for r in opts[option].split(",") if r]
+
+    ensemble = named("ensemble")
+    try:
+        return validation_table(
+            args[0], named("single"), named("cv"), ensemble[0] if ensemble else None,
+            opts["decimals"],
+        )  # fmt: skip
+    except ValueError as e:
+        raise ctx.error(str(e), "name the task's finetune, cv and ensemble records") from e
+
+
 RENDERERS: dict[str, Callable[[list[str], dict[str, str], Context], str]] = {
     "benchmarks": _benchmarks,
     "report": _report,
     "run": _run,
+    "validation": _validation,
     "plot": _plot,
     "scale": _scale,
 }

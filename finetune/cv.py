@@ -39,6 +39,7 @@ from ptm.tasks.splits import TaskData
 from ptm.tasks.submission import read_probabilities
 from ptm.training import loop
 from ptm.training.checkpoint import list_checkpoints
+from ptm.training.rundir import point_latest
 
 log = logging.getLogger(__name__)
 FOLD_DIR = "fold-{}"
@@ -85,6 +86,7 @@ def collect(cfg: FinetuneConfig, folds: list[Path], started: RunClock) -> dict:
         out["tasks"][task.name] = entry
         _log_scores(task, entry)
     loop.write_metrics(run_dir, {"cv": out})
+    point_latest(run_dir)  # finetune.predict with run=<this> predicts with every fold
     write_record(run_dir / RECORD, kind="cv", config=plain(cfg), metrics={"cv": out}, clock=started)
     log.info("cv: metrics in %s", run_dir / "metrics.json")
     return {"cv": out}

@@ -17,6 +17,10 @@ Which file goes to which task (``inputs``):
   the tasks (the order of the run's config);
 * a mapping ``{task: file}`` — by name; any subset of the model's tasks.
 
+A cross-validation run (`finetune.cv`) predicts with all its folds' models, their class
+probabilities averaged chunk by chunk: the fold-averaged submission for test B, as the CV run
+wrote it for test A.
+
 The output folder (``output=``; by default ``<run>/predict-<time>``) is written aside and
 renamed into place, so a bad row at line 40,000 leaves no half submission; an existing folder is
 replaced only when it holds earlier predictions (its ``predict.json``).
@@ -25,6 +29,7 @@ Default (make predict):  python -m finetune.predict   # outputs/finetune/latest 
 Test B:                  python -m finetune.predict run=outputs/finetune/latest \\
                              'inputs=[test_b.csv]' output=outputs/test_b
 A copied model folder:   python -m finetune.predict run=/models/tianchi/model 'inputs=[test_b.csv]'
+The folds of a CV run:   python -m finetune.predict run=outputs/finetune/<cv run> 'inputs=[test_b.csv]'
 Multi-task (by name):    python -m finetune.predict run=outputs/finetune/latest \\
                              'inputs={ocnli: OCNLI_b.csv, ocemotion: OCEMOTION_b.csv, tnews: TNEWS_b.csv}'
 One GPU:                 python -m finetune.predict runtime.device=cuda 'inputs=[test_b.csv]'
@@ -83,7 +88,7 @@ FROM_RUN = ("submission_format", "submission_name")
 @dataclass(frozen=True, kw_only=True)
 class PredictConfig:
     paths: PathsConfig
-    run: Path  # a fine-tuning run folder, or its model/ folder
+    run: Path  # a fine-tuning run folder, its model/ folder, or a cross-validation run
     inputs: list[str] | dict[str, str] | None  # null: the run's test files (see the docstring)
     output: Path | None  # null: <run>/predict-<time>
     batch_size: int
@@ -101,12 +106,12 @@ class PredictConfig:
 def run(cfg: PredictConfig) -> dict:
     """Predict every input file; returns the metrics (also in the record)."""
     started = RunClock.start()
-    model_dir, run_folder = locate(cfg.run)
+    model_dirs, run_folder = locate(cfg.run)
+    model_dir = model_dirs[0]
     with loop.session(cfg.runtime) as session:
         if session.info.world_size > 1:
             raise InputError(None, "prediction runs in one process", "start it without torchrun")
-        model, tokenizer, meta = load_finetuned(model_dir)
-        model.to(session.device)
+        models, tokenizer, meta = _load_models(model_dirs, session.device)
         run_tasks = _run_tasks(run_folder)
         tasks = {
             name: _task(name, entry, run_tasks.get(name, {}))
@@ -132,10 +137,10 @@ def run(cfg: PredictConfig) -> dict:
                 "chunk_rows": cfg.chunk_rows,
                 "padding": cfg.runtime.padding,
             }
-            results, zips = _predict_sets(model, meta, tasks, sets, tmp, settings)
+            results, zips = _predict_sets(models, meta, tasks, sets, tmp, settings)
             metrics = _metrics(results, zips, output, tmp)
             summary = {
-                "model": str(model_dir),
+                "model": str(model_dir) if len(model_dirs) == 1 else [str(m) for m in model_dirs],
                 "run": str(run_folder) if run_folder else None,
                 **metrics,
             }
@@ -148,7 +153,7 @@ def run(cfg: PredictConfig) -> dict:
 
 
 def _predict_sets(
-    model: Any, meta: dict, tasks: dict[str, TaskData], sets: list[dict[str, Path]], tmp: Path,
+    models: list[Any], meta: dict, tasks: dict[str, TaskData], sets: list[dict[str, Path]], tmp: Path,
     settings: dict[str, Any],
 ) -> tuple[list[tuple[str, FileResult]], list[str]]:  # fmt: skip
     """Every set's files predicted into its folder under ``tmp``, and each set's JSON lines
@@ -161,7 +166,7 @@ def _predict_sets(
         for name, path in files.items():
             decision = meta["tasks"][name].get("decision", {})
             result = predict_file(
-                model, tasks[name], decision, path, tmp / where / name, **settings
+                models, tasks[name], decision, path, tmp / where / name, **settings
             )
             results.append((where, result))
             if "submission_jsonl" in result.files:
@@ -170,15 +175,20 @@ def _predict_sets(
     return results, zips
 
 
-def locate(path: Path) -> tuple[Path, Path | None]:
-    """``(model folder, run folder or None)`` of ``run=``: a fine-tuning run folder (its
-    ``model/``), or a model folder (inside its run, or copied away alone)."""
+def locate(path: Path) -> tuple[list[Path], Path | None]:
+    """``(model folders, run folder or None)`` of ``run=``: a fine-tuning run folder (its
+    ``model/``), a model folder (inside its run, or copied away alone), or a cross-validation
+    run (`finetune.cv`: its folds' models, which predict together; the first fold's run folder
+    names the tasks' files)."""
     path = Path(path).resolve()  # outputs/finetune/latest: the run it names
     if (path / META).is_file():
         parent = path.parent
-        return path, parent if (parent / "run.json").is_file() else None
+        return [path], parent if (parent / "run.json").is_file() else None
     if (path / "model" / META).is_file():
-        return path / "model", path
+        return [path / "model"], path
+    folds = sorted(p for p in path.glob("fold-*") if (p / "model" / META).is_file())
+    if folds:
+        return [f / "model" for f in folds], folds[0]
     if not path.exists():
         fix = (
             "run `make finetune` first, or give run=<a fine-tuning run folder or its model/>"
@@ -189,8 +199,45 @@ def locate(path: Path) -> tuple[Path, Path | None]:
     raise InputError(
         path,
         f"neither a fine-tuning run folder nor a model folder (no {META} in it or its model/)",
-        "give run=<a fine-tuning run folder or its model/>",
+        "give run=<a fine-tuning run folder, its model/ or a cross-validation run>",
     )
+
+
+def _load_models(model_dirs: list[Path], device) -> tuple[list[Any], Any, dict]:
+    """The models of ``model_dirs`` on ``device`` with the first one's tokenizer and
+    ``finetune.json``; several (a cross-validation's folds) must predict the same tasks, labels
+    and inputs, and a kind whose predictions do not average (`TaskKind.averaged`) is refused."""
+    models, tokenizer, meta = [], None, None
+    for folder in model_dirs:
+        model, tok, this = load_finetuned(folder)
+        models.append(model.to(device))
+        if meta is None:
+            tokenizer, meta = tok, this
+        elif _task_settings(this) != _task_settings(meta):
+            raise InputError(
+                folder,
+                f"its tasks differ from {model_dirs[0]}'s (labels or settings)",
+                "predict with the folds of one cross-validation run",
+            )
+    if len(models) > 1:
+        for name, entry in meta["tasks"].items():
+            if not kind_of(name, entry).averaged:
+                raise InputError(
+                    model_dirs[0].parent.parent,
+                    f"task {name} is of kind {entry['kind']}: the folds' predictions do not "
+                    "average",
+                    "predict with one fold's run",
+                )
+    return models, tokenizer, meta
+
+
+def _task_settings(meta: dict) -> dict:
+    """What must agree between folds: every task's kind, labels and the settings that read and
+    encode its files (not what each model learnt or chose on dev)."""
+    return {
+        name: {k: entry.get(k) for k in ("kind", "labels", *FROM_META)}
+        for name, entry in meta["tasks"].items()
+    }
 
 
 def _run_tasks(run_folder: Path | None) -> dict[str, dict]:

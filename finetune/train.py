@@ -81,6 +81,9 @@ class Finetuning:
     pad_id: int
     multiple: int  # batches are padded to a multiple of this length (8 on GPUs: tensor cores)
     buckets: dict[str, tuple[int, ...] | None]  # per task, the padded lengths (None: the longest)
+    # Guards read the loss at log steps only (GPUs: a step never waits for the one before);
+    # on CPUs every step, where reading it costs nothing.
+    deferred_checks: bool
     tb: TensorBoard
     started: RunClock  # the record's wall and CPU time count from here, data loading included
     resumed_at: int | None = None
@@ -88,15 +91,24 @@ class Finetuning:
 
 @dataclass(frozen=True)
 class StepResult:
-    """One optimizer step of one task, for the guards and the log."""
+    """One optimizer step of one task: what the guards check and the log shows. The loss sum
+    and predicted classes stay on the device until `check_guards` reads them (on a GPU at log
+    steps only, so no step waits for the one before it)."""
 
+    step: int
+    lr: float
+    collapse_from: int  # the step from which collapse checks count, as of this step
     task: TaskData
-    loss: float  # mean over the global batch's items
-    predicted: np.ndarray  # how often each class was predicted (the collapse check)
+    stats: torch.Tensor  # [loss sum, predictions per class...] of the global batch
+    n_items: float  # labelled items of the global batch
     examples: int
     tokens: int
     flops: float
     grad_norm: torch.Tensor
+
+    @property
+    def loss(self) -> float:
+        return self.stats[0].item() / self.n_items
 
 
 def run(cfg: FinetuneConfig) -> dict:
@@ -113,12 +125,14 @@ def _train(
     f, state = setup(cfg, session, started)
     _resume(f, state)
     if info.is_main:
-        loop.write_run_summary(f.run_dir, _summary(f, state), to_plain(cfg))
+        latest = cfg.cv.fold is None  # a fold's folder is inside its CV run's, which `latest` names
+        loop.write_run_summary(f.run_dir, _summary(f, state), to_plain(cfg), latest)
 
     state.clock.restart()
     start_examples = state.examples
     start_progress = f.budget.progress(state.step, 0, state.clock.elapsed())
     meter = loop.Meter(session.peak, info.world_size)
+    pending: list[StepResult] = []  # steps whose guards have not read their loss yet
     state.model.train()
     while True:
         step = state.step
@@ -140,20 +154,21 @@ def _train(
         if ending:
             break
         if stop.agreed(info.device):
+            check_guards(state, pending)  # a checkpoint holds checked steps only
             if saved is None:
                 saved = loop.save_state(state, f.run_dir, t.keep_checkpoints, info.is_main)
             stop.hand_over()
             raise Stopped(stop.name, step, saved, f.run_dir)
 
-        result = one_step(f, state)
-        name, chance = result.task.name, result.task.chance_loss
-        loop.check_divergence(state.guards[name], step, result.loss, lr, LOSS_FLOOR * chance)
-        state.collapse[name].update(result.loss, result.predicted)
-        state.collapse[name].check_training(step, lr, _collapse_from(f, state))
+        result = one_step(f, state, lr)
+        pending.append(result)
         state.step += 1
         state.examples += result.examples
         meter.add(result.examples, result.tokens, result.flops)
-        if state.step % t.log_every == 0:
+        logging_now = state.step % t.log_every == 0
+        if logging_now or not f.deferred_checks or _boundary_next(f, state):
+            check_guards(state, pending)
+        if logging_now:
             _log_step(f, state, meter, start_progress, result, lr)
     return finish(f, state, lr, start_examples)
 
@@ -218,6 +233,7 @@ def setup(
         pad_id=tokenizer.pad_token_id,
         multiple=8 if device.type == "cuda" else 1,
         buckets={t.name: length_buckets(t.cfg.max_seq_len) if bucketed else None for t in tasks},
+        deferred_checks=device.type == "cuda",
         tb=TensorBoard(Path(cfg.run_dir) / "tb" if info.is_main else None),
         started=started,
     )
@@ -277,8 +293,10 @@ def _collapse_from(f: Finetuning, state: FinetuneState) -> int:
     return t.collapse.min_steps if warm else state.step + 1
 
 
-def one_step(f: Finetuning, state: FinetuneState) -> StepResult:
-    """One optimizer step on one task: its global batch, split over processes and micro-steps."""
+def one_step(f: Finetuning, state: FinetuneState, lr: float) -> StepResult:
+    """One optimizer step on one task: its global batch, split over processes and micro-steps.
+    Nothing in it waits for the device: the batch's sizes are counted on the host (summed over
+    processes with one all-reduce under DDP), the loss stays where it was computed."""
     t, info = f.cfg.train, f.session.info
     k = int(state.mixer.choice(len(f.tasks), p=f.mix)) if len(f.tasks) > 1 else 0
     task = f.tasks[k]
@@ -296,29 +314,58 @@ def one_step(f: Finetuning, state: FinetuneState) -> StepResult:
         for c in (a * info.world_size + info.rank for a in range(f.accumulation))
     ]
     # Items and tokens of the whole global batch, counted before the copy to the device.
-    counted = torch.tensor(
-        [
-            sum(task.kind.count_items(m["labels"]) for m in micro),
-            sum(int(m["attention_mask"].sum()) for m in micro),
-            sum(encoder_training_flops(f.encoder_config, *m["input_ids"].shape) for m in micro),
-        ],
-        dtype=torch.float64,
-    ).to(f.ctx.device)
+    items, tokens, flops = (
+        sum(task.kind.count_items(m["labels"]) for m in micro),
+        sum(int(m["attention_mask"].sum()) for m in micro),
+        sum(encoder_training_flops(f.encoder_config, *m["input_ids"].shape) for m in micro),
+    )
+    if info.world_size > 1:
+        counted = torch.tensor([items, tokens, flops], dtype=torch.float64, device=f.ctx.device)
+        items, tokens, flops = dist.all_reduce_sum(counted).tolist()
     micro = [{key: v.to(f.ctx.device, non_blocking=True) for key, v in m.items()} for m in micro]
-    dist.all_reduce_sum(counted)
-    n_items = max(counted[0].item(), 1.0)
+    n_items = max(float(items), 1.0)
+    collapse_from = _collapse_from(f, state)
     stats = train_step(f.ctx, task, micro, n_items)
     grad_norm = loop.optimizer_step(state.model, state.optimizer, state.scaler, t.grad_clip)
-    reduced = dist.all_reduce_sum(stats)
     return StepResult(
+        step=state.step,
+        lr=lr,
+        collapse_from=collapse_from,
         task=task,
-        loss=reduced[0].item() / n_items,
-        predicted=reduced[1:].cpu().numpy(),
+        stats=dist.all_reduce_sum(stats),
+        n_items=n_items,
         examples=t.batch_size,
-        tokens=int(counted[1].item()),
-        flops=counted[2].item(),
+        tokens=int(tokens),
+        flops=float(flops),
         grad_norm=grad_norm,
     )
+
+
+def check_guards(state: FinetuneState, pending: list[StepResult]) -> None:
+    """The divergence and collapse guards over the steps not yet checked, in order, each at its
+    own step and learning rate — their losses read from the device in one transfer."""
+    if not pending:
+        return
+    values = torch.cat([r.stats for r in pending]).cpu().numpy()
+    at = 0
+    for r in pending:
+        size = len(r.stats)
+        loss, predicted = values[at] / r.n_items, values[at + 1 : at + size]
+        at += size
+        name, chance = r.task.name, r.task.chance_loss
+        loop.check_divergence(state.guards[name], r.step, loss, r.lr, LOSS_FLOOR * chance)
+        state.collapse[name].update(loss, predicted)
+        state.collapse[name].check_training(r.step, r.lr, r.collapse_from)
+    pending.clear()
+
+
+def _boundary_next(f: Finetuning, state: FinetuneState) -> bool:
+    """Whether the next iteration may evaluate, save or end: the guards have spoken by then
+    (a checkpoint or an export never holds an unchecked step)."""
+    t, step = f.cfg.train, state.step
+    progress = f.budget.progress(step, 0, state.clock.elapsed())
+    saving = t.save_every is not None and step % t.save_every == 0
+    return progress >= 1.0 or step % f.eval_every == 0 or saving
 
 
 def train_step(

@@ -206,7 +206,6 @@ def setup(
     train_set, eval_set = SegmentData(folder, "train"), SegmentData(folder, "eval")
     vocab_size = len(tokenizer.get_vocab())
     special_ids = sorted(set(tokenizer.all_special_ids))
-    _check_positions(cfg)
     masker = Masker(cfg.data.masking, vocab_size, special_ids, tokenizer.mask_token_id)
     held_out = HeldOut(
         eval_set,
@@ -219,6 +218,7 @@ def setup(
 
     torch.manual_seed(t.seed)
     model = build_mlm_model(cfg.model, vocab_size, tokenizer.pad_token_id).to(device)
+    _check_positions(cfg, model.config.max_position_embeddings)
     use_fast_dropout(model)
     objective = MaskedLMObjective(model)
     wrapped = DistributedDataParallel(objective) if info.world_size > 1 else objective
@@ -293,16 +293,17 @@ def _resolved(paths: list[Path]) -> list[Path]:
     return [Path(p).resolve() for p in paths]
 
 
-def _check_positions(cfg: PretrainConfig) -> None:
-    if (
-        cfg.model.max_position_embeddings < cfg.data.segments.max_seq_len
-        and not cfg.model.init_from
-    ):
+def _check_positions(cfg: PretrainConfig, positions: int) -> None:
+    """Segments the model has positions for: the model's own (``model.init_from``'s config.json
+    when continuing one), not a crash inside its embeddings at the first step."""
+    if positions < cfg.data.segments.max_seq_len:
+        source = cfg.model.init_from or "model.max_position_embeddings"
         raise InputError(
             None,
-            f"data.segments.max_seq_len={cfg.data.segments.max_seq_len} exceeds "
-            f"model.max_position_embeddings={cfg.model.max_position_embeddings}",
-            "shorten the segments or choose a model with more positions",
+            f"data.segments.max_seq_len={cfg.data.segments.max_seq_len} exceeds the "
+            f"{positions} positions of the model ({source})",
+            f"set data.segments.max_seq_len={positions} or less, or choose a model with more "
+            "positions",
         )
 
 

@@ -57,6 +57,10 @@ from ptm.errors import InputError
 log = logging.getLogger(__name__)
 SCHEMA = 1
 RECORD = "record.json"  # the name a run folder's record has
+# Tracked files that measuring commands write: records and the documents rendered from them (a
+# tree whose only changes are these still runs the commit's code).
+RECORD_OUTPUTS = ("BENCHMARKS.json", "BENCHMARKS.md", "README.md", "results/", "docs/")
+RENDERED_SUFFIXES = (".json", ".md", ".png")
 ROOT = Path(__file__).resolve().parents[1]  # the checkout ptm runs from (editable install)
 RESULTS = ROOT / "results"
 # CPU features that decide CPU training speed: AMX runs bf16 matrix products ~3x faster than
@@ -169,7 +173,12 @@ def commit(root: Path = ROOT) -> dict[str, Any] | None:
             else None
         )
     changed = [line[3:] for line in status.splitlines() if line.strip()]
-    return {"sha": sha.strip(), "dirty": bool(changed), "changed": changed[:20]}
+    # Records and the docs rendered from them are outputs, not code: a benchmark writing
+    # BENCHMARKS.json as it goes does not make the code it measures another.
+    code = [
+        c for c in changed if not (c.startswith(RECORD_OUTPUTS) and c.endswith(RENDERED_SUFFIXES))
+    ]
+    return {"sha": sha.strip(), "dirty": bool(code), "changed": code[:20]}
 
 
 def _git(root: Path, *args: str) -> str:

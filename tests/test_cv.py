@@ -19,6 +19,7 @@ from finetune.train import run
 from ptm.errors import InputError
 from ptm.tasks.loading import fold_of_rows
 from ptm.tasks.submission import read_probabilities
+from tests.conftest import run_module
 from tests.finetune_helpers import (
     finetune_config,
     task_overrides,
@@ -90,6 +91,19 @@ def test_cross_validation_predicts_every_training_row_once_and_averages_the_test
     metrics = json.loads((run_dir / "metrics.json").read_text())["cv"]["tasks"]["cls"]
     assert metrics["test"]["macro_f1"] == out["test"]["macro_f1"] and len(metrics["folds"]) == 3
     assert json.loads((run_dir / "record.json").read_text())["kind"] == "cv"
+
+    # `latest` names the CV run, not a fold; predicting with it averages the folds' models, as
+    # the CV run averaged their test probabilities (both written to six decimals).
+    assert (tmp_path / "latest").resolve() == run_dir.resolve()
+    assert not (run_dir / "latest").exists()
+    result = run_module(
+        "finetune.predict", f"run={run_dir}", f"output={tmp_path / 'b'}",
+        f"hydra.run.dir={tmp_path / 'log'}", "runtime.device=cpu", "runtime.precision=fp32",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    again_probs = np.loadtxt(tmp_path / "b" / "cls" / "probabilities.csv", skiprows=1)
+    np.testing.assert_allclose(again_probs, mean, atol=2e-6)
+    assert (tmp_path / "b" / "cls" / "submission.csv").read_text().split()[1:] == labels
 
     # Run again into the same folder: finished folds are reused, a removed one runs again.
     shutil.rmtree(folds[1])

@@ -252,6 +252,41 @@ def test_the_run_tables(tmp_path: Path) -> None:
         render_file(doc, tmp_path)
 
 
+def test_the_validation_table(tmp_path: Path) -> None:
+    """One model against 5-fold cross-validation and an ensemble of the single models: each
+    method's estimate of its test score and its test score, over seeds."""
+
+    def task(**scores) -> dict:
+        return {"sentiment": {"metric": "macro_f1", "metric_label": "macro-F1", **{
+            split: {"macro_f1": value} for split, value in scores.items()}}}  # fmt: skip
+
+    singles, folds = [], []
+    for seed, (dev, test, oof, cv_test) in enumerate(
+        ((0.83, 0.85, 0.84, 0.86), (0.84, 0.84, 0.845, 0.855), (0.82, 0.86, 0.835, 0.865)), 1
+    ):
+        singles.append(write(tmp_path / f"results/one-{seed}.json",
+                             record("finetune", {"tasks": task(dev=dev, test=test)})))  # fmt: skip
+        cv = {"cv": {"folds": 5, "tasks": task(oof=oof, test=cv_test)}}
+        folds.append(write(tmp_path / f"results/cv-{seed}.json", record("cv", cv)))
+    ensemble = {"ensemble": {"runs": ["a", "b", "c"], "tasks": task(dev=0.845, test=0.862)}}
+    write(tmp_path / "results/ens.json", record("ensemble", ensemble))
+    rel = [str(Path(p).relative_to(tmp_path)) for p in (*singles, *folds)]
+    spec = (f"validation sentiment single={','.join(rel[:3])} cv={','.join(rel[3:])} "
+            "ensemble=results/ens.json")  # fmt: skip
+    assert block_of(doc_with(tmp_path, spec), tmp_path) == "\n".join(
+        [
+            "| training | estimate (macro-F1) | test (macro-F1) | estimate − test | runs |",
+            "|---|---|---|---|---|",
+            "| one model (its dev split) | 0.830 (0.820–0.840) | 0.850 (0.840–0.860) | -0.020, +0.000, -0.040 | 3 |",
+            "| 5-fold cross-validation (out of fold; test: the folds' average) | 0.840 (0.835–0.845) | 0.860 (0.855–0.865) | -0.020, -0.010, -0.030 | 3 |",
+            "| ensemble of the 3 single models (dev; test) | 0.845 | 0.862 | -0.017 | 1 |",
+        ]
+    )  # fmt: skip
+    doc = doc_with(tmp_path, f"validation sentiment single={rel[3]}")
+    with pytest.raises(InputError, match=r"RESULTS.md:3: single= names a cv record"):
+        render_file(doc, tmp_path)
+
+
 def scale_record(scale: str, peaks: dict[str, float]) -> dict:
     stages = [
         {"stage": "corpus", "what": "write the corpus", "streams": True, "seconds": 61.4,

@@ -1,23 +1,18 @@
 """ptm's dropout (`ptm.models.dropout`): masks that keep 1 - p and scale to an exact
-expectation, repeat under a seed, and swap in for every ``nn.Dropout`` of a model; and the other
-CPU training shortcut beside it, glibc keeping freed memory for reuse
-(`ptm.training.runtime.keep_freed_memory`; attention: test_attention.py).
+expectation, repeat under a seed, and swap in for every ``nn.Dropout`` of a model (the other CPU
+training shortcuts: freed memory kept for reuse in test_runtime.py, attention in
+test_attention.py).
 
 Their speed is measured in `make bench`; here, that they compute what they claim.
 """
 
 from __future__ import annotations
 
-import platform
-import resource
-
-import pytest
 import torch
 from torch import nn
 from transformers import BertConfig, BertForMaskedLM
 
 from ptm.models.dropout import FastDropout, keep_mask, use_fast_dropout
-from ptm.training.runtime import keep_freed_memory
 
 
 def test_mask_keeps_one_minus_p_and_scales_to_an_exact_expectation() -> None:
@@ -67,19 +62,3 @@ def test_swapping_keeps_every_rate_mode_and_saved_key() -> None:
     assert {name: m.p for name, m in after.items()} == before
     assert all(type(m) is FastDropout and not m.training for m in after.values())
     assert set(model.state_dict()) == keys
-
-
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
-def test_freed_memory_is_reused_without_new_page_faults() -> None:
-    """A training step allocates the same large tensors over and over: once the heap has grown
-    to hold them, a new one must not page-fault (a fresh mapping faults on each of its 8,192
-    pages of 4 KB, every time)."""
-    assert keep_freed_memory()
-
-    def faults_of_a_32_mb_tensor() -> int:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        torch.ones(8 << 20)  # allocated, written, freed
-        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-
-    faults = [faults_of_a_32_mb_tensor() for _ in range(16)]
-    assert sum(faults[-4:]) < 1000, faults

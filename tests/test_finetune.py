@@ -4,6 +4,7 @@ early stopping, guards and bad input."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import subprocess
@@ -322,10 +323,10 @@ def test_the_best_checkpoint_is_chosen_on_dev_macro_f1(
             out |= {"macro_f1": macro[i], "accuracy": accuracy[i], "loss": 1.0 - accuracy[i]}
         return out
 
-    def spying(self, model, task, split, *args):
+    def spying(self, model, task, split, *args, **kwargs):
         if split.name == "dev":
             heads_at.append({k: v.clone() for k, v in model.heads.state_dict().items()})
-        return real_predict(self, model, task, split, *args)
+        return real_predict(self, model, task, split, *args, **kwargs)
 
     monkeypatch.setattr(Classification, "score", scripted)
     monkeypatch.setattr(Classification, "predict", spying)
@@ -436,6 +437,45 @@ def test_a_diverging_loss_stops_before_export(tmp_path: Path, model_dir: Path) -
     with pytest.raises(DivergenceError, match=r"diverged at step \d+ .*lower train\.lr"):
         run(cfg)
     assert not (tmp_path / "run" / "model").exists()
+
+
+def deferring_guards(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs set up as on a GPU: the guards read the losses at log steps only."""
+    import finetune.train as train_module
+
+    real = train_module.setup
+
+    def setup(*args):
+        f, state = real(*args)
+        return dataclasses.replace(f, deferred_checks=True), state
+
+    monkeypatch.setattr(train_module, "setup", setup)
+
+
+def test_guards_read_at_log_steps_only_still_stop_at_the_step_that_diverged(
+    tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a GPU run does (no step waits for the loss of the one before): the same run gives
+    the same numbers, and a divergence is still named at its own step, before any export."""
+    cfg, _ = cls_config(tmp_path, model_dir, "train.log_every=7", "train.epochs=2")
+    straight = run(cfg)
+    deferring_guards(monkeypatch)
+    deferred = run(dataclasses.replace(cfg, run_dir=tmp_path / "deferred"))
+    assert deferred["tasks"] == json.loads(json.dumps(straight["tasks"]).replace(
+        str(tmp_path / "run"), str(tmp_path / "deferred")))  # fmt: skip
+
+    bad, _ = cls_config(
+        tmp_path, model_dir, "train.lr=1e4", "train.grad_clip=0", "train.guard.min_steps=3",
+        "train.log_every=50",
+    )  # fmt: skip
+    monkeypatch.undo()
+    with pytest.raises(DivergenceError) as eager:
+        run(dataclasses.replace(bad, run_dir=tmp_path / "eager"))
+    deferring_guards(monkeypatch)
+    with pytest.raises(DivergenceError) as late:
+        run(dataclasses.replace(bad, run_dir=tmp_path / "late"))
+    assert str(late.value) == str(eager.value) and "diverged at step" in str(late.value)
+    assert not (tmp_path / "late" / "model").exists()
 
 
 def test_a_tokenizer_that_does_not_match_the_model_is_refused(

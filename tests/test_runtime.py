@@ -1,9 +1,12 @@
-"""`runtime.compile_mode` reaches torch.compile as its mode, and a misspelt one stops the run in
-one line before any work (the GPU check measures what each mode is worth: BENCHMARKS.md)."""
+"""The runtime (`ptm.training.runtime`): `runtime.compile_mode` reaches torch.compile as its mode,
+and a misspelt one stops the run in one line before any work (the GPU check measures what each
+mode is worth: docs/GPU.md); freed memory is kept for reuse on CPUs."""
 
 from __future__ import annotations
 
 import dataclasses
+import platform
+import resource
 
 import pytest
 import torch
@@ -51,3 +54,19 @@ def test_an_unknown_compile_mode_is_one_line_naming_the_choices() -> None:
         InputError, match=r"runtime.compile_mode='reduce_overhead' is unknown.*reduce-overhead"
     ):
         runtime.prepare(_runtime(compile_mode="reduce_overhead"), torch.device("cpu"))
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_freed_memory_is_reused_without_new_page_faults() -> None:
+    """A training step allocates the same large tensors over and over: once the heap has grown
+    to hold them, a new one must not page-fault (a fresh mapping faults on each of its 8,192
+    pages of 4 KB, every time)."""
+    assert runtime.keep_freed_memory()
+
+    def faults_of_a_32_mb_tensor() -> int:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        torch.ones(8 << 20)  # allocated, written, freed
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+    faults = [faults_of_a_32_mb_tensor() for _ in range(16)]
+    assert sum(faults[-4:]) < 1000, faults

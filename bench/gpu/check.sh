@@ -31,8 +31,8 @@
 # report 5-10. One ~9-minute call does not hold them all: start a second (warm machine) with
 # STEPS= naming what the first did not finish, e.g. STEPS="payoff report".
 #
-# Device call (from the repository root; make data first, ~38 MB; the pure-Python wheels for an
-# image without hydra/seqeval in WHEELS, see /work/shared/gpu/README.md):
+# Device call (from the repository root; make data first, ~38 MB; for an
+# image without hydra/seqeval, their pure-Python wheels in WHEELS):
 #   carry = [".gpu", "outputs/data/embedded"], timeout_s 590,
 #   command = "PTM_COMMIT=<git rev-parse HEAD> bash bench/gpu/check.sh"
 # (a tree copied without .git cannot tell its commit; PTM_COMMIT puts it into the records).

@@ -198,10 +198,14 @@ class _Softmax:
         return F.cross_entropy(flat, labels.reshape(-1), ignore_index=IGNORE, reduction="sum")
 
     def predicted_counts(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """How often each class was predicted over the labelled items (the collapse check)."""
-        keep = labels.reshape(-1) != IGNORE
-        guess = logits.detach().reshape(-1, logits.shape[-1]).argmax(-1)[keep]
-        return torch.bincount(guess, minlength=logits.shape[-1]).double()
+        """How often each class was predicted over the labelled items (the collapse check).
+        Counted into a fixed-size tensor (unlabelled items into a last slot that is dropped):
+        boolean indexing and bincount would wait for the GPU to size their output."""
+        n = logits.shape[-1]
+        guess = logits.detach().reshape(-1, n).argmax(-1)
+        slot = torch.where(labels.reshape(-1) != IGNORE, guess, n)
+        counts = torch.zeros(n + 1, dtype=torch.float64, device=logits.device)
+        return counts.index_add_(0, slot, torch.ones_like(slot, dtype=torch.float64))[:n]
 
 
 class Classification(_Softmax, _Kind):
@@ -636,8 +640,10 @@ class MultiLabel(Classification):
 
     def predicted_counts(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """How often each label was a text's most probable one: a collapsed model gives every
-        text the same."""
-        return torch.bincount(logits.detach().argmax(-1), minlength=logits.shape[-1]).double()
+        text the same. (A fixed-size count: bincount would wait for the GPU.)"""
+        n, guess = logits.shape[-1], logits.detach().argmax(-1)
+        counts = torch.zeros(n, dtype=torch.float64, device=logits.device)
+        return counts.index_add_(0, guess, torch.ones_like(guess, dtype=torch.float64))
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits)

@@ -38,6 +38,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ptm.models.heads import TaskModel
 from ptm.progress import format_count
+from ptm.tasks.inference import Prediction
 from ptm.tasks.loading import (
     UNKNOWN_WARNING,
     check_unique_ids,
@@ -180,7 +181,7 @@ class AppendedFiles:
 
 
 def predict_file(
-    model: TaskModel,
+    models: list[TaskModel],
     task: TaskData,
     decision: dict,
     path: Path,
@@ -195,7 +196,9 @@ def predict_file(
 ) -> FileResult:
     """Predict every row of ``path`` for ``task`` and write its submission files into
     ``folder``, ``chunk_rows`` rows at a time; ``decision`` is what the run chose on dev (the
-    multi-label threshold), as its ``finetune.json`` keeps it."""
+    multi-label threshold), as its ``finetune.json`` keeps it. Several ``models`` (the folds of a
+    cross-validation) predict each chunk and their class probabilities are averaged
+    (`average_predictions`), as the folds' test probabilities are."""
     encoder = TextEncoder(tokenizer)
     kind, pad_id = task.kind, tokenizer.pad_token_id
     files = AppendedFiles(folder)
@@ -204,9 +207,13 @@ def predict_file(
     try:
         for raw in raw_chunks(task, path, encoder, chunk_rows):
             split = kind.encode(task.cfg, "test", raw, None, tokenizer)
-            prediction = kind.predict(
-                model, task, split, device, precision, batch_size, pad_id, padding=padding
-            )
+            predictions = [
+                kind.predict(
+                    model, task, split, device, precision, batch_size, pad_id, padding=padding
+                )
+                for model in models
+            ]
+            prediction = average_predictions(predictions, len(task.labels))
             files.add(task, split, prediction, decision)
             stats.update(split.stats)
             log.info(
@@ -220,6 +227,15 @@ def predict_file(
     seconds = time.perf_counter() - start
     _log_stats(task, path, stats)
     return FileResult(task.name, path, stats["rows"], seconds, files.files, dict(stats))
+
+
+def average_predictions(predictions: list[Prediction], n_labels: int) -> Prediction:
+    """One model's prediction as it is; several models' as the mean of their class
+    probabilities, decided by its largest entry (kinds with `TaskKind.averaged`)."""
+    if len(predictions) == 1:
+        return predictions[0]
+    probs = np.mean([p.probs for p in predictions], 0)
+    return Prediction(None, np.bincount(probs.argmax(1), minlength=n_labels), probs=probs)
 
 
 def _log_stats(task: TaskData, path: Path, stats: Counter) -> None:

@@ -269,14 +269,15 @@ def gather(obj: Any) -> list[Any]:
     return out
 
 
-def write_run_summary(run_dir: Path, summary: dict, config: dict) -> None:
+def write_run_summary(run_dir: Path, summary: dict, config: dict, latest: bool = True) -> None:
     """The one-screen summary a run starts with: logged, and written with the resolved config
     to ``run.json``; ``<runs>/latest`` names the run. Rank 0 only. It records the intra-op
     threads per process: a CPU run repeats exactly only on as many (bf16 kernels split their
     sums by thread)."""
     summary = {**summary, "threads": torch.get_num_threads()}
     run_dir.mkdir(parents=True, exist_ok=True)
-    point_latest(run_dir)
+    if latest:  # not a fold of a cross-validation: `latest` names the CV run (finetune.cv)
+        point_latest(run_dir)
     log.info("run summary: %s", json.dumps(summary))
     (run_dir / "run.json").write_text(
         json.dumps({"summary": summary, "config": config}, indent=2) + "\n"
