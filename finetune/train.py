@@ -144,10 +144,13 @@ def _train(
         evaluating = (
             (step > 0 and step % f.eval_every == 0) or last_step
         ) and step != state.evaluated_at
-        if evaluating:
-            evaluate_and_select(f, state, lr, _collapse_from(f, state), last_step)
         ending = last_step or state.stopped == "early_stopping"
         saving = evaluating if t.save_every is None else step % t.save_every == 0
+        if evaluating or saving or ending:
+            check_guards(state, pending)  # no evaluation, checkpoint or export of unchecked steps
+        if evaluating:
+            evaluate_and_select(f, state, lr, _collapse_from(f, state), last_step)
+            ending = last_step or state.stopped == "early_stopping"
         saved = None
         if step > 0 and step != f.resumed_at and (saving or ending):
             saved = loop.save_state(state, f.run_dir, t.keep_checkpoints, info.is_main)
@@ -166,7 +169,7 @@ def _train(
         state.examples += result.examples
         meter.add(result.examples, result.tokens, result.flops)
         logging_now = state.step % t.log_every == 0
-        if logging_now or not f.deferred_checks or _boundary_next(f, state):
+        if logging_now or not f.deferred_checks:
             check_guards(state, pending)
         if logging_now:
             _log_step(f, state, meter, start_progress, result, lr)
@@ -350,22 +353,13 @@ def check_guards(state: FinetuneState, pending: list[StepResult]) -> None:
     at = 0
     for r in pending:
         size = len(r.stats)
-        loss, predicted = values[at] / r.n_items, values[at + 1 : at + size]
+        loss, predicted = float(values[at]) / r.n_items, values[at + 1 : at + size]
         at += size
         name, chance = r.task.name, r.task.chance_loss
         loop.check_divergence(state.guards[name], r.step, loss, r.lr, LOSS_FLOOR * chance)
         state.collapse[name].update(loss, predicted)
         state.collapse[name].check_training(r.step, r.lr, r.collapse_from)
     pending.clear()
-
-
-def _boundary_next(f: Finetuning, state: FinetuneState) -> bool:
-    """Whether the next iteration may evaluate, save or end: the guards have spoken by then
-    (a checkpoint or an export never holds an unchecked step)."""
-    t, step = f.cfg.train, state.step
-    progress = f.budget.progress(step, 0, state.clock.elapsed())
-    saving = t.save_every is not None and step % t.save_every == 0
-    return progress >= 1.0 or step % f.eval_every == 0 or saving
 
 
 def train_step(
