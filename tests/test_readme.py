@@ -120,6 +120,10 @@ COVERED = {
     "make predict": "tests/test_predict.py::test_make_predict_and_the_command_line",
     "python -m finetune.predict": "tests/test_predict.py::test_make_predict_and_the_command_line",
     "python -m finetune cv.folds=5": EMBEDDED,
+    # The same command on a CV run: its folds predict, averaged, in a subprocess as written.
+    "python -m finetune.predict run=outputs/finetune/latest 'inputs=[test_b.csv]'": (
+        "tests/test_cv.py::test_cross_validation_predicts_every_training_row_once_and_averages_the_test"
+    ),
     "python -m finetune.ensemble 'runs=[outputs/finetune/<run1>,outputs/finetune/<run2>]'": EMBEDDED,
     "make report": REPORT,
     "python -m finetune.report": REPORT,
