@@ -49,6 +49,7 @@ from ptm.config import PathsConfig, override_key, register_resolvers, to_datacla
 from ptm.errors import InputError, exit_on_input_error
 
 log = logging.getLogger(__name__)
+MARKER = ".bench-scale"  # in a work folder this benchmark made: its files may be replaced
 # (name, what it does, whether it streams: memory flat in the corpus's size). Pretraining reads
 # memory-mapped segments; fine-tuning keeps the (truncated) rows it trains on, by design.
 STAGES = (
@@ -315,6 +316,16 @@ def measure(cfg: ScaleConfig, forwarded: list[str]) -> dict[str, Any]:
     """Every stage in turn, in a fresh work folder, until one fails; the record's metrics."""
     size = cfg.size()
     w = cfg.work_dir
+    marker = w / MARKER
+    if w.is_dir() and any(w.iterdir()) and not marker.is_file():
+        raise InputError(
+            w,
+            "is not a folder this benchmark made (no .bench-scale in it): its files would be "
+            "deleted",
+            "give work_dir= a new or empty folder",
+        )
+    w.mkdir(parents=True, exist_ok=True)
+    marker.touch()
     for stale in ("train.csv", "dev.csv", "test.csv", "segments", "pretrain", "finetune",
                   "predict", "stages", "logs"):  # fmt: skip
         path = w / stale

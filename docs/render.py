@@ -169,7 +169,28 @@ def render_block(block: Block, ctx: Context) -> str:
     renderer = RENDERERS.get(block.name)
     if renderer is None:
         raise ctx.error(f"no renderer {block.name!r}", f"use one of {sorted(RENDERERS)}")
-    return renderer(block.args, dict(block.options), ctx)
+    missing = _missing_records(block, ctx)
+    # A measurement not made yet says so, rather than leaving a number behind: a run table shows
+    # the runs that were measured and names the rest; any other block names what it lacks.
+    note = "*Not measured yet: no record " + ", ".join(f"`{m}`" for m in missing)
+    note += " (see results/README.md).*"
+    present = [a for a in block.args if a not in missing]
+    args = present if block.name == "run" and present else block.args
+    try:
+        body = renderer(args, dict(block.options), ctx)
+    except MissingRecord:
+        return note
+    return f"{body}\n\n{note}" if missing else body
+
+
+def _missing_records(block: Block, ctx: Context) -> list[str]:
+    """The records a block names (arguments and options ending in ``.json``, comma lists
+    included) that do not exist; the ``scale`` block shows missing scales itself."""
+    if block.name in ("scale", "benchmarks"):
+        return []
+    named = [*block.args, *block.options.values()]
+    paths = [x for item in named for x in item.split(",") if x.endswith(".json")]
+    return [x for x in paths if not ctx.path(x).is_file()]
 
 
 def render_file(path: Path, root: Path = ROOT, check: bool = False) -> list[str]:
@@ -238,7 +259,13 @@ def _options(options: dict[str, str], ctx: Context, **defaults: Any) -> dict[str
     return out
 
 
+class MissingRecord(InputError):
+    """A block names a record that does not exist (yet): `render_block` says so in the doc."""
+
+
 def _record(rel: str, ctx: Context, kind: str | None = None) -> dict:
+    if not ctx.path(rel).exists():
+        raise MissingRecord(ctx.path(rel), "no such record", "run the command that writes it")
     record = read_record(ctx.path(rel))
     if kind is not None and record["kind"] != kind:
         raise ctx.error(f"{rel} is a {record['kind']} record", f"name a {kind} record here")

@@ -32,7 +32,7 @@ from finetune.cv import run_folds
 from finetune.train import run
 from ptm.config import register_resolvers, resolve
 from ptm.errors import exit_on_input_error
-from ptm.training.stop import exit_resumable_when_stopped
+from ptm.training.stop import exit_resumable_when_stopped, resume_when_requeued
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="finetune")
@@ -41,6 +41,7 @@ from ptm.training.stop import exit_resumable_when_stopped
 def main(cfg: DictConfig) -> float:
     data = resolve(cfg)  # a required value left at ??? is a one-line error
     data["run_dir"] = HydraConfig.get().runtime.output_dir
+    data["resume"] = resume_when_requeued(data["resume"], data["run_dir"])
     cfg = build_config(data)
     if cfg.cv.folds is not None and cfg.cv.fold is None:
         out = run_folds(cfg)["cv"]["tasks"]

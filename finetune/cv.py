@@ -36,10 +36,11 @@ from ptm.errors import InputError
 from ptm.records import RECORD, RunClock, plain, write_record
 from ptm.tasks.inference import Prediction
 from ptm.tasks.splits import TaskData
-from ptm.tasks.submission import read_probabilities
-from ptm.training import loop
+from ptm.tasks.submission import ZIP_NAME, read_probabilities, zip_submissions
+from ptm.training import dist, loop
 from ptm.training.checkpoint import list_checkpoints
 from ptm.training.rundir import point_latest
+from ptm.training.stop import Stopped
 
 log = logging.getLogger(__name__)
 FOLD_DIR = "fold-{}"
@@ -47,6 +48,13 @@ FOLD_DIR = "fold-{}"
 
 def run_folds(cfg: FinetuneConfig) -> dict:
     """Every fold's run (finished ones reused, a stopped one resumed), then `collect`."""
+    if dist.world_size() > 1:
+        raise InputError(
+            None,
+            "cross-validation runs its folds one after another in one process",
+            "start it without torchrun, or run each fold with torchrun as cv.fold=k "
+            "hydra.run.dir=<cv run>/fold-k, then collect them with cv.folds=K resume=<cv run>",
+        )
     started = RunClock.start()
     run_dir = Path(cfg.run_dir)
     folds = []
@@ -58,11 +66,11 @@ def run_folds(cfg: FinetuneConfig) -> dict:
             continue
         log.info("cv: fold %d of %d -> %s", k + 1, cfg.cv.folds, fold_dir)
         resume = fold_dir if list_checkpoints(fold_dir / "checkpoints") else None
-        run(
-            dataclasses.replace(
-                cfg, cv=dataclasses.replace(cfg.cv, fold=k), run_dir=fold_dir, resume=resume
-            )
-        )
+        fold = dataclasses.replace(cfg.cv, fold=k)
+        try:
+            run(dataclasses.replace(cfg, cv=fold, run_dir=fold_dir, resume=resume))
+        except Stopped as e:  # continuing the CV run continues this fold
+            raise e.resumed_in(run_dir) from e
     return collect(cfg, folds, started)
 
 
@@ -73,18 +81,31 @@ def collect(cfg: FinetuneConfig, folds: list[Path], started: RunClock) -> dict:
     run_dir = Path(cfg.run_dir)
     # Every training row, none held out as dev (a task without a dev file would hold 10% out:
     # read that file as dev instead, which nothing here uses).
-    whole = [dataclasses.replace(t, dev=t.dev or t.train) for t in cfg.tasks]
-    _, _, tasks = load_tasks(dataclasses.replace(cfg, tasks=whole))
+    whole = [dataclasses.replace(t, dev=t.dev or t.train, train_rows=None) for t in cfg.tasks]
+    # Read with the first fold's model folder (its tokenizer and positions): the base model the
+    # folds started from may have moved since.
+    model = dataclasses.replace(cfg.model, path=folds[0] / "model", tokenizer=None)
+    _, _, tasks = load_tasks(dataclasses.replace(cfg, tasks=whole, model=model))
     out: dict[str, Any] = {"folds": len(folds), "seed": cfg.cv.seed, "tasks": {}}
+    dev_files = {t.name: t.dev for t in cfg.tasks}
+    jsonl = []
     for task in tasks:
         entry = {"metric": task.kind.metric, "metric_label": task.kind.metric_label}
+        # Without a dev file each fold also selected its best step on its held-out part: the
+        # out-of-fold score then leans optimistic, as any score on a selection set does.
+        entry["selected_on"] = "the dev file" if dev_files[task.name] else "each held-out fold"
         entry["oof"] = out_of_fold(task, folds)
         test = average(task, folds, "probabilities.csv", run_dir / "predictions" / task.name)
         if test is not None:
             entry.update(test)
+            if "submission_jsonl" in test["predictions"]:
+                jsonl.append(test["predictions"]["submission_jsonl"])
         entry["folds"] = [_fold_scores(fold, task.name) for fold in folds]
         out["tasks"][task.name] = entry
         _log_scores(task, entry)
+    bundle = zip_submissions(run_dir / "predictions" / ZIP_NAME, jsonl)
+    if bundle:
+        out["submission_zip"] = bundle
     loop.write_metrics(run_dir, {"cv": out})
     point_latest(run_dir)  # finetune.predict with run=<this> predicts with every fold
     write_record(run_dir / RECORD, kind="cv", config=plain(cfg), metrics={"cv": out}, clock=started)
@@ -101,7 +122,7 @@ def out_of_fold(task: TaskData, folds: list[Path]) -> dict:
     for fold in folds:
         path = fold / "predictions" / task.name / "oof_probabilities.csv"
         if not path.is_file():
-            raise InputError(fold, "no out-of-fold predictions", "run the fold to its end first")
+            raise InputError(path, "no out-of-fold predictions", "run the fold to its end first")
         lines, p = read_probabilities(path, task.labels)
         rows = [at.get(int(line), -1) for line in lines]
         if min(rows, default=0) < 0 or not np.isnan(probs[rows, 0]).all():

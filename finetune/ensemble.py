@@ -17,6 +17,7 @@ python -m finetune.ensemble 'runs=[outputs/finetune/cv/fold-0,...]' output=outpu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from ptm.errors import InputError, exit_on_input_error
 from ptm.records import RECORD, RunClock, write_record
 from ptm.tasks.inference import Prediction
 from ptm.tasks.splits import TaskData
-from ptm.tasks.submission import read_probabilities
+from ptm.tasks.submission import ZIP_NAME, read_probabilities, zip_submissions
 from ptm.training import loop
 
 log = logging.getLogger(__name__)
@@ -60,11 +61,15 @@ def run(cfg: EnsembleConfig) -> dict:
     started = RunClock.start()
     run_dir = Path(cfg.run_dir)
     first = run_config(cfg.runs[0])
-    _, _, tasks = load_tasks(first)
+    # Read with the first run's own model folder (its tokenizer and positions): the model it
+    # started from may have moved since.
+    model = dataclasses.replace(first.model, path=Path(cfg.runs[0]) / "model", tokenizer=None)
+    _, _, tasks = load_tasks(dataclasses.replace(first, model=model))
     chosen = [t for t in tasks if cfg.tasks is None or t.name in cfg.tasks]
     if not chosen:
         raise InputError(cfg.runs[0], f"none of the tasks {cfg.tasks}", "name tasks it has")
     out: dict[str, Any] = {"runs": [str(r) for r in cfg.runs], "tasks": {}}
+    jsonl = []
     for task in chosen:
         if not task.kind.averaged:
             raise InputError(
@@ -74,12 +79,17 @@ def run(cfg: EnsembleConfig) -> dict:
             )
         entry = {"metric": task.kind.metric, "metric_label": task.kind.metric_label}
         entry |= average(task, cfg.runs, TEST_FILE, run_dir / "predictions" / task.name) or {}
+        if "submission_jsonl" in entry.get("predictions", {}):
+            jsonl.append(entry["predictions"]["submission_jsonl"])
         dev = _dev_score(task, cfg.runs)
         if dev is not None:
             entry["dev"] = dev
         entry["members"] = [_member_scores(r, task.name) for r in cfg.runs]
         out["tasks"][task.name] = entry
         _log(task, entry)
+    bundle = zip_submissions(run_dir / "predictions" / ZIP_NAME, jsonl)
+    if bundle:
+        out["submission_zip"] = bundle
     loop.write_metrics(run_dir, {"ensemble": out})
     write_record(
         run_dir / RECORD, kind="ensemble", config=cfg, metrics={"ensemble": out}, clock=started
@@ -90,8 +100,12 @@ def run(cfg: EnsembleConfig) -> dict:
 def run_config(run_dir: Path) -> FinetuneConfig:
     """The config a fine-tuning run ran with (its ``run.json``)."""
     path = Path(run_dir) / "run.json"
-    if not path.is_file():
-        raise InputError(run_dir, "not a fine-tuning run folder (no run.json)", "check runs=")
+    if not path.is_file() or not (Path(run_dir) / "metrics.json").is_file():
+        raise InputError(
+            run_dir,
+            "not a finished fine-tuning run folder (no run.json or metrics.json)",
+            "give runs= the folders of finished runs (the folds of a CV run: <cv run>/fold-k)",
+        )
     return to_dataclass(FinetuneConfig, json.loads(path.read_text())["config"])
 
 
@@ -137,7 +151,12 @@ def _test_probabilities(path: Path, task: TaskData) -> np.ndarray:
 
 def _dev_score(task: TaskData, runs: list[Path]) -> dict | None:
     """The ensemble's dev scores, when every run predicted the same dev rows."""
-    read = [read_probabilities(r / "predictions" / task.name / DEV_FILE, task.labels) for r in runs]
+    paths = [Path(r) / "predictions" / task.name / DEV_FILE for r in runs]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:  # runs made before they wrote their dev probabilities
+        log.info("ensemble %s: no dev probabilities in %s: no dev score", task.name, missing)
+        return None
+    read = [read_probabilities(p, task.labels) for p in paths]
     dev = task.splits["dev"]
     if any(not np.array_equal(lines, dev.lines) for lines, _ in read):
         log.info("ensemble %s: the runs selected on different dev rows: no dev score", task.name)

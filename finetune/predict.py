@@ -107,6 +107,7 @@ def run(cfg: PredictConfig) -> dict:
     """Predict every input file; returns the metrics (also in the record)."""
     started = RunClock.start()
     model_dirs, run_folder = locate(cfg.run)
+    home = Path(cfg.run).resolve() if len(model_dirs) > 1 else run_folder  # a CV run's own folder
     model_dir = model_dirs[0]
     with loop.session(cfg.runtime) as session:
         if session.info.world_size > 1:
@@ -118,7 +119,7 @@ def run(cfg: PredictConfig) -> dict:
             for name, entry in meta["tasks"].items()
         }
         sets = input_sets(cfg.inputs, list(tasks), run_tasks)
-        output = Path(cfg.output) if cfg.output else _default_output(cfg, run_folder)
+        output = Path(cfg.output) if cfg.output else _default_output(cfg, home)
         _check_output(output)
         log.info(
             "predicting with %s (%s, %s): %s -> %s",
@@ -188,6 +189,7 @@ def locate(path: Path) -> tuple[list[Path], Path | None]:
         return [path / "model"], path
     folds = sorted(p for p in path.glob("fold-*") if (p / "model" / META).is_file())
     if folds:
+        _check_every_fold(path, folds)
         return [f / "model" for f in folds], folds[0]
     if not path.exists():
         fix = (
@@ -201,6 +203,21 @@ def locate(path: Path) -> tuple[list[Path], Path | None]:
         f"neither a fine-tuning run folder nor a model folder (no {META} in it or its model/)",
         "give run=<a fine-tuning run folder, its model/ or a cross-validation run>",
     )
+
+
+def _check_every_fold(path: Path, folds: list[Path]) -> None:
+    """A CV run predicts with all its folds or not at all: fewer would be another ensemble
+    than the one its out-of-fold score describes."""
+    try:
+        planned = json.loads((folds[0] / "run.json").read_text())["config"]["cv"]["folds"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InputError(folds[0], f"not a cross-validation fold ({e})", "check run=") from e
+    if planned != len(folds):
+        raise InputError(
+            path,
+            f"{len(folds)} of its {planned} folds have finished",
+            f"finish the CV run first (python -m finetune cv.folds={planned} resume={path})",
+        )
 
 
 def _load_models(model_dirs: list[Path], device) -> tuple[list[Any], Any, dict]:

@@ -37,11 +37,13 @@ python -m finetune.report hydra.run.dir=outputs/report/mine  # again: resumes, f
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
 import logging
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,7 +54,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from finetune.config import build_config
+from finetune.config import FinetuneConfig, build_config
 from finetune.report_render import CURVE_PNG, MODES, budget_order, plot_curves, render
 from finetune.train import run as finetune
 from ptm.config import PathsConfig, override_key, register_resolvers, resolve, to_dataclass
@@ -62,10 +64,12 @@ from ptm.tasks.baselines import fit_baseline
 from ptm.tasks.config import TaskConfig
 from ptm.tasks.kinds import kind_named
 from ptm.tasks.loading import task_table
-from ptm.training.checkpoint import file_sha256
+from ptm.training.checkpoint import file_sha256, list_checkpoints
 from ptm.training.rundir import point_latest
+from ptm.training.stop import exit_resumable_when_stopped
 
 log = logging.getLogger(__name__)
+FINGERPRINT = "report-fingerprint"  # in a run's folder: the inputs it runs with
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -244,13 +248,30 @@ def _one_run(
         if mode == "tfidf":
             scores = fit_baseline(task, seed, ft.train.limit_examples)
         else:
-            metrics = finetune(ft)["tasks"][task_name]
+            metrics = finetune(_continued(ft, row["fingerprint"]))["tasks"][task_name]
             scores = {s: metrics[s][metrics["metric"]] for s in ("dev", "test") if s in metrics}
     except (DivergenceError, InputError) as e:
         log.error("report: %s, %s, seed %d failed: %s", task_name, MODES[mode], seed, e)
         return {**row, "status": "failed", "error": str(e)}
     seconds = round(time.perf_counter() - start, 1)
     return {**row, "status": "ok", **scores, "seconds": seconds}
+
+
+def _continued(ft: FinetuneConfig, fingerprint: str) -> FinetuneConfig:
+    """A run the report started before and that stopped (a SIGTERM, Ctrl-C, a killed job) goes
+    on from its checkpoints — when they were written with the same inputs (its folder keeps
+    the fingerprint it ran with); anything else in the folder is an older run's, set aside."""
+    folder = Path(ft.run_dir)
+    mark = folder / FINGERPRINT
+    same = mark.is_file() and mark.read_text().strip() == fingerprint
+    if same and list_checkpoints(folder / "checkpoints"):
+        log.info("report: continuing the stopped run in %s", folder)
+        return dataclasses.replace(ft, resume=folder)
+    if folder.exists():
+        shutil.rmtree(folder)  # an older run's (other inputs): never mixed with this one
+    folder.mkdir(parents=True)
+    mark.write_text(fingerprint + "\n")
+    return ft
 
 
 def _budget_overrides(
@@ -297,6 +318,7 @@ def overrides_for(task: str, overrides: list[str]) -> list[str]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="report")
+@exit_resumable_when_stopped
 @exit_on_input_error
 def main(cfg: DictConfig) -> None:
     data = resolve(cfg)

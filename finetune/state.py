@@ -103,7 +103,7 @@ class FinetuneState:
             "streams": [s.state_dict() for s in self.streams],
             "mixer": self.mixer.bit_generator.state,
             "guards": {name: g.state_dict() for name, g in self.guards.items()},
-            "collapse": {name: list(c.recent) for name, c in self.collapse.items()},
+            "collapse": {name: c.state_dict() for name, c in self.collapse.items()},
             # Field by field: dataclasses.asdict would deep-copy the best weights.
             "best": {f.name: getattr(self.best, f.name) for f in dataclasses.fields(self.best)},
             "step": self.step,
@@ -132,8 +132,8 @@ class FinetuneState:
         self.mixer.bit_generator.state = state["mixer"]
         for name, g in state["guards"].items():
             self.guards[name].load_state_dict(g)
-        for name, recent in state["collapse"].items():
-            self.collapse[name].recent.extend(recent)
+        for name, guard in state["collapse"].items():
+            self.collapse[name].load_state_dict(guard)
         self.best = Best(**state["best"])
         self.step, self.examples = state["step"], state["examples"]
         self.clock = Clock(state["elapsed"])

@@ -51,18 +51,18 @@ class StepResult:
         return self.stats[0].item() / self.n_items
 
 
-def collapse_from(f: Finetuning, state: FinetuneState) -> int:
-    """The step from which the collapse checks count: once warm-up is over and ``min_steps``
-    have passed."""
+def collapse_from(f: Finetuning, progress: float, step: int) -> int:
+    """The step from which the collapse checks count: once warm-up is over (at ``progress``
+    through the budget, as every process agrees) and ``min_steps`` have passed."""
     t = f.cfg.train
-    warm = f.budget.progress(state.step, 0, state.clock.elapsed()) >= t.warmup_fraction
-    return t.collapse.min_steps if warm else state.step + 1
+    return t.collapse.min_steps if progress >= t.warmup_fraction else step + 1
 
 
-def one_step(f: Finetuning, state: FinetuneState, lr: float) -> StepResult:
+def one_step(f: Finetuning, state: FinetuneState, lr: float, counts_from: int) -> StepResult:
     """One optimizer step on one task: its global batch, split over processes and micro-steps.
     Nothing in it waits for the device: the batch's sizes are counted on the host (summed over
-    processes with one all-reduce under DDP), the loss stays where it was computed."""
+    processes with one all-reduce under DDP), the loss stays where it was computed.
+    ``counts_from``: the step from which the collapse checks count (`collapse_from`)."""
     t, info = f.cfg.train, f.session.info
     k = int(state.mixer.choice(len(f.tasks), p=f.mix)) if len(f.tasks) > 1 else 0
     task = f.tasks[k]
@@ -90,7 +90,6 @@ def one_step(f: Finetuning, state: FinetuneState, lr: float) -> StepResult:
         items, tokens, flops = dist.all_reduce_sum(counted).tolist()
     micro = [{key: v.to(f.ctx.device, non_blocking=True) for key, v in m.items()} for m in micro]
     n_items = max(float(items), 1.0)
-    counts_from = collapse_from(f, state)
     stats = train_step(f.ctx, task, micro, n_items)
     grad_norm = loop.optimizer_step(state.model, state.optimizer, state.scaler, t.grad_clip)
     return StepResult(

@@ -111,7 +111,7 @@ def _train(
     state.model.train()
     while True:
         step = state.step
-        progress = f.budget.progress(step, 0, state.clock.elapsed())
+        progress = f.budget.progress(step, 0, f.budget.agreed_seconds(state.clock, info.device))
         last_step = progress >= 1.0
         lr = t.lr * lr_factor(progress, t.warmup_fraction, t.decay, t.min_lr_fraction)
         loop.set_lr(state.optimizer, lr)
@@ -124,7 +124,7 @@ def _train(
         if evaluating or saving or ending:
             check_guards(state, pending)  # no evaluation, checkpoint or export of unchecked steps
         if evaluating:
-            evaluate_and_select(f, state, lr, collapse_from(f, state), last_step)
+            evaluate_and_select(f, state, lr, collapse_from(f, progress, step), last_step)
             ending = last_step or state.stopped == "early_stopping"
         saved = None
         if step > 0 and step != f.resumed_at and (saving or ending):
@@ -138,7 +138,7 @@ def _train(
             stop.hand_over()
             raise Stopped(stop.name, step, saved, f.run_dir)
 
-        result = one_step(f, state, lr)
+        result = one_step(f, state, lr, collapse_from(f, progress, step))
         pending.append(result)
         state.step += 1
         state.examples += result.examples
@@ -148,6 +148,7 @@ def _train(
             check_guards(state, pending)
         if logging_now:
             _log_step(f, state, meter, start_progress, result, lr)
+    stop.release()
     return finish(f, state, lr, start_examples)
 
 

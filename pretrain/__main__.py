@@ -20,7 +20,7 @@ from pretrain.config import PretrainConfig
 from pretrain.train import run
 from ptm.config import register_resolvers, resolve, to_dataclass
 from ptm.errors import exit_on_input_error
-from ptm.training.stop import exit_resumable_when_stopped
+from ptm.training.stop import exit_resumable_when_stopped, resume_when_requeued
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="pretrain")
@@ -29,6 +29,7 @@ from ptm.training.stop import exit_resumable_when_stopped
 def main(cfg: DictConfig) -> float:
     data = resolve(cfg)
     data["run_dir"] = HydraConfig.get().runtime.output_dir
+    data["resume"] = resume_when_requeued(data["resume"], data["run_dir"])
     metrics = run(to_dataclass(PretrainConfig, data))
     # What a Hydra sweeper minimises; NaN (a failed trial to Optuna) when there is no held-out split.
     return metrics.get("eval/loss", float("nan"))

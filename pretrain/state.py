@@ -42,7 +42,9 @@ class SampleOrder:
 
 
 class PretrainState:
-    """Model, optimizer, scaler and guard, with the step, the tokens seen and the time spent."""
+    """Model, optimizer, scaler and guard, with the step, the tokens seen and the time spent;
+    and what the run's metrics collect along the way: the held-out scores before training (a
+    continued model) and the downstream probe's history."""
 
     def __init__(
         self,
@@ -56,6 +58,8 @@ class PretrainState:
         self.batch_size = batch_size
         self.step, self.tokens = 0, 0
         self.clock = Clock()
+        self.start_metrics: dict[str, float] = {}
+        self.probe_history: list[dict[str, float]] = []  # the probe's own list (rank 0)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -68,6 +72,8 @@ class PretrainState:
             "elapsed": self.clock.elapsed(),
             "samples": self.step * self.batch_size,
             "rng": {"torch": torch.get_rng_state()},
+            "start_metrics": self.start_metrics,
+            "probe_history": list(self.probe_history),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -78,3 +84,5 @@ class PretrainState:
         self.step, self.tokens = state["step"], state["tokens"]
         self.clock = Clock(state["elapsed"])
         torch.set_rng_state(state["rng"]["torch"])
+        self.start_metrics = dict(state.get("start_metrics", {}))  # older checkpoints lack them
+        self.probe_history[:] = state.get("probe_history", [])

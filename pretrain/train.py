@@ -127,18 +127,14 @@ def _train(
 ) -> dict:
     t, info = cfg.train, session.info
     p, state = setup(cfg, session, started)
-    resumed = loop.resume_point(cfg.resume)
-    if resumed is not None:
-        state.load_state_dict(resumed[1])
-        log.info("resumed from %s at step %d", resumed[0], state.step)
+    resumed_at = _resume(cfg, state)
     if info.is_main:
         _write_summary(p, state)
-    start_metrics = {}
     if cfg.model.init_from and state.step == 0 and p.held_out.any:
         # Continued training: what the model knew before it, on both held-out sets.
-        start_metrics = p.held_out.evaluate_all(p.objective, info, session.precision)
-        p.tb.scalars(0, start_metrics)
-        log_eval("before training", start_metrics, p.entropy)
+        state.start_metrics = p.held_out.evaluate_all(p.objective, info, session.precision)
+        p.tb.scalars(0, state.start_metrics)
+        log_eval("before training", state.start_metrics, p.entropy)
 
     metrics: dict[str, float] = {}
     state.clock.restart()
@@ -149,7 +145,8 @@ def _train(
     try:
         while True:
             step = state.step
-            progress = p.budget.progress(step, state.tokens, state.clock.elapsed())
+            seconds = p.budget.agreed_seconds(state.clock, info.device)
+            progress = p.budget.progress(step, state.tokens, seconds)
             last_step = progress >= 1.0
             lr = t.lr * lr_factor(progress, t.warmup_fraction, t.decay, t.min_lr_fraction)
             loop.set_lr(state.optimizer, lr)
@@ -158,14 +155,14 @@ def _train(
                 metrics = p.held_out.evaluate_all(p.objective, info, session.precision)
                 p.tb.scalars(step, metrics)
                 log_eval(f"step {step}", metrics, p.entropy)
-            if p.probe is not None and p.probe.due(step, last_step):
+            if p.probe is not None and p.probe.due(step, last_step) and step != resumed_at:
                 scores = p.probe(p.objective.encoder, info.device, session.precision, step)
                 p.tb.scalars(step, scores)
                 log.info(
                     "step %d | %s", step, " | ".join(f"{k} {v:.4f}" for k, v in scores.items())
                 )
             saved = None
-            if step > 0 and (step % t.save_every == 0 or last_step):
+            if step > 0 and step != resumed_at and (step % t.save_every == 0 or last_step):
                 saved = loop.save_state(state, p.run_dir, t.keep_checkpoints, info.is_main)
             if last_step:
                 break
@@ -185,7 +182,27 @@ def _train(
                 _log_step(p, state, meter, start_progress, result, lr)
     finally:
         p.feed.close()
-    return finish(p, state, metrics, start_metrics, meter, start_tokens)
+    stop.release()
+    return finish(p, state, metrics, meter, start_tokens)
+
+
+def _resume(cfg: PretrainConfig, state: PretrainState) -> int | None:
+    """Continue from ``resume=``'s newest intact checkpoint, if there is one; its step."""
+    found = loop.resume_point(cfg.resume)
+    if found is None:
+        return None
+    path, values = found
+    try:
+        state.load_state_dict(values)
+    except RuntimeError as e:  # another model or vocabulary than this run builds
+        first = str(e).splitlines()[0]
+        raise InputError(
+            path,
+            f"the checkpoint does not fit this run's model ({first})",
+            "resume with the settings of the run that wrote it (model, data)",
+        ) from e
+    log.info("resumed from %s at step %d", path, state.step)
+    return state.step
 
 
 def setup(
@@ -267,6 +284,8 @@ def setup(
         tb=TensorBoard(run_dir / "tb" if info.is_main else None),
         started=started,
     )
+    if p.probe is not None:  # the probe appends, the state saves and restores the same list
+        state.probe_history = p.probe.history
     return p, state
 
 
@@ -433,7 +452,6 @@ def finish(
     p: Pretraining,
     state: PretrainState,
     metrics: dict[str, float],
-    start_metrics: dict[str, float],
     meter: loop.Meter,
     start_tokens: int,
 ) -> dict:
@@ -442,7 +460,7 @@ def finish(
     wall = state.clock.since_start()
     final = {
         **metrics,
-        **{f"start/{k}": v for k, v in start_metrics.items()},
+        **{f"start/{k}": v for k, v in state.start_metrics.items()},
         "unigram_entropy": p.entropy,
         "steps": state.step,
         "tokens": state.tokens,

@@ -51,8 +51,10 @@ def run_id() -> str:
     job share it (its rendezvous id), so they name the same folder; a plain process uses its
     pid."""
     job = os.environ.get("TORCHELASTIC_RUN_ID")
-    if job:
+    if job and job != "none":
         return hashlib.sha256(job.encode()).hexdigest()[:6]
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun without a rendezvous id: its
+        return str(os.getppid())  # agent, the parent of every process of this node's job
     return str(os.getpid())
 
 
@@ -141,7 +143,12 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         # A mapping of named items (``tasks: {sentiment: {...}}``: task files compose by name)
         # is the list of those items, each with its key as ``name``.
         (item,) = get_args(tp)
-        return [_build(item, {"name": k, **v}, f"{where}.{k}") for k, v in value.items()]
+        for k, v in value.items():
+            if not isinstance(v, dict) or v.get("name", k) != k:
+                raise InputError(
+                    None, f"config {where}.{k}: expected a mapping of its settings, got {v!r}", _FIX
+                )
+        return [_build(item, {**v, "name": k}, f"{where}.{k}") for k, v in value.items()]
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
             raise InputError(None, f"config {where}: expected a list, got {value!r}", _FIX)

@@ -101,3 +101,16 @@ def test_learned_fraction_must_lie_below_the_chance_band() -> None:
         from_conf(
             CollapseConfig, "finetune", "train.collapse", learned_fraction=0.97, tolerance=0.05
         )
+
+
+def test_a_resumed_guard_remembers_that_the_run_had_learned() -> None:
+    """Its state (the window and the best windowed loss) goes through a checkpoint: a run that
+    learned, stopped and resumed is stopped at once when it then collapses, as the run that never
+    stopped is — not left to the stall steps as a run that never learned."""
+    g = guard()
+    step = feed(g, 0, 150, 0.4, BOTH)
+    resumed = guard()
+    resumed.load_state_dict(g.state_dict())
+    assert resumed.has_learned and list(resumed.recent) == list(g.recent)
+    with pytest.raises(DivergenceError, match="training collapsed at step 194"):
+        feed(resumed, step, 100, CHANCE, ONE_CLASS)

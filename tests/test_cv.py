@@ -160,3 +160,21 @@ def test_an_ensemble_averages_runs_and_scores_dev_and_test(tmp_path: Path, model
     )
     with pytest.raises(InputError, match="give two runs or more"):
         from_conf(EnsembleConfig, "ensemble", overrides=(f"runs=[{runs[0]}]",), run_dir=out_dir)
+
+
+def test_cross_validation_runs_in_one_process_and_predict_wants_every_fold(
+    tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from finetune.predict import locate
+
+    cfg = finetune_config(
+        tmp_path, model_dir, tmp_path / "cv", *cls_overrides(tmp_path), "cv.folds=3"
+    )
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(InputError, match="runs its folds one after another in one process"):
+        run_folds(cfg)
+    monkeypatch.delenv("WORLD_SIZE")
+    run(finetune_config(tmp_path, model_dir, tmp_path / "cv" / "fold-0", *cls_overrides(tmp_path),
+                        "cv.folds=3", "cv.fold=0", *FAST))  # fmt: skip
+    with pytest.raises(InputError, match="1 of its 3 folds have finished — finish the CV run"):
+        locate(tmp_path / "cv")

@@ -3,6 +3,7 @@ plainly when pretraining does not beat training from scratch."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import shutil
@@ -291,3 +292,24 @@ def test_the_fingerprint_follows_the_data_and_model_files_not_the_output_folders
     train.write_text("label\ttext\n0\t2 3\n")
     assert fingerprint(data, "tfidf") != before["tfidf"]
     assert fingerprint(data, "scratch") != before["scratch"]
+
+
+def test_a_stopped_run_of_the_report_continues_only_with_the_same_inputs(tmp_path: Path) -> None:
+    """A report run left with checkpoints (stopped) resumes when its folder's fingerprint is the
+    run's; with other inputs the folder is an older run's, set aside before it starts over."""
+    from finetune.report import FINGERPRINT, _continued
+
+    folder = tmp_path / "seed-1"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "checkpoints" / "step-00000010.pt").write_bytes(b"x")
+    (folder / FINGERPRINT).write_text("abc\n")
+
+    @dataclasses.dataclass(frozen=True)
+    class Run:  # the two fields of a fine-tuning config _continued reads and sets
+        run_dir: Path
+        resume: Path | None = None
+
+    ft = Run(folder)
+    assert _continued(ft, "abc").resume == folder
+    assert _continued(ft, "other") is ft and not (folder / "checkpoints").exists()
+    assert (folder / FINGERPRINT).read_text() == "other\n"

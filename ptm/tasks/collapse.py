@@ -68,6 +68,16 @@ class CollapseGuard:
         self.recent: deque[tuple[float, int]] = deque(maxlen=cfg.window)
         self.best = float("inf")  # lowest mean training loss over a full window so far
 
+    def state_dict(self) -> dict:
+        """The window and the best windowed loss (whether the run ever learned), for exact
+        resume."""
+        return {"recent": list(self.recent), "best": self.best}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.recent.clear()
+        self.recent.extend(tuple(x) for x in state["recent"])
+        self.best = float(state["best"])
+
     def update(self, loss: float, counts: np.ndarray) -> None:
         """``counts``: how often each class was predicted over the step's labelled items."""
         classes = np.flatnonzero(counts)

@@ -43,17 +43,20 @@ def logits_batches(
     pad_id: int,
     *,
     padding: str = "auto",
+    max_len: int | None = None,
 ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor | None, torch.Tensor]]:
     """``(example indices, float32 logits, labels or None, attention mask)`` of every batch of
     ``split``, longest first, in evaluation mode and without gradients; the model's mode is
-    restored afterwards. ``padding`` is ``runtime.padding``'s choice (auto: fixed lengths on
-    GPUs, up to the split's longest example; the longest of each batch on CPUs, as before)."""
+    restored afterwards. ``padding`` is ``runtime.padding``'s choice (auto: on GPUs the fixed
+    lengths training uses, up to ``max_len`` — the task's — so evaluation, test and every chunk
+    of a predicted file reuse training's graphs; the longest of each batch on CPUs)."""
     was_training = model.training
     model.eval()
     multiple = 8 if device.type == "cuda" else 1
     lengths = split.lengths
     bucketed = len(lengths) > 0 and pads_to_buckets(padding, device)
-    buckets = length_buckets(int(lengths.max())) if bucketed else None
+    top = max_len if max_len is not None else int(lengths.max()) if len(lengths) else 0
+    buckets = length_buckets(max(top, int(lengths.max()))) if bucketed else None
     try:
         for idx in eval_order(lengths, batch_size):
             batch = collate(split, idx, pad_id, multiple, buckets=buckets)

@@ -313,7 +313,15 @@ class Classification(_Softmax, _Kind):
         counts = np.zeros(n_labels, np.int64)
         probs = np.zeros((len(split), n_labels), np.float32)
         for idx, logits, labels, _ in logits_batches(
-            model, task.name, split, device, precision, batch_size, pad_id, padding=padding
+            model,
+            task.name,
+            split,
+            device,
+            precision,
+            batch_size,
+            pad_id,
+            padding=padding,
+            max_len=task.cfg.max_seq_len,
         ):
             predicted = logits.argmax(-1)
             if labels is not None:
@@ -532,7 +540,15 @@ class Tokens(_Softmax, _Kind):
         for scores in row_scores:
             scores[:, outside] = 0.0
         for idx, logits, labels, attention_mask in logits_batches(
-            model, task.name, split, device, precision, batch_size, pad_id, padding=padding
+            model,
+            task.name,
+            split,
+            device,
+            precision,
+            batch_size,
+            pad_id,
+            padding=padding,
+            max_len=task.cfg.max_seq_len,
         ):
             predicted = logits.argmax(-1)
             if labels is not None:

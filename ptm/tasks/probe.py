@@ -86,7 +86,8 @@ class Probe:
     def __init__(
         self, cfg: ProbeConfig, tokenizer: PreTrainedTokenizerBase, positions: int
     ) -> None:
-        """``positions``: the encoder's; a task of ``max_seq_len: null`` is read at that length."""
+        """``positions``: the encoder's; a task is read at its ``max_seq_len`` capped at them (at
+        them for ``max_seq_len: null``), as fine-tuning reads it."""
         self.cfg = cfg
         self.pad_id = tokenizer.pad_token_id
         self.history: list[dict[str, float]] = []  # one entry per probe: step and scores
@@ -94,7 +95,7 @@ class Probe:
         for task in cfg.tasks:
             # Train and dev only, every row of the file (the probe picks its own), and a length
             # for the model: the probe's encoder is the one being pretrained.
-            length = task.max_seq_len or positions
+            length = min(task.max_seq_len or positions, positions)
             task_cfg = replace(
                 task, test=None, test_labels=None, train_rows=None, max_seq_len=length
             )

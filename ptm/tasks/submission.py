@@ -56,7 +56,16 @@ def read_probabilities(path: Path, labels: list[str]) -> tuple[np.ndarray, np.nd
                 1,
             )
         rows = list(reader)
-    table = np.array(rows, dtype=np.float64).reshape(len(rows), len(labels) + 1)
+    for i, row in enumerate(rows):
+        if len(row) != len(labels) + 1:
+            raise InputError(
+                path, f"{len(row)} fields where the header has {len(labels) + 1}",
+                "write the file again (run the member again)", i + 2,
+            )  # fmt: skip
+    try:
+        table = np.array(rows, dtype=np.float64).reshape(len(rows), len(labels) + 1)
+    except ValueError as e:
+        raise InputError(path, f"not numbers ({e})", "write the file again") from e
     return table[:, 0].astype(np.int64), table[:, 1:]
 
 

@@ -79,6 +79,11 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
+def world_size() -> int:
+    """Processes of this job: ``torchrun``'s WORLD_SIZE (1 for a plain process)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
@@ -88,6 +93,13 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """Sum a tensor over all processes (in place), a no-op in a single process."""
     if dist.is_initialized():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
+    """The largest value over all processes (in place), a no-op in a single process."""
+    if dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return t
 
 

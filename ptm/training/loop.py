@@ -92,6 +92,16 @@ class Budget:
     max_tokens: int | None = None
     max_seconds: float | None = None
 
+    def agreed_seconds(self, clock: Clock, device: torch.device) -> float:
+        """``clock``'s seconds, the same on every process when the budget has a time limit (the
+        slowest one's): each process reading its own clock could end, evaluate or set the
+        learning rate a step apart from the others, and their collectives would not match."""
+        seconds = clock.elapsed()
+        if self.max_seconds is None or not torch.distributed.is_initialized():
+            return seconds
+        agreed = torch.tensor([seconds], dtype=torch.float64, device=device)
+        return float(dist.all_reduce_max(agreed).item())
+
     def progress(self, step: int, tokens: int = 0, seconds: float = 0.0) -> float:
         """Fraction of the budget used: the furthest along of the limits that are set."""
         parts = [step / self.max_steps if self.max_steps else 0.0]

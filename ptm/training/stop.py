@@ -13,7 +13,7 @@ Under Hydra's submitit launcher (``+launcher=slurm``) the preemption signal belo
 whose handler requeues the job and exits on the spot, wherever the run happens to be. Here the
 handler waits instead: the run saves first, then hands the signal to submitit's handler, which
 requeues the job; the requeued job starts in the same run folder and continues from the
-checkpoint it finds there.
+checkpoint it finds there (`resume_when_requeued`, in the stages' entry points).
 
 With several ``torchrun`` processes the flag is summed over them at every step, so all stop at
 the same step even when the signal reaches them at different times.
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import signal
 import sys
 import threading
@@ -48,11 +49,17 @@ class Stopped(Exception):
     """A run stopped on a signal after writing its checkpoint; it can be resumed."""
 
     def __init__(self, signame: str, step: int, checkpoint: Path | None, run_dir: Path) -> None:
+        self.signame, self.step, self.checkpoint = signame, step, checkpoint
         saved = f"checkpoint {checkpoint}" if checkpoint else "its newest checkpoint"
         super().__init__(
             f"stopped by {signame} at step {step}, {saved} written — continue with "
             f"resume={run_dir} (and the same other overrides)"
         )
+
+    def resumed_in(self, run_dir: Path) -> Stopped:
+        """The same stop, continued from ``run_dir`` (a cross-validation run whose fold it
+        was: resuming the CV run resumes the fold)."""
+        return Stopped(self.signame, self.step, self.checkpoint, run_dir)
 
 
 class StopRequest:
@@ -60,7 +67,8 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.signum: int | None = None
-        self.previous: dict[int, object] = {}
+        self.previous: dict[int, object] = {}  # the handlers ours replaced, while installed
+        self.previous_released: dict[int, object] = {}
 
     @property
     def name(self) -> str:
@@ -83,6 +91,18 @@ class StopRequest:
             return self.signum is not None
         flag = torch.tensor([0.0 if self.signum is None else 1.0], device=device)
         return bool(dist.all_reduce_sum(flag).item() > 0)
+
+    def release(self) -> None:
+        """The loop is over: from here a signal goes to the handlers there were before (a
+        scheduler's requeue acts at once; a job killed while exporting resumes from the last
+        checkpoint and exports again), and one that came meanwhile is handed over now."""
+        for signum, previous in self.previous.items():
+            signal.signal(signum, previous)
+        self.previous_released, self.previous = self.previous, {}
+        if self.signum is not None and self.signum != signal.SIGINT:
+            previous = self.previous_released.get(self.signum)
+            if callable(previous):
+                previous(self.signum, None)
 
     def hand_over(self) -> None:
         """After the checkpoint: give the signal to the handler that was there before ours when
@@ -111,6 +131,19 @@ def stop_on_signals() -> Iterator[StopRequest]:
     finally:
         for signum, previous in request.previous.items():
             signal.signal(signum, previous)
+
+
+def resume_when_requeued(resume: str | None, run_dir: str | Path) -> str | None:
+    """``resume=`` as given, or — in a job that submitit started (``+launcher=slurm`` / ``local``)
+    whose folder already holds checkpoints, i.e. one it requeued after a preemption or the time
+    limit — the job's own folder, so it continues where it stopped. A fresh job's folder has no
+    checkpoints; outside submitit nothing changes."""
+    if resume is not None or not os.environ.get("SUBMITIT_EXECUTOR"):
+        return resume
+    if not any((Path(run_dir) / "checkpoints").glob("step-*.pt")):
+        return None
+    log.info("a requeued job: continuing from the checkpoints in %s", run_dir)
+    return str(run_dir)
 
 
 def exit_resumable_when_stopped(fn: Callable[P, R]) -> Callable[P, R]:
