@@ -23,7 +23,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from bench.common import BenchRow
-from docs.render import fmt, write_benchmarks_report
+from docs.blocks import fmt
+from docs.render import write_benchmarks_report
 from ptm.records import RunClock, dump, machine, make_record
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ import pytest
 
 import bench.scale
 from bench.scale import STAGES, CorpusShape, ScaleConfig, Size, harness, write_corpus
-from docs.render import scale_table
+from docs.scale_table import scale_table
 from ptm.config import from_conf
 from ptm.records import read_record
 

@@ -11,19 +11,19 @@ from pathlib import Path
 
 import pytest
 
+from docs.bench_table import BENCHMARKS
+from docs.blocks import ROOT
 from docs.render import (
-    BENCHMARKS,
     END,
-    ROOT,
     documents,
     main,
     parse_blocks,
-    png_text,
     render_file,
     render_text,
     run,
     write_benchmarks_report,
 )
+from docs.report_table import png_text
 from ptm.errors import InputError
 
 
