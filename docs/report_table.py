@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from docs.blocks import Context, block_record, cell, parse_options
+from ptm import plots
 from ptm.errors import InputError
+from ptm.plots import matplotlib_or_none
 
 log = logging.getLogger(__name__)
 
@@ -165,33 +167,14 @@ def digest(data: Any) -> str:
 
 
 def draw_curves(data: dict, split: str, path: Path, source: str) -> None:
-    """A panel per task: median line and min-max band per model over the training rows (log
-    scale). ``source`` goes into the PNG's text chunks, so a check can tell what it shows."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as e:
+    """The curves of ``data`` (`curve_data`) as a PNG at ``path``; ``source`` goes into its text
+    chunks, so a check can tell what it shows."""
+    plt = matplotlib_or_none()
+    if plt is None:
         raise InputError(
             path, "matplotlib is needed to draw this plot", "pip install 'ptm[report]'"
-        ) from e
-    fig, axes = plt.subplots(1, len(data), figsize=(5 * len(data), 3.6), squeeze=False)
-    for ax, (task, models) in zip(axes[0], data.items(), strict=True):
-        for model, points in models.items():
-            xs, med, lo, hi = zip(*points, strict=True)
-            line = ax.plot(xs, med, marker="o", label=model)[0]
-            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
-        ax.set_xscale("log")
-        ax.set_xlabel("labelled training rows")
-        ax.set_ylabel(f"{split} score")
-        ax.set_title(task)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, metadata={"Software": None, "Source": source})
-    plt.close(fig)
+        )
+    plots.draw_curves(plt, data, {task: f"{split} score" for task in data}, path, source)
 
 
 def png_text(path: Path) -> dict[str, str]:

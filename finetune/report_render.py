@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import OmegaConf
 
 from ptm.config import CONF_DIR, flatten, override_key
+from ptm.plots import draw_curves, matplotlib_or_none
 from ptm.tasks.baselines import BASELINES
 from ptm.tasks.kinds import kind_named
 
@@ -213,40 +214,30 @@ def plot_curves(results: list[dict], path: Path) -> Path | None:
     ok = [r for r in _ok(results) if r.get("rows")]
     if len({r.get("budget") for r in results}) < 2 or not ok:
         return None
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = matplotlib_or_none()
+    if plt is None:
         log.info(
             "report: matplotlib is not installed, so the label-efficiency curve is a table only"
         )
         return None
     split = "test" if all("test" in r for r in ok) else "dev"
-    tasks = list(dict.fromkeys(r["task"] for r in results))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.6), squeeze=False)
-    for ax, task in zip(axes[0], tasks, strict=True):
+    curves: dict[str, dict[str, list[list[float]]]] = {}
+    ylabels = {}
+    for task in dict.fromkeys(r["task"] for r in results):
         runs = [r for r in ok if r["task"] == task]
+        if not runs:
+            continue
+        kind = runs[0]["kind"]
+        ylabels[task] = f"{split} {kind_named(kind).metric_label}"
         for mode in dict.fromkeys(r["mode"] for r in runs):
             points: dict[int, list[float]] = {}
             for r in runs:
                 if r["mode"] == mode:
                     points.setdefault(r["rows"], []).append(r[split])
-            xs = sorted(points)
-            med, lo, hi = zip(*(_stats(points[x]) for x in xs), strict=True)
-            line = ax.plot(xs, med, marker="o", label=_model_name(runs[0]["kind"], mode))[0]
-            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
-        ax.set_xscale("log")
-        ax.set_xlabel("labelled training rows")
-        ax.set_ylabel(f"{split} {kind_named(runs[0]['kind']).metric_label}")
-        ax.set_title(task)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100, metadata={"Software": None})  # no version stamp: same bytes
-    plt.close(fig)
-    return path
+            curves.setdefault(task, {})[_model_name(kind, mode)] = [
+                [x, *_stats(points[x])] for x in sorted(points)
+            ]
+    return draw_curves(plt, curves, ylabels, path)
 
 
 def _verdict(task: str, metric: str, split: str, per_seed: dict[str, dict[int, float]]) -> str:

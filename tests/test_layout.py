@@ -21,6 +21,7 @@ ALLOWED = {
     "tasks": FLOOR | {"data", "models", "training"},
     "tf": FLOOR | {"data", "models"},  # a converted folder carries a model card
     "records": FLOOR,
+    "plots": set(),  # the label-efficiency plot, drawn by the report and by make docs
     "config": FLOOR | {"training"},
 }
 STAGES = ("pretrain", "finetune", "convert")
