@@ -14,7 +14,7 @@ ARGS ?=
 DATA_ARGS = $(if $(filter data,$(MAKECMDGOALS)),$(ARGS))
 # The default fine-tuning sweep: learning rate x seed, 150 steps a job.
 SWEEP ?= train.lr=1e-4,3e-4 train.seed=1,2 train.max_steps=150
-# make scale: 1x is the Tianchi competition's size (200,000 + 50,000 documents), 5x five times it.
+# make scale: 1x is the Tianchi competition's size (200,000 + 50,000 documents), 5x five times its training file.
 SCALE ?= 1x
 
 .DEFAULT_GOAL := help
@@ -75,7 +75,7 @@ record: install ## Put a run's record into results/ for the docs (RUN=run folder
 bench: install ## Run the benchmarks, record every row in BENCHMARKS.json and render BENCHMARKS.md
 	$(PY) -m bench $(ARGS)
 
-scale: install ## Time and peak memory of every stage on a Tianchi-shaped corpus (SCALE=1x|5x; ~1.7 GB / ~8 GB under outputs/scale)
+scale: install ## Time and peak memory of every stage on a Tianchi-shaped corpus (SCALE=1x|5x; ~1.7 GB / ~7 GB under outputs/scale)
 	$(PY) -m bench.scale scale=$(SCALE) $(ARGS)
 
 test: install ## Run the quick test suite (what CI runs)

@@ -1,7 +1,7 @@
 """Competition scale, measured: a Tianchi-shaped corpus through the whole path (``make scale``).
 
     python -m bench.scale                          # 1x: 200,000 + 50,000 documents
-    python -m bench.scale scale=5x                 # 1,000,000 + 250,000
+    python -m bench.scale scale=5x                 # 1,000,000 + 50,000
     python -m bench.scale scale=1x stage=corpus    # only write the corpus (the first stage)
 
 Users hold the Tianchi news corpus (~181 M IDs) or corpora ten times its size, and ptm must
