@@ -4,6 +4,7 @@ token arrays, padded batches, and the unigram entropy a useful MLM must beat."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +39,10 @@ class SegmentData:
                 folder, "built by another ptm version", "delete the folder to rebuild it"
             )
         self.max_seq_len = int(self.meta["config"]["max_seq_len"])
-        dtype = np.dtype(self.meta["dtype"])
+        self.dtype = dtype = np.dtype(self.meta["dtype"])
         self.offsets = np.array(_map(folder / f"{split}.offsets.bin", np.dtype(np.int64)))
-        self.tokens = _map(folder / f"{split}.tokens.bin", dtype)
+        self.tokens_path = folder / f"{split}.tokens.bin"
+        self.tokens = _map(self.tokens_path, dtype)
         ws = folder / f"{split}.word_start.bin"
         self.word_start = _map(ws, np.dtype(np.uint8)) if ws.is_file() else None
         # Files cut short (a full disk, a partial copy) would read as other segments or fail
@@ -56,6 +58,15 @@ class SegmentData:
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
+
+    def token_chunks(self, size: int = 1 << 24) -> Iterator[np.ndarray]:
+        """Every token of the split, ``size`` at a time, read from the file rather than through
+        the memory map. A pass over a whole split through the map would leave every page of the
+        file mapped into the process, counted in its resident memory (what `top`, SLURM and
+        ``make scale`` report) up to the file's size: 1.8 GB of segments at 5x the Tianchi corpus."""
+        with open(self.tokens_path, "rb") as f:
+            while len(chunk := np.fromfile(f, self.dtype, size)):
+                yield chunk
 
     def batch(
         self, indices: np.ndarray, pad_id: int, multiple_of: int = 8
@@ -100,9 +111,8 @@ def unigram_entropy(data: SegmentData, special_ids: list[int], vocab_size: int) 
     """Entropy (nats) of the ordinary-token unigram distribution: the loss of a model that
     ignores context. An MLM whose held-out loss is not clearly below it has learned nothing."""
     counts = np.zeros(vocab_size, np.int64)
-    step = 1 << 24
-    for lo in range(0, len(data.tokens), step):
-        counts += np.bincount(np.asarray(data.tokens[lo : lo + step]), minlength=vocab_size)
+    for chunk in data.token_chunks():
+        counts += np.bincount(chunk, minlength=vocab_size)
     counts[special_ids] = 0
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log(p)).sum())
