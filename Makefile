@@ -4,10 +4,13 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# The CPU build of torch, installed only when the environment has no torch at all: a user's own
-# CUDA build is kept as it is (when the system Python has torch, .venv is made with
-# --system-site-packages to see it; otherwise .venv is isolated).
+# torch, installed only when the environment has no torch at all: a user's own CUDA build is kept
+# as it is (when the system Python has torch, .venv is made with --system-site-packages to see
+# it; otherwise .venv is isolated). TORCH_INDEX: where it comes from; empty, pip's own index
+# (PyPI's wheel for Linux x86_64 is the CUDA build, several GB); the CPU build:
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu.
 TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
 ARGS ?=
 # ARGS belong to the target named on the command line: `make pretrain ARGS=...` builds the
 # corpus it depends on with the corpus's own defaults, and `make data ARGS=...` passes them on.
@@ -26,7 +29,7 @@ help: ## Show this help
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || if $(PYTHON) -c "import torch" 2>/dev/null; \
 		then $(PYTHON) -m venv --system-site-packages $(VENV); else $(PYTHON) -m venv $(VENV); fi
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
 	touch $@
 

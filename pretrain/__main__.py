@@ -3,7 +3,7 @@
 CPU smoke run (seconds):   python -m pretrain +experiment=tiny
 Default (BERT-mini, CPU):  make pretrain          # = python -m pretrain
 One GPU:                   python -m pretrain runtime.device=cuda
-Several GPUs / nodes:      torchrun --nproc_per_node=8 -m pretrain train.micro_batch_size=32
+Several GPUs / nodes:      torchrun --nproc_per_node=8 -m pretrain +experiment=bert_mini_full train.micro_batch_size=32
                            (add --nnodes=N --node_rank=R --rdzv_endpoint=HOST:PORT for nodes)
 Resume a run:              python -m pretrain resume=outputs/pretrain/latest
 Continue from a model:     python -m pretrain model.init_from=PATH 'data.corpus=[my.txt]'

@@ -101,7 +101,7 @@ COVERED = {
     "python -m finetune.predict run=outputs/finetune/latest 'inputs=[test_b.csv]' output=outputs/test_b": TIANCHI,
     "make convert": RAW_TEXT,
     "make convert CKPT=chinese_roberta_wwm_ext_L-12_H-768_A-12 OUT=outputs/models/roberta-wwm-ext": RAW_TEXT,
-    "python -m pretrain model.init_from=outputs/models/roberta-wwm-ext 'data.corpus=[my_text.txt]' data.word_segmenter=jieba": RAW_TEXT,
+    "python -m pretrain model.init_from=outputs/models/roberta-wwm-ext 'data.corpus=[my_text.txt]' data.word_segmenter=jieba data.masking.whole_word=true": RAW_TEXT,
     "python -m finetune model.path=outputs/models/roberta-wwm-ext '~task' +task@tasks.mine=_base tasks.mine.kind=classification tasks.mine.train=my_train.csv tasks.mine.test=my_test.csv": RAW_TEXT,
     "python -m pretrain +experiment=tiny": (
         "tests/test_pretrain.py::test_tiny_run_exports_a_model_transformers_loads"
@@ -510,7 +510,7 @@ def test_raw_chinese_text_from_a_converted_chinese_bert_as_written(tmp_path: Pat
     ]
     said = run_as_written(
         "python -m pretrain model.init_from=outputs/models/roberta-wwm-ext "
-        "'data.corpus=[my_text.txt]' data.word_segmenter=jieba",
+        "'data.corpus=[my_text.txt]' data.word_segmenter=jieba data.masking.whole_word=true",
         tmp_path,
         *FEW_STEPS,
     )
