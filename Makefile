@@ -17,7 +17,8 @@ ARGS ?=
 DATA_ARGS = $(if $(filter data,$(MAKECMDGOALS)),$(ARGS))
 # The default fine-tuning sweep: learning rate x seed, 150 steps a job.
 SWEEP ?= train.lr=1e-4,3e-4 train.seed=1,2 train.max_steps=150
-# make scale: 1x is the Tianchi competition's size (200,000 + 50,000 documents), 5x five times its training file.
+# make scale: 1x is the Tianchi competition's size (200,000 + 50,000 documents), 5x five times
+# its training file.
 SCALE ?= 1x
 
 .DEFAULT_GOAL := help

@@ -39,10 +39,10 @@ class SegmentData:
                 folder, "built by another ptm version", "delete the folder to rebuild it"
             )
         self.max_seq_len = int(self.meta["config"]["max_seq_len"])
-        self.dtype = dtype = np.dtype(self.meta["dtype"])
+        self.dtype = np.dtype(self.meta["dtype"])
         self.offsets = np.array(_map(folder / f"{split}.offsets.bin", np.dtype(np.int64)))
         self.tokens_path = folder / f"{split}.tokens.bin"
-        self.tokens = _map(self.tokens_path, dtype)
+        self.tokens = _map(self.tokens_path, self.dtype)
         ws = folder / f"{split}.word_start.bin"
         self.word_start = _map(ws, np.dtype(np.uint8)) if ws.is_file() else None
         # Files cut short (a full disk, a partial copy) would read as other segments or fail
